@@ -1,0 +1,208 @@
+"""`emcc-trio serve [--config PATH]`: the server and its background tasks in one nursery."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import sys
+from functools import partial
+from pathlib import Path
+from typing import Final
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from . import logs
+from .app import AccessLog, Service, create_app
+from .artifacts import ArtifactStore, run_sweeper
+from .cgroups import Caps, CgroupError, instance_tag, open_driver, read_budget
+from .config import Config, ConfigError, Paths, load, parse_addr, resolve_paths
+from .gate import Gate
+from .jobs import Compiler
+from .runner import Limits
+from .sandbox import Sandbox, SandboxError
+
+log = logging.getLogger("emcc_trio")
+_GRACEFUL_SECONDS: Final = 5.0
+MB: Final = 1024 * 1024
+
+
+class StartupError(Exception):
+    """The server must not start; the message says why."""
+
+
+def _which(setting: str, key: str) -> str:
+    found = shutil.which(setting)
+    if found is None:
+        raise StartupError(f"{key}: cannot find the compiler {setting!r} (install emscripten)")
+    return os.path.abspath(found)
+
+
+def _remove_leftover_jobs(jobs_dir: Path) -> list[str]:
+    """Job dirs are never kept across runs: anything here was left by a killed server."""
+    leftovers = sorted(p.name for p in jobs_dir.iterdir())
+    for name in leftovers:
+        path = jobs_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return leftovers
+
+
+async def build_service(config: Config, paths: Paths) -> Service:
+    """Prepare everything a request needs; refuse to start rather than run unsafely."""
+    for directory in (paths.working_dir, paths.jobs_dir, paths.artifacts_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+    os.chdir(paths.working_dir)
+    emcc, emxx = _which(config.emcc_path, "emccPath"), _which(config.emxx_path, "emxxPath")
+    try:
+        driver = open_driver(
+            config.cgroup_driver, paths.cgroup_root, instance_tag(paths.jobs_dir)
+        )
+    except (CgroupError, OSError) as exc:
+        raise StartupError(
+            f"cgroupDriver {config.cgroup_driver!r}: per-job caps cannot be enforced: {exc}. "
+            'Set "cgroupDriver": "none" to run without caps.'
+        ) from exc
+    sandbox = None
+    if config.nsjail_enabled:
+        try:
+            sandbox = Sandbox.open(config.nsjail_path, config.nsjail_config, paths.working_dir)
+        except SandboxError as exc:
+            raise StartupError(str(exc)) from exc
+
+    recovered_groups = await driver.recover() if driver else []
+    recovered_dirs = _remove_leftover_jobs(paths.jobs_dir)
+    if recovered_groups or recovered_dirs:
+        log.warning(
+            "cleaned up after an earlier run",
+            extra={"fields": {"cgroups": recovered_groups, "job_dirs": recovered_dirs}},
+        )
+
+    budget = None
+    if config.enable_resource_gating:
+        v2_files = (paths.cgroup_root / "memory.max", paths.cgroup_root / "memory.current")
+        files = v2_files if v2_files[0].exists() or driver is None else driver.budget_files()
+        budget = partial(read_budget, *files)
+
+    store = ArtifactStore(paths.artifacts_dir)
+    limits = Limits(
+        timeout_seconds=config.job_timeout_seconds,
+        cpu_seconds=config.job_cpu_seconds,
+        max_output_bytes=config.max_output_bytes,
+        caps=Caps(
+            memory_bytes=config.job_memory_max_mb * MB,
+            cpu_max=config.job_cpu_max,
+            pids_max=config.job_pids_max,
+        ),
+    )
+    compiler = Compiler(
+        emcc=emcc,
+        emxx=emxx,
+        default_args=config.default_args,
+        node_path=config.node_path,
+        jobs_dir=paths.jobs_dir,
+        store=store,
+        limits=limits,
+        driver=driver,
+        sandbox=sandbox,
+    )
+    gate = Gate(
+        estimate_bytes=config.job_memory_estimate_mb * MB,
+        max_concurrent=config.max_concurrent_jobs or (os.cpu_count() or 1),
+        queue_max=config.queue_max,
+        queue_timeout_seconds=config.queue_timeout_seconds,
+        budget=budget,
+    )
+    log.info(
+        "configured",
+        extra={
+            "fields": {
+                "working_dir": str(paths.working_dir),
+                "cgroups": driver.name if driver else "none",
+                "nsjail": str(sandbox.nsjail) if sandbox else None,
+                "gating": budget is not None,
+                "max_concurrent": gate.max_concurrent,
+            }
+        },
+    )
+    return Service(
+        driver=driver,
+        compiler=compiler,
+        gate=gate,
+        store=store,
+        enable_static_artifacts=config.enable_static_artifacts,
+        max_body_bytes=config.max_body_bytes,
+    )
+
+
+async def serve(config: Config, start_dir: Path) -> None:
+    paths = resolve_paths(config, start_dir)
+    service = await build_service(config, paths)
+    host, port = parse_addr(config.addr)
+    hypercorn_config = HypercornConfig()
+    hypercorn_config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    hypercorn_config.graceful_timeout = _GRACEFUL_SECONDS
+    hypercorn_config.accesslog = None
+    hypercorn_config.errorlog = logging.getLogger("hypercorn.error")
+    app = AccessLog(create_app(service))
+    shutdown = trio.Event()
+
+    async def watch_signals() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("shutting down", extra={"fields": {"signal": signum}})
+                service.shutdown()
+                shutdown.set()
+                return
+
+    async with trio.open_nursery() as nursery:
+
+        async def run_http(task_status: trio.TaskStatus[list[str]]) -> None:
+            await hypercorn_serve(
+                app, hypercorn_config, shutdown_trigger=shutdown.wait, task_status=task_status
+            )
+            # In-flight requests are done: stop the background tasks too.
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(watch_signals)
+        nursery.start_soon(service.gate.run_poller)
+        nursery.start_soon(
+            run_sweeper, service.store, config.artifact_ttl_days, config.cleanup_interval_mins
+        )
+        binds = await nursery.start(run_http)
+        log.info("listening", extra={"fields": {"urls": binds}})
+    if service.driver is not None:
+        service.driver.close()
+    log.info("stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="emcc-trio", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+    serve_parser = sub.add_parser("serve", help="run the HTTP service")
+    serve_parser.add_argument("--config", default="config.json", help="path to config.json")
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args(["serve", *(argv if argv is not None else sys.argv[1:])])
+    logs.configure()
+    try:
+        config = load(Path(args.config))
+    except ConfigError as exc:
+        print(f"emcc-trio: config error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        trio.run(serve, config, Path.cwd())
+    except StartupError as exc:
+        print(f"emcc-trio: refusing to start: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""The Quart-Trio app: routes, JSON errors, and the one-line-per-request access log."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+import trio
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from .artifacts import ARTIFACT_FILES, ArtifactStore
+from .cgroups import Driver, Usage
+from .gate import Gate, QueueFull, QueueTimeout
+from .jobs import CompileResult, Compiler, InternalJobError, new_job_id
+from .policy import RequestError, parse_request
+from .runner import JobStartError
+
+LIMIT_STATUS: Final = 422
+BUSY_STATUS: Final = 503
+CLIENT_CLOSED_STATUS: Final = 499  # logged only: nobody is left to receive it
+IMMUTABLE_CACHE: Final = "public, max-age=31536000, immutable"
+
+log = logging.getLogger("emcc_trio.app")
+access_log = logging.getLogger("emcc_trio.access")
+_request_fields: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("request_fields")
+
+LIMIT_MESSAGES: Final = {
+    "memory": "the compile exceeded its memory cap (jobMemoryMaxMB) and was killed",
+    "pids": "the compile exceeded its process cap (jobPidsMax)",
+    "cpu": "the compile exceeded its CPU-time cap (jobCpuSeconds) and was killed",
+    "timeout": "the compile exceeded its wall-clock cap (jobTimeoutSeconds) and was killed",
+    "output": "the compiler's output exceeded maxOutputBytes; the compile was stopped",
+}
+
+
+@attrs.define
+class Service:
+    """What the routes need, passed in explicitly (no globals)."""
+
+    driver: Driver | None
+    compiler: Compiler
+    gate: Gate
+    store: ArtifactStore
+    enable_static_artifacts: bool
+    max_body_bytes: int
+    retry_after_seconds: int = 5
+    running: set[trio.CancelScope] = attrs.field(factory=set)
+    shutting_down: bool = False
+
+    def shutdown(self) -> None:
+        """Refuse new compiles and cancel the running ones (their cleanup still runs)."""
+        self.shutting_down = True
+        for scope in self.running:
+            scope.cancel()
+
+
+def json_error(status: int, message: str, **extra: Any) -> Response:
+    body = {"ok": False, "error": message, **extra}
+    return Response(json.dumps(body), status=status, mimetype="application/json")
+
+
+def json_ok(body: dict[str, Any], status: int = 200) -> Response:
+    return Response(json.dumps(body), status=status, mimetype="application/json")
+
+
+def usage_json(usage: Usage, duration_seconds: float) -> dict[str, Any]:
+    return {
+        "peakMemoryBytes": usage.peak_memory_bytes,
+        "cpuSeconds": None if usage.cpu_seconds is None else round(usage.cpu_seconds, 3),
+        "peakPids": usage.peak_pids,
+        "durationSeconds": round(duration_seconds, 3),
+    }
+
+
+def compile_response(result: CompileResult) -> Response:
+    usage = usage_json(result.usage, result.duration_seconds)
+    if result.ok:
+        return json_ok(
+            {
+                "ok": True,
+                "id": result.job_id,
+                "js": f"/artifacts/{result.job_id}/app.js",
+                "wasm": f"/artifacts/{result.job_id}/app.wasm",
+                "output": result.output,
+                "usage": usage,
+            }
+        )
+    if result.limit is not None:
+        message = LIMIT_MESSAGES[result.limit]
+        if result.output:
+            message += "\n" + result.output
+        return json_error(
+            LIMIT_STATUS, message, id=result.job_id, limit=result.limit, usage=usage
+        )
+    error = result.output
+    if result.output_truncated:
+        error += "\n[output truncated]"
+    return json_error(400, error, id=result.job_id, usage=usage)
+
+
+def create_app(service: Service) -> QuartTrio:
+    app = QuartTrio(__name__, root_path=str(Path(__file__).parent))
+    app.config["MAX_CONTENT_LENGTH"] = service.max_body_bytes
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        message = {
+            404: "not found",
+            405: f"method {request.method} not allowed for {request.path}",
+            413: f"request body too large (maxBodyBytes is {service.max_body_bytes})",
+        }.get(status, exc.description or exc.name)
+        return json_error(status, message)
+
+    @app.errorhandler(Exception)
+    async def internal_error(exc: Exception) -> Response:
+        log.error("unhandled error", exc_info=exc)
+        return json_error(500, "internal server error")
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return Response("ok", mimetype="text/plain")
+
+    @app.post("/compile")
+    async def compile_route() -> Response:
+        body = await request.get_data(cache=False)
+        try:
+            decoded = json.loads(body)
+        except ValueError as exc:
+            return json_error(400, f"the body is not valid JSON: {exc}")
+        try:
+            compile_request = parse_request(decoded)
+        except RequestError as exc:
+            return json_error(400, str(exc))
+        if service.shutting_down:
+            return _busy("the server is shutting down")
+        job_id = new_job_id()
+        _request_fields.get({})["job"] = job_id
+        try:
+            async with service.gate.admit():
+                with trio.CancelScope() as scope:
+                    service.running.add(scope)
+                    try:
+                        result = await service.compiler.compile(compile_request, job_id)
+                    finally:
+                        service.running.discard(scope)
+        except QueueFull:
+            return _busy("too many compiles are waiting; try again later")
+        except QueueTimeout:
+            return _busy("no capacity became free in time; try again later")
+        except (InternalJobError, JobStartError) as exc:
+            log.error("job failed to run", extra={"fields": {"job": job_id, "error": str(exc)}})
+            return json_error(500, f"internal error: {exc}", id=job_id)
+        if scope.cancelled_caught:
+            return _busy("the server is shutting down")
+        _request_fields.get({}).update(limit=result.limit, ok=result.ok)
+        return compile_response(result)
+
+    def _busy(message: str) -> Response:
+        response = json_error(BUSY_STATUS, message)
+        response.headers["Retry-After"] = str(service.retry_after_seconds)
+        return response
+
+    if service.enable_static_artifacts:
+
+        @app.get("/artifacts/<job_id>/<name>")
+        async def artifact(job_id: str, name: str) -> Response:
+            data = await service.store.read(job_id, name)
+            if data is None:
+                return json_error(404, "no such artifact")
+            response = Response(data, mimetype=ARTIFACT_FILES[name])
+            response.headers["Cache-Control"] = IMMUTABLE_CACHE
+            response.headers["ETag"] = f'"{job_id}-{name}"'
+            response.headers["X-Content-Type-Options"] = "nosniff"
+            return response
+
+    return app
+
+
+ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+
+
+class AccessLog:
+    """ASGI middleware: one structured line per request, also for cancelled ones."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        fields: dict[str, Any] = {"method": scope["method"], "path": scope["path"]}
+        token = _request_fields.set(fields)
+        status = CLIENT_CLOSED_STATUS
+        start = time.perf_counter()
+
+        async def send_and_record(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            _request_fields.reset(token)
+            fields["status"] = status
+            fields["ms"] = round((time.perf_counter() - start) * 1000, 1)
+            access_log.info("request", extra={"fields": fields})

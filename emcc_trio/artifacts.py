@@ -1,0 +1,89 @@
+"""The artifact store: `artifacts/<id>/app.js` + `app.wasm`, published atomically, swept by age.
+
+Publishing copies both files into a hidden staging dir inside the store (same filesystem)
+and renames it to `<id>` in one step, so a reader sees no artifact or a whole one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Final
+
+import attrs
+import trio
+
+ARTIFACT_FILES: Final = {"app.js": "application/javascript", "app.wasm": "application/wasm"}
+_ID = re.compile(r"^[0-9a-f]{32}$")
+_STAGING_PREFIX: Final = ".staging-"
+_STALE_STAGING_SECONDS: Final = 3600.0
+
+log = logging.getLogger("emcc_trio.artifacts")
+
+
+def is_valid_id(job_id: str) -> bool:
+    return bool(_ID.match(job_id))
+
+
+@attrs.frozen
+class ArtifactStore:
+    root: Path
+
+    def path_of(self, job_id: str, name: str) -> Path | None:
+        """The file for a well-formed id and name, or None (never a path outside the store)."""
+        if not is_valid_id(job_id) or name not in ARTIFACT_FILES:
+            return None
+        return self.root / job_id / name
+
+    def _publish_sync(self, job_id: str, job_dir: Path) -> None:
+        staging = self.root / f"{_STAGING_PREFIX}{job_id}"
+        staging.mkdir(mode=0o755)
+        try:
+            for name in ARTIFACT_FILES:
+                shutil.copyfile(job_dir / name, staging / name)
+            staging.rename(self.root / job_id)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    async def publish(self, job_id: str, job_dir: Path) -> None:
+        await trio.to_thread.run_sync(self._publish_sync, job_id, job_dir)
+
+    async def read(self, job_id: str, name: str) -> bytes | None:
+        path = self.path_of(job_id, name)
+        if path is None:
+            return None
+        try:
+            return await trio.Path(path).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def sweep_sync(self, ttl_seconds: float, now: float | None = None) -> list[str]:
+        """Remove artifacts older than `ttl_seconds` and abandoned staging dirs."""
+        now = time.time() if now is None else now
+        removed = []
+        for entry in self.root.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                age = now - entry.stat().st_mtime
+                stale_staging = (
+                    entry.name.startswith(_STAGING_PREFIX) and age > _STALE_STAGING_SECONDS
+                )
+                if stale_staging or (is_valid_id(entry.name) and age > ttl_seconds):
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed.append(entry.name)
+        return removed
+
+
+async def run_sweeper(store: ArtifactStore, ttl_days: float, interval_mins: float) -> None:
+    """Sweep every `interval_mins`; returns at once if either setting is 0 (disabled)."""
+    if ttl_days <= 0 or interval_mins <= 0:
+        return
+    while True:
+        removed = await trio.to_thread.run_sync(store.sweep_sync, ttl_days * 86400.0)
+        if removed:
+            log.info("swept artifacts", extra={"fields": {"removed": len(removed)}})
+        await trio.sleep(interval_mins * 60.0)

@@ -1,0 +1,237 @@
+"""The service's configuration: the seed's `config.json` keys, their defaults, and validation.
+
+Loading is a pure function of the file's text, so every error can be tested without a server.
+Each field carries its JSON key (camelCase, as emcc-sandboxd spells it) in its metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+import cattrs
+from cattrs.errors import AttributeValidationNote, ForbiddenExtraKeysError
+from cattrs.gen import make_dict_structure_fn, override
+
+DEFAULT_ARGS: Final = (
+    "-sINVOKE_RUN=0",
+    "-sENVIRONMENT=web",
+    "-sALLOW_MEMORY_GROWTH=1",
+    "-sMODULARIZE=1",
+)
+CGROUP_DRIVERS: Final = ("auto", "v2", "v1", "none")
+
+
+def _key(name: str) -> dict[str, str]:
+    return {"key": name}
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    # The seed's keys.
+    working_dir: str = attrs.field(default="/srv/emcc-sandboxd", metadata=_key("workingDir"))
+    addr: str = attrs.field(default=":8080", metadata=_key("addr"))
+    base_dir: str = attrs.field(default=".", metadata=_key("baseDir"))
+    jobs_dir: str = attrs.field(default="jobs", metadata=_key("jobsDir"))
+    artifacts_dir: str = attrs.field(default="artifacts", metadata=_key("artifactsDir"))
+    enable_static_artifacts: bool = attrs.field(
+        default=True, metadata=_key("enableStaticArtifacts")
+    )
+    artifact_ttl_days: float = attrs.field(default=3, metadata=_key("artifactTTLDays"))
+    cleanup_interval_mins: float = attrs.field(default=30, metadata=_key("cleanupIntervalMins"))
+    default_args: tuple[str, ...] = attrs.field(default=DEFAULT_ARGS, metadata=_key("defaultArgs"))
+    nsjail_enabled: bool = attrs.field(default=False, metadata=_key("nsjailEnabled"))
+    nsjail_path: str = attrs.field(default="nsjail", metadata=_key("nsjailPath"))
+    cgroup_v2_root: str = attrs.field(default="cgroup", metadata=_key("cgroupV2Root"))
+    enable_resource_gating: bool = attrs.field(
+        default=False, metadata=_key("enableResourceGating")
+    )
+    job_memory_estimate_mb: int = attrs.field(default=256, metadata=_key("jobMemoryEstimateMB"))
+    # Keys this service adds.
+    emcc_path: str = attrs.field(default="emcc", metadata=_key("emccPath"))
+    emxx_path: str = attrs.field(default="em++", metadata=_key("emxxPath"))
+    node_path: str = attrs.field(default="/usr/share/nodejs", metadata=_key("nodePath"))
+    nsjail_config: str = attrs.field(default="", metadata=_key("nsjailConfig"))
+    max_body_bytes: int = attrs.field(default=1024 * 1024, metadata=_key("maxBodyBytes"))
+    max_output_bytes: int = attrs.field(default=64 * 1024, metadata=_key("maxOutputBytes"))
+    job_timeout_seconds: float = attrs.field(default=120, metadata=_key("jobTimeoutSeconds"))
+    cgroup_driver: str = attrs.field(default="auto", metadata=_key("cgroupDriver"))
+    job_memory_max_mb: int = attrs.field(default=1024, metadata=_key("jobMemoryMaxMB"))
+    job_cpu_max: float = attrs.field(default=1.0, metadata=_key("jobCpuMax"))
+    job_cpu_seconds: float = attrs.field(default=60, metadata=_key("jobCpuSeconds"))
+    job_pids_max: int = attrs.field(default=256, metadata=_key("jobPidsMax"))
+    max_concurrent_jobs: int = attrs.field(default=0, metadata=_key("maxConcurrentJobs"))
+    queue_max: int = attrs.field(default=64, metadata=_key("queueMax"))
+    queue_timeout_seconds: float = attrs.field(default=30, metadata=_key("queueTimeoutSeconds"))
+
+
+KEYS: Final = {f.name: f.metadata["key"] for f in attrs.fields(Config)}
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the offending key."""
+
+
+def _strict(expected: type | tuple[type, ...], label: str) -> Any:
+    def hook(value: Any, _type: Any) -> Any:
+        # bool is an int subclass in Python; JSON's true is not a number.
+        if isinstance(value, bool) and bool not in (
+            expected if isinstance(expected, tuple) else (expected,)
+        ):
+            raise TypeError(f"expected {label}, got a boolean")
+        if not isinstance(value, expected):
+            raise TypeError(f"expected {label}, got {type(value).__name__}")
+        return value
+
+    return hook
+
+
+def _converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True)
+    conv.register_structure_hook(str, _strict(str, "a string"))
+    conv.register_structure_hook(bool, _strict(bool, "true or false"))
+    conv.register_structure_hook(int, _strict(int, "a whole number"))
+    conv.register_structure_hook(float, _strict((int, float), "a number"))
+
+    def args_hook(value: Any, _type: Any) -> tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise TypeError("expected a list of strings")
+        return tuple(value)
+
+    conv.register_structure_hook_func(lambda t: t == tuple[str, ...], args_hook)
+    renames = {name: override(rename=key) for name, key in KEYS.items()}
+    conv.register_structure_hook(
+        Config, make_dict_structure_fn(Config, conv, _cattrs_forbid_extra_keys=True, **renames)
+    )
+    return conv
+
+
+_CONVERTER: Final = _converter()
+_ADDR = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):(?P<port>[0-9]{1,5})$")
+
+
+def parse_addr(addr: str) -> tuple[str, int]:
+    """Split a Go-style listen address (`:8080`, `127.0.0.1:8080`, `[::1]:0`)."""
+    match = _ADDR.match(addr)
+    if match is None or int(match["port"]) > 65535:
+        raise ValueError(f"not HOST:PORT with a port from 0 to 65535: {addr!r}")
+    host = match["host"].strip("[]") or "0.0.0.0"
+    return host, int(match["port"])
+
+
+def validate(config: Config) -> list[str]:
+    """Every impossible value in `config`, each message naming its key."""
+    errors: list[str] = []
+
+    def check(ok: bool, name: str, why: str) -> None:
+        if not ok:
+            errors.append(f"{KEYS[name]}: {why}")
+
+    try:
+        parse_addr(config.addr)
+    except ValueError as exc:
+        errors.append(f"addr: {exc}")
+    for name in ("artifact_ttl_days", "cleanup_interval_mins", "max_concurrent_jobs"):
+        check(getattr(config, name) >= 0, name, "must not be negative")
+    for name in (
+        "job_memory_estimate_mb",
+        "max_body_bytes",
+        "max_output_bytes",
+        "job_timeout_seconds",
+        "job_memory_max_mb",
+        "job_cpu_max",
+        "job_cpu_seconds",
+        "job_pids_max",
+        "queue_max",
+        "queue_timeout_seconds",
+    ):
+        check(getattr(config, name) > 0, name, "must be greater than 0")
+    check(config.job_pids_max >= 16, "job_pids_max", "emcc needs at least 16 processes")
+    check(config.job_memory_max_mb >= 64, "job_memory_max_mb", "emcc needs at least 64 MB")
+    for name in ("jobs_dir", "artifacts_dir", "emcc_path", "emxx_path", "nsjail_path"):
+        check(getattr(config, name) != "", name, "must not be empty")
+    check(
+        config.cgroup_driver in CGROUP_DRIVERS,
+        "cgroup_driver",
+        f"must be one of {', '.join(CGROUP_DRIVERS)}",
+    )
+    check(
+        config.jobs_dir != config.artifacts_dir,
+        "artifacts_dir",
+        "must differ from jobsDir",
+    )
+    return errors
+
+
+def _messages(exc: cattrs.BaseValidationError) -> list[str]:
+    """cattrs errors, each named by its JSON key rather than the Python attribute."""
+    messages = []
+    for sub in exc.exceptions:
+        if isinstance(sub, ForbiddenExtraKeysError):
+            messages.append(f"unknown key(s): {', '.join(sorted(sub.extra_fields))}")
+            continue
+        names = [
+            note.name
+            for note in getattr(sub, "__notes__", [])
+            if isinstance(note, AttributeValidationNote)
+        ]
+        messages.append(f"{KEYS.get(names[0], names[0])}: {sub}" if names else str(sub))
+    return messages
+
+
+def parse(text: str) -> Config:
+    """Structure and validate a `config.json` text; raise ConfigError naming the key."""
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"config is not valid JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError("config must be a JSON object")
+    try:
+        config = _CONVERTER.structure(raw, Config)
+    except cattrs.BaseValidationError as exc:
+        raise ConfigError("; ".join(_messages(exc))) from exc
+    errors = validate(config)
+    if errors:
+        raise ConfigError("; ".join(errors))
+    return config
+
+
+def load(path: Path) -> Config:
+    """Read `path`; a missing file means every default."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Config()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    return parse(text)
+
+
+@attrs.frozen
+class Paths:
+    """Absolute locations derived from a Config and the directory the server started in."""
+
+    working_dir: Path
+    jobs_dir: Path
+    artifacts_dir: Path
+    cgroup_root: Path
+
+
+def resolve_paths(config: Config, start_dir: Path) -> Paths:
+    """Relative paths resolve from `workingDir`, which itself resolves from `start_dir`.
+
+    `jobsDir` and `artifactsDir` live under `baseDir`, as in emcc-sandboxd.
+    """
+    working = Path(os.path.normpath(start_dir / config.working_dir))
+    base = working / config.base_dir
+    return Paths(
+        working_dir=working,
+        jobs_dir=Path(os.path.normpath(base / config.jobs_dir)),
+        artifacts_dir=Path(os.path.normpath(base / config.artifacts_dir)),
+        cgroup_root=Path(os.path.normpath(working / config.cgroup_v2_root)),
+    )

@@ -1,0 +1,108 @@
+"""Admission: a bounded FIFO queue in front of a memory gate and a CPU limiter.
+
+The memory gate is a `trio.CapacityLimiter` whose `total_tokens` a poller keeps in step with
+the budget cgroup, so that a job may start only while
+
+    current + reserved + estimate <= memory.max
+
+where `reserved` is one estimate per running job (emcc-sandboxd's rule). trio's limiter needs
+at least one token, so the gate itself holds one permanent "ballast" token and sets the total
+to `ballast + running + free slots`. Both limiters are FIFO, and waiting in them is
+cancellable: a client that goes away leaves the queue at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Final
+
+import attrs
+import trio
+
+POLL_SECONDS: Final = 0.2
+Budget = Callable[[], "tuple[int, int] | None"]
+
+
+class QueueFull(Exception):
+    """More requests are waiting than the queue may hold."""
+
+
+class QueueTimeout(Exception):
+    """The request waited longer than the queue's deadline."""
+
+
+def free_slots(limit: int, current: int, running: int, estimate: int) -> int:
+    """How many more jobs the seed's formula admits now."""
+    reserved = running * estimate
+    return max(0, (limit - current - reserved) // estimate)
+
+
+@attrs.define
+class Gate:
+    """Bounded, FIFO, budget-aware admission. `run_poller` must run in the server's nursery."""
+
+    estimate_bytes: int
+    max_concurrent: int
+    queue_max: int
+    queue_timeout_seconds: float
+    budget: Budget | None  # None: gating off
+    memory: trio.CapacityLimiter = attrs.field(init=False)
+    cpu: trio.CapacityLimiter = attrs.field(init=False)
+    waiting: int = attrs.field(init=False, default=0)
+    running: int = attrs.field(init=False, default=0)
+    _ballast: object = attrs.field(init=False, factory=object)
+
+    def __attrs_post_init__(self) -> None:
+        self.memory = trio.CapacityLimiter(math.inf)
+        self.cpu = trio.CapacityLimiter(self.max_concurrent)
+        if self.budget is not None:
+            self.memory.acquire_on_behalf_of_nowait(self._ballast)
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Recompute the memory gate's size from the budget files."""
+        if self.budget is None:
+            return
+        reading = self.budget()
+        if reading is None:
+            self.memory.total_tokens = math.inf
+            return
+        limit, current = reading
+        running = self.memory.borrowed_tokens - 1
+        slots = free_slots(limit, current, running, self.estimate_bytes)
+        self.memory.total_tokens = 1 + running + slots
+
+    async def run_poller(self) -> None:
+        while True:
+            self.refresh()
+            await trio.sleep(POLL_SECONDS)
+
+    @asynccontextmanager
+    async def admit(self) -> AsyncIterator[None]:
+        """Wait for a turn; raise QueueFull / QueueTimeout instead of waiting without bound."""
+        if self.waiting >= self.queue_max:
+            raise QueueFull
+        self.waiting += 1
+        token = object()
+        acquired_memory = acquired_cpu = False
+        try:
+            with trio.move_on_after(self.queue_timeout_seconds):
+                await self.memory.acquire_on_behalf_of(token)
+                acquired_memory = True
+                await self.cpu.acquire_on_behalf_of(token)
+                acquired_cpu = True
+        finally:
+            self.waiting -= 1
+            if acquired_memory and not acquired_cpu:
+                self.memory.release_on_behalf_of(token)
+        if not acquired_cpu:
+            raise QueueTimeout
+        self.running += 1
+        try:
+            yield
+        finally:
+            self.running -= 1
+            self.cpu.release_on_behalf_of(token)
+            self.memory.release_on_behalf_of(token)

