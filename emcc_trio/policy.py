@@ -115,7 +115,7 @@ def is_safe_relative_path(path: str) -> bool:
     return all(part not in ("..",) for part in path.split("/"))
 
 
-def _check_path_value(flag: str, value: str) -> None:
+def _check_path_value(flag: str, value: str, shown: str) -> None:
     if flag == "--source-map-base":
         ok = is_safe_relative_path(value)
     else:
@@ -126,7 +126,7 @@ def _check_path_value(flag: str, value: str) -> None:
         )
     if not ok:
         raise RequestError(
-            f"argument {flag} {value!r} is not allowed: the path must be relative, "
+            f"argument {shown!r} is not allowed: the path must be relative, "
             "inside the job dir, without '..', and use only letters, digits and ._/-"
         )
 
@@ -161,7 +161,7 @@ def check_args(args: Sequence[str]) -> tuple[str, ...]:
         if "\x00" in arg:
             raise RequestError("an argument contains a NUL character")
         if pending_flag is not None:
-            _check_path_value(pending_flag, arg)
+            _check_path_value(pending_flag, arg, f"{pending_flag} {arg}")
             pending_flag = None
         elif arg in EXACT_FLAGS:
             pass
@@ -169,7 +169,7 @@ def check_args(args: Sequence[str]) -> tuple[str, ...]:
             pending_flag = arg
         elif "=" in arg and arg.partition("=")[0] in PATH_FLAGS:
             flag, _, value = arg.partition("=")
-            _check_path_value(flag, value)
+            _check_path_value(flag, value, arg)
         elif arg.startswith("-s"):
             _check_setting(arg)
         else:

@@ -28,6 +28,7 @@ when ``vng`` sits next to the running interpreter, that folder is put on
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import secrets
@@ -36,10 +37,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import BinaryIO
 
 EXIT_TIMEOUT = 124
 EXIT_VM_FAILED = 125
@@ -86,9 +89,7 @@ def find_kernel(boot: Path = Path("/boot")) -> Path:
     """Return the newest ``vmlinuz-*`` under ``boot``."""
     kernels = [p for p in boot.glob("vmlinuz-*") if p.is_file()]
     if not kernels:
-        raise SystemExit(
-            f"run_in_vm: no vmlinuz-* under {boot}; run tools/vm/install.sh first"
-        )
+        raise SystemExit(f"run_in_vm: no vmlinuz-* under {boot}; run tools/vm/install.sh first")
     return max(kernels, key=lambda p: _natural_key(p.name))
 
 
@@ -98,9 +99,7 @@ def _path_with_vng() -> str:
     venv_bin = Path(sys.executable).parent
     if (venv_bin / "vng").exists():
         path = f"{venv_bin}{os.pathsep}{path}"
-    if shutil.which("vng", path=path) is None or shutil.which(
-        "virtme-run", path=path
-    ) is None:
+    if shutil.which("vng", path=path) is None or shutil.which("virtme-run", path=path) is None:
         raise SystemExit(
             "run_in_vm: vng/virtme-run not on PATH; pip install virtme-ng "
             "and put its venv's bin on PATH"
@@ -142,12 +141,12 @@ def _parse_env(items: Sequence[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-class _Terminated(Exception):
+class _TerminatedError(Exception):
     """Raised from the SIGTERM/SIGHUP handler so ``finally`` kills the VM."""
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
-    raise _Terminated(signum)
+    raise _TerminatedError(signum)
 
 
 def _kill_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
@@ -163,10 +162,20 @@ def _kill_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
         except subprocess.TimeoutExpired:
             continue
     # Anything else left in the group (qemu outliving vng) gets SIGKILL too.
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+
+
+def _pump(src: BinaryIO, dst: BinaryIO) -> None:
+    """Copy ``src`` to ``dst`` as it arrives, flushing every chunk."""
+    fd = src.fileno()
+    while chunk := os.read(fd, 65536):
+        try:
+            dst.write(chunk)
+            dst.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+    src.close()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -189,9 +198,7 @@ def run(args: argparse.Namespace) -> int:
     token = secrets.token_hex(6)
     script = rwdirs[0] / f".run_in_vm-{token}.sh"
     status_file = rwdirs[0] / f".run_in_vm-{token}.status"
-    script.write_text(
-        build_guest_script(command, status_file=status_file, cwd=Path.cwd(), env=env)
-    )
+    script.write_text(build_guest_script(command, status_file=status_file, cwd=Path.cwd(), env=env))
     vng = [
         "vng",
         "--disable-kvm",
@@ -206,13 +213,27 @@ def run(args: argparse.Namespace) -> int:
         f"sh {shlex.quote(str(script))}",
     ]
     environ = dict(os.environ, PATH=_path_with_vng())
-    old_handlers = {
-        s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGHUP)
-    }
+    old_handlers = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
     started = time.monotonic()
+    # QEMU opens the guest's stdout/stderr as files named /proc/self/fd/1 and 2,
+    # truncating them: handing it our own stdout would clobber a log file that
+    # we were redirected to. Pipes, pumped here, keep the output streaming.
     proc = subprocess.Popen(
-        vng, stdin=subprocess.DEVNULL, env=environ, start_new_session=True
+        vng,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environ,
+        start_new_session=True,
     )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    pumps = [
+        threading.Thread(target=_pump, args=(proc.stdout, sys.stdout.buffer), daemon=True),
+        threading.Thread(target=_pump, args=(proc.stderr, sys.stderr.buffer), daemon=True),
+    ]
+    for t in pumps:
+        t.start()
     try:
         try:
             vng_rc = proc.wait(timeout=args.timeout)
@@ -224,6 +245,8 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_TIMEOUT
         finally:
             _kill_group(proc)
+            for t in pumps:
+                t.join(timeout=10)
         elapsed = time.monotonic() - started
         try:
             status = int(status_file.read_text().strip())
@@ -267,16 +290,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--kernel", help="kernel image (default: newest /boot/vmlinuz-*)")
     parser.add_argument("--home", help="HOME for CMD in the guest (e.g. a --rwdir)")
-    parser.add_argument(
-        "--env", action="append", default=[], help="KEY=VALUE exported for CMD"
-    )
-    parser.add_argument(
-        "--verbose", action="store_true", help="show the boot console and timings"
-    )
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE exported for CMD")
+    parser.add_argument("--verbose", action="store_true", help="show the boot console and timings")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
     try:
         return run(parser.parse_args(argv))
-    except _Terminated as exc:
+    except _TerminatedError as exc:
         return 128 + int(exc.args[0])
 
 

@@ -1,0 +1,233 @@
+"""Real servers, real emcc: helpers to start the service as a subprocess and inspect what it leaves."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import pytest
+
+from emcc_trio.cgroups import instance_tag
+
+REPO = Path(__file__).resolve().parent.parent
+PROGRAMS = Path(__file__).resolve().parent / "programs"
+RUN_ARTIFACT_JS = Path(__file__).resolve().parent / "run_artifact.js"
+START_SECONDS = 60.0
+
+HELLO_C = '#include <stdio.h>\nint main(void) { printf("hello from C\\n"); return 0; }\n'
+HELLO_CPP = (
+    "#include <iostream>\nint main() { std::cout << \"hello from C++\" << std::endl; }\n"
+)
+
+
+def eventually(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll `predicate` until it returns something truthy; fail naming `what`."""
+    end = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > end:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def program(name: str) -> str:
+    return (PROGRAMS / name).read_text()
+
+
+@attrs.define
+class Server:
+    proc: subprocess.Popen[bytes]
+    url: str
+    workdir: Path
+    log_path: Path
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.workdir / "jobs"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.workdir / "artifacts"
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def log_events(self) -> list[dict[str, Any]]:
+        events = []
+        for line in self.log().splitlines():
+            if line.startswith("{"):
+                events.append(json.loads(line))
+        return events
+
+    def client(self, timeout: float = 180.0) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=timeout)
+
+    def compile(
+        self, code: str, kind: str = "c", args: list[str] | None = None, timeout: float = 180.0
+    ) -> httpx.Response:
+        body: dict[str, Any] = {"code": code, "type": kind}
+        if args is not None:
+            body["args"] = args
+        with self.client(timeout) as client:
+            return client.post("/compile", json=body)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def job_processes(self) -> list[str]:
+        """Processes that belong to this server's jobs: running in its jobs dir, in its
+        cgroup subtree, or descended from it (the server itself excluded)."""
+        tag = instance_tag(self.jobs_dir)
+        children: dict[int, list[int]] = {}
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            try:
+                stat = (entry / "stat").read_text()
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(pid)
+                cwd = os.readlink(entry / "cwd")
+                cgroup = (entry / "cgroup").read_text()
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except (OSError, IndexError, ValueError):
+                continue
+            if pid == self.proc.pid:
+                continue
+            if cwd.startswith(str(self.jobs_dir)) or tag in cgroup:
+                found.append(f"{pid} {cmd}")
+        stack = list(children.get(self.proc.pid, []))
+        while stack:
+            pid = stack.pop()
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "[defunct]" not in cmd and cmd:
+                found.append(f"{pid} {cmd}")
+            stack.extend(children.get(pid, []))
+        return sorted(set(found))
+
+    def job_cgroups(self) -> list[Path]:
+        tag = instance_tag(self.jobs_dir)
+        return sorted(p for p in Path("/sys/fs/cgroup").glob(f"**/{tag}/*") if p.is_dir())
+
+    def leftovers(self) -> dict[str, list[str]]:
+        """Everything a finished job must not leave behind."""
+        dirs = sorted(p.name for p in self.jobs_dir.iterdir()) if self.jobs_dir.exists() else []
+        return {
+            "processes": self.job_processes(),
+            "job_dirs": dirs,
+            "cgroups": [str(p) for p in self.job_cgroups()],
+        }
+
+    def assert_clean(self, timeout: float = 2.0) -> None:
+        eventually(
+            lambda: not any(self.leftovers().values()),
+            timeout,
+            f"no leftovers (still: {self.leftovers()})",
+        )
+
+
+def server_config(workdir: Path, **overrides: Any) -> dict[str, Any]:
+    """The settings tests run with unless they say otherwise: real cgroups, no jail."""
+    config: dict[str, Any] = {
+        "workingDir": str(workdir),
+        "addr": "127.0.0.1:0",
+        "cgroupDriver": "auto",
+        "nsjailEnabled": False,
+        "artifactTTLDays": 3,
+    }
+    config.update(overrides)
+    return config
+
+
+def start_server(workdir: Path, config: dict[str, Any], config_name: str = "config.json") -> Server:
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / config_name
+    config_path.write_text(json.dumps(config))
+    log_path = workdir / "server.log"
+    with log_path.open("ab") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "emcc_trio", "serve", "--config", str(config_path)],
+            cwd=workdir,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+    def listening() -> str | None:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited with {proc.returncode}:\n{log_path.read_text()}")
+        for line in log_path.read_text().splitlines():
+            if '"listening"' in line:
+                return str(json.loads(line)["urls"][0])
+        return None
+
+    url = eventually(listening, START_SECONDS, "the server to listen")
+    return Server(proc=proc, url=url, workdir=workdir, log_path=log_path)
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    servers: list[Server] = []
+    counter = iter(range(1000))
+
+    def make(**overrides: Any) -> Server:
+        workdir = tmp_path / f"server{next(counter)}"
+        server = start_server(workdir, server_config(workdir, **overrides))
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        if server.proc.poll() is None:
+            server.proc.send_signal(signal.SIGTERM)
+            try:
+                server.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                server.proc.kill()
+                server.proc.wait()
+
+
+@pytest.fixture
+def server(make_server: Callable[..., Server]) -> Server:
+    return make_server()
+
+
+def run_artifact(server: Server, response: httpx.Response, tmp_path: Path) -> str:
+    """Fetch the artifact pair over HTTP and run main under node; return what it prints."""
+    body = response.json()
+    assert body["ok"] is True, body
+    out = tmp_path / body["id"]
+    out.mkdir()
+    with server.client() as client:
+        for key, name in (("js", "app.js"), ("wasm", "app.wasm")):
+            fetched = client.get(body[key])
+            assert fetched.status_code == 200, fetched.text
+            (out / name).write_bytes(fetched.content)
+    done = subprocess.run(
+        ["node", str(RUN_ARTIFACT_JS), str(out / "app.js"), str(out / "app.wasm")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+MakeServer = Callable[..., Server]

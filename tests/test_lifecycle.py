@@ -1,0 +1,171 @@
+"""Limits, cancellation, shutdown and sweeping, against a real server and real compiles."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import trio
+
+from conftest import HELLO_C, MakeServer, Server, eventually, program
+from emcc_trio.artifacts import ArtifactStore, run_sweeper
+
+
+def open_compile(server: Server, code: str, kind: str = "c") -> socket.socket:
+    """Send a compile request on a raw socket, so the test can hang up mid-compile."""
+    url = urlsplit(server.url)
+    assert url.hostname is not None and url.port is not None
+    sock = socket.create_connection((url.hostname, url.port))
+    body = json.dumps({"code": code, "type": kind}).encode()
+    head = (
+        f"POST /compile HTTP/1.1\r\nHost: {url.netloc}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    sock.sendall(head + body)
+    return sock
+
+
+def wait_for_compiler(server: Server) -> list[str]:
+    """Block until the job's compiler (clang, under emcc) is running."""
+    return eventually(
+        lambda: [p for p in server.job_processes() if "clang" in p],
+        60,
+        "clang to start",
+    )
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_client_disconnect_kills_every_process_and_removes_the_dir(server: Server) -> None:
+    sock = open_compile(server, program("slow.c"))
+    wait_for_compiler(server)
+    assert server.leftovers()["job_dirs"], "the job dir exists while compiling"
+    sock.close()
+    server.assert_clean(timeout=2.0)
+    disconnected = eventually(
+        lambda: [e for e in server.log_events() if e.get("status") == 499],
+        5,
+        "the access log line of the dropped request",
+    )
+    assert disconnected[0]["path"] == "/compile"
+    assert server.compile(HELLO_C).status_code == 200
+
+
+def test_timeout_kills_the_job_and_says_so(make_server: MakeServer) -> None:
+    server = make_server(jobTimeoutSeconds=2)
+    response = server.compile(program("slow.c"))
+    assert response.status_code == 422
+    body = response.json()
+    assert body["limit"] == "timeout"
+    assert "jobTimeoutSeconds" in body["error"]
+    assert 2 <= body["usage"]["durationSeconds"] < 4
+    server.assert_clean(timeout=2.0)
+
+
+def test_diagnostics_flood_is_bounded_and_memory_stays_flat(make_server: MakeServer) -> None:
+    server = make_server(maxOutputBytes=65536)
+    assert server.compile(HELLO_C).status_code == 200
+    before = rss_kib(server.proc.pid)
+    for _ in range(3):
+        response = server.compile(program("flood.c"))
+        assert response.status_code == 422
+        body = response.json()
+        assert body["limit"] == "output"
+        assert "maxOutputBytes" in body["error"]
+        assert "warning: this is a flood of diagnostics" in body["error"]
+        assert len(body["error"].encode()) < 65536 + 1024
+    growth_kib = rss_kib(server.proc.pid) - before
+    assert growth_kib < 20 * 1024, f"server RSS grew by {growth_kib} KiB"
+    server.assert_clean()
+
+
+def test_shutdown_with_a_job_running_cancels_it_and_exits_zero(server: Server) -> None:
+    sock = open_compile(server, program("slow.c"))
+    wait_for_compiler(server)
+    assert server.stop(signal.SIGTERM, timeout=15) == 0
+    reply = sock.recv(65536).decode()
+    sock.close()
+    assert reply.startswith("HTTP/1.1 503"), reply
+    assert "shutting down" in reply
+    assert server.leftovers() == {"processes": [], "job_dirs": [], "cgroups": []}
+    assert any(e["event"] == "stopped" for e in server.log_events())
+
+
+def test_sweeper_removes_expired_artifacts(make_server: MakeServer) -> None:
+    # A TTL of ~1 s and a sweep every 0.3 s.
+    server = make_server(artifactTTLDays=1 / 86400, cleanupIntervalMins=0.005)
+    body = server.compile(HELLO_C).json()
+    artifact = server.artifacts_dir / body["id"]
+    assert artifact.is_dir()
+    eventually(lambda: not artifact.exists(), 10, "the sweeper to remove the artifact")
+    with server.client() as client:
+        assert client.get(body["js"]).status_code == 404
+
+
+def _make_artifact(root: Path, name: str, age_seconds: float) -> Path:
+    path = root / name
+    path.mkdir()
+    for file in ("app.js", "app.wasm"):
+        (path / file).write_text(file)
+    stamp = time.time() - age_seconds
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def test_sweep_keeps_fresh_and_removes_old_and_abandoned_staging(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    old = _make_artifact(tmp_path, "a" * 32, 3 * 86400)
+    fresh = _make_artifact(tmp_path, "b" * 32, 60)
+    abandoned = _make_artifact(tmp_path, ".staging-" + "c" * 32, 7200)
+    in_progress = _make_artifact(tmp_path, ".staging-" + "d" * 32, 10)
+    unrelated = _make_artifact(tmp_path, "not-an-artifact", 10 * 86400)
+    removed = store.sweep_sync(ttl_seconds=86400)
+    assert sorted(removed) == sorted([old.name, abandoned.name])
+    assert fresh.exists() and in_progress.exists() and unrelated.exists()
+
+
+async def test_sweeper_disabled_by_zero(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    old = _make_artifact(tmp_path, "a" * 32, 30 * 86400)
+    with trio.fail_after(1):
+        await run_sweeper(store, ttl_days=0, interval_mins=1)
+        await run_sweeper(store, ttl_days=1, interval_mins=0)
+    assert old.exists()
+
+
+async def test_publish_is_all_or_nothing(tmp_path: Path) -> None:
+    store_root = tmp_path / "artifacts"
+    store_root.mkdir()
+    store = ArtifactStore(store_root)
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / "app.js").write_text("js")
+    with pytest.raises(FileNotFoundError):
+        await store.publish("e" * 32, job)  # app.wasm missing
+    assert list(store_root.iterdir()) == []
+    (job / "app.wasm").write_bytes(b"\0asm")
+    await store.publish("e" * 32, job)
+    assert sorted(p.name for p in (store_root / ("e" * 32)).iterdir()) == ["app.js", "app.wasm"]
+    assert [p.name for p in store_root.iterdir()] == ["e" * 32]
+
+
+def test_leftover_job_dirs_are_removed_at_start(tmp_path: Path, make_server: MakeServer) -> None:
+    server = make_server()
+    assert server.stop() == 0
+    stale = server.jobs_dir / ("f" * 32)
+    stale.mkdir()
+    (stale / "main.c").write_text("int x;")
+    restarted = make_server(workingDir=str(server.workdir))
+    assert not stale.exists()
+    assert any(e["event"] == "cleaned up after an earlier run" for e in restarted.log_events())
