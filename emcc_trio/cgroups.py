@@ -72,6 +72,8 @@ class JobGroup(Protocol):
 
     def pids(self) -> set[int]: ...
 
+    def kill(self) -> None: ...
+
     async def kill_and_remove(self) -> None: ...
 
 
@@ -205,13 +207,16 @@ class _V2Group:
     def pids(self) -> set[int]:
         return _members(self.path)
 
-    async def kill_and_remove(self) -> None:
+    def kill(self) -> None:
         kill_file = self.path / "cgroup.kill"
         if kill_file.exists():
             with contextlib.suppress(OSError):
                 kill_file.write_text("1")
         else:
             _kill_members(self.path)
+
+    async def kill_and_remove(self) -> None:
+        self.kill()
         await _rmdir_when_empty([self.path])
 
 
@@ -314,7 +319,7 @@ class _V1Group:
             members |= _members(group)
         return members
 
-    async def kill_and_remove(self) -> None:
+    def kill(self) -> None:
         # Freeze first so nothing forks between reading cgroup.procs and the kills.
         freezer = self.dirs.get("freezer")
         if freezer is not None and (freezer / "freezer.state").exists():
@@ -325,6 +330,9 @@ class _V1Group:
         if freezer is not None:
             with contextlib.suppress(OSError):
                 (freezer / "freezer.state").write_text("THAWED")
+
+    async def kill_and_remove(self) -> None:
+        self.kill()
         await _rmdir_when_empty(list(self.dirs.values()))
 
 
@@ -420,10 +428,14 @@ def read_budget(limit_file: Path, usage_file: Path) -> tuple[int, int] | None:
 
 
 def _v2_candidates(configured_root: Path) -> Iterator[Path]:
+    """The configured root, then this process's own group if it is delegated to it alone
+    (as systemd's Delegate=yes does): never a group shared with other processes."""
     yield configured_root
-    own = _own_groups().get("")
-    if own is not None and (CGROUP_ROOT_MOUNT / "cgroup.controllers").exists():
-        yield CGROUP_ROOT_MOUNT / own.lstrip("/")
+    own = _own_groups().get("", "/")
+    own_path = CGROUP_ROOT_MOUNT / own.lstrip("/")
+    if own != "/" and (own_path / "cgroup.controllers").exists():
+        if _members(own_path) <= {os.getpid()} or _members(own_path / "server") == {os.getpid()}:
+            yield own_path
 
 
 def open_driver(kind: str, v2_root: Path, tag: str) -> V2Driver | V1Driver | None:

@@ -24,6 +24,8 @@ Limit = Literal["memory", "pids", "cpu", "timeout", "output"]
 _POLL_SECONDS: Final = 0.1
 _CLEANUP_SECONDS: Final = 10.0
 _READ_CHUNK: Final = 65536
+# After the main process exits, how long its output may take to drain.
+_DRAIN_SECONDS: Final = 1.0
 
 
 @attrs.frozen
@@ -61,16 +63,22 @@ def classify(
     return None
 
 
-async def _read_bounded(stream: trio.abc.ReceiveStream, limit: int) -> tuple[bytes, bool]:
-    """Read to EOF keeping at most `limit` bytes; stop early (True) once more arrives."""
-    kept = bytearray()
-    while True:
-        chunk = await stream.receive_some(_READ_CHUNK)
-        if not chunk:
-            return bytes(kept), False
-        kept += chunk
-        if len(kept) > limit:
-            return bytes(kept[:limit]), True
+@attrs.define
+class _BoundedOutput:
+    """What a job printed, up to `limit` bytes; `overflowed` once it tried to print more."""
+
+    limit: int
+    data: bytearray = attrs.field(factory=bytearray)
+    overflowed: bool = False
+
+    async def fill_from(self, stream: trio.abc.ReceiveStream) -> None:
+        """Read to EOF, or until the limit is passed."""
+        while chunk := await stream.receive_some(_READ_CHUNK):
+            self.data += chunk[: self.limit + 1 - len(self.data)]
+            if len(self.data) > self.limit:
+                del self.data[self.limit :]
+                self.overflowed = True
+                return
 
 
 def _kill_process_group(pid: int) -> None:
@@ -94,9 +102,16 @@ async def run_job(
         raise JobStartError(f"cannot create the job's cgroup: {exc}") from exc
     start = trio.current_time()
     killed_for: Limit | None = None
-    output, truncated = b"", False
+    output = _BoundedOutput(limits.max_output_bytes)
     usage = Usage()
     process: trio.Process | None = None
+
+    def kill_everything() -> None:
+        if process is not None:
+            _kill_process_group(process.pid)
+        if group is not None:
+            group.kill()
+
     try:
         full_argv = enter_argv(group.procs_files, argv) if group else list(argv)
         try:
@@ -111,8 +126,19 @@ async def run_job(
             )
         except OSError as exc:
             raise JobStartError(f"cannot start {argv[0]}: {exc.strerror}") from exc
-        assert process.stdout is not None
+        stdout = process.stdout
+        assert stdout is not None
         with trio.CancelScope(deadline=start + limits.timeout_seconds) as work:
+
+            async def read_output(task_status: trio.TaskStatus[trio.Event]) -> None:
+                nonlocal killed_for
+                done = trio.Event()
+                task_status.started(done)
+                await output.fill_from(stdout)
+                if output.overflowed:
+                    killed_for = "output"
+                    work.cancel()
+                done.set()
 
             async def watch_cpu(job_group: JobGroup) -> None:
                 nonlocal killed_for
@@ -124,20 +150,20 @@ async def run_job(
                         work.cancel()
 
             async with trio.open_nursery() as nursery:
+                output_done = await nursery.start(read_output)
                 if group is not None:
                     nursery.start_soon(watch_cpu, group)
-                output, truncated = await _read_bounded(process.stdout, limits.max_output_bytes)
-                if truncated:
-                    killed_for = "output"
-                    work.cancel()
                 await process.wait()
+                # The compile is over: stragglers go now, which also closes the pipe.
+                kill_everything()
+                with trio.move_on_after(_DRAIN_SECONDS):
+                    await output_done.wait()
                 nursery.cancel_scope.cancel()
         if work.cancelled_caught and killed_for is None:
             killed_for = "timeout"
     finally:
         with trio.CancelScope(shield=True, deadline=trio.current_time() + _CLEANUP_SECONDS):
-            if process is not None:
-                _kill_process_group(process.pid)
+            kill_everything()
             if group is not None:
                 usage = group.usage()
                 await group.kill_and_remove()
@@ -146,12 +172,13 @@ async def run_job(
                 if process.stdout is not None:
                     await process.stdout.aclose()
     exit_code = process.returncode if process is not None else None
-    if exit_code == ENTER_FAILED_STATUS and output.startswith(b"emcc-trio-enter:"):
-        raise JobStartError(f"the job could not join its cgroup: {output.decode(errors='replace')}")
+    text = output.data.decode("utf-8", errors="replace")
+    if exit_code == ENTER_FAILED_STATUS and text.startswith("emcc-trio-enter:"):
+        raise JobStartError(f"the job could not join its cgroup: {text}")
     return JobResult(
         exit_code=exit_code,
-        output=output.decode("utf-8", errors="replace"),
-        output_truncated=truncated,
+        output=text,
+        output_truncated=output.overflowed,
         limit=classify(exit_code, killed_for, usage),
         usage=usage,
         duration_seconds=trio.current_time() - start,

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install what emcc_trio needs on a fresh Debian machine: Debian's emscripten (as root) and a
+# virtualenv at .venv with the project and its test tools. Safe to run again: it skips what is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_packages=()
+command -v emcc >/dev/null 2>&1 || apt_packages+=(emscripten)
+command -v node >/dev/null 2>&1 || apt_packages+=(nodejs)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || apt_packages+=(python3-venv)
+if ((${#apt_packages[@]})); then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "bootstrap: missing ${apt_packages[*]}; run as root or: sudo apt-get install ${apt_packages[*]}" >&2
+    exit 1
+  fi
+  echo "bootstrap: apt-get install ${apt_packages[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -e "$stamp" ]; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' nox
+  touch "$stamp"
+fi

@@ -1,0 +1,167 @@
+"""Hard per-job caps, enforced by the kernel: v1 here, v2 in the VM (`nox -s cgroup2`).
+
+The driver under test comes from EMCC_TRIO_TEST_DRIVER ("v1" by default, "v2" in the VM,
+where EMCC_TRIO_TEST_V2_ROOT names a delegated group).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from conftest import HELLO_C, MakeServer, program
+from emcc_trio.cgroups import Caps, V1Driver, V2Driver, instance_tag, open_driver
+from emcc_trio.runner import Limits, run_job
+
+MB = 1024 * 1024
+DRIVER_KIND = os.environ.get("EMCC_TRIO_TEST_DRIVER", "v1")
+
+
+@pytest.fixture
+async def driver(tmp_path: Path) -> AsyncIterator[V1Driver | V2Driver]:
+    root = Path(os.environ.get("EMCC_TRIO_TEST_V2_ROOT", "/nonexistent"))
+    opened = open_driver(DRIVER_KIND, root, instance_tag(tmp_path))
+    assert opened is not None
+    yield opened
+    assert await opened.recover() == [], "a test left a job group behind"
+    opened.close()
+
+
+def limits(**caps: float) -> Limits:
+    return Limits(
+        timeout_seconds=float(caps.get("timeout", 60)),
+        cpu_seconds=float(caps.get("cpu_seconds", 60)),
+        max_output_bytes=65536,
+        caps=Caps(
+            memory_bytes=int(caps.get("memory_mb", 256)) * MB,
+            cpu_max=float(caps.get("cpu_max", 1.0)),
+            pids_max=int(caps.get("pids_max", 64)),
+        ),
+    )
+
+
+def python(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+async def test_memory_cap_oom_kills(driver: V1Driver | V2Driver, tmp_path: Path) -> None:
+    result = await run_job(
+        python("b = bytearray(200 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096])"),
+        job_id="mem",
+        cwd=tmp_path,
+        env={},
+        limits=limits(memory_mb=64),
+        driver=driver,
+    )
+    assert result.exit_code != 0
+    assert result.limit == "memory"
+    assert result.usage.oom_kills >= 1
+    assert result.usage.peak_memory_bytes is not None
+    assert result.usage.peak_memory_bytes <= 64 * MB
+
+
+async def test_pids_cap_stops_a_fork_loop(driver: V1Driver | V2Driver, tmp_path: Path) -> None:
+    fork_loop = (
+        "import os, time\n"
+        "children = 0\n"
+        "try:\n"
+        "    for _ in range(100):\n"
+        "        if os.fork() == 0:\n"
+        "            time.sleep(30)\n"
+        "            os._exit(0)\n"
+        "        children += 1\n"
+        "except OSError as exc:\n"
+        "    print('fork failed after', children, exc)\n"
+        "    raise SystemExit(1)\n"
+    )
+    result = await run_job(
+        python(fork_loop),
+        job_id="pids",
+        cwd=tmp_path,
+        env={},
+        limits=limits(pids_max=8),
+        driver=driver,
+    )
+    assert "fork failed after" in result.output
+    assert result.limit == "pids"
+    assert result.usage.pids_limit_hits >= 1
+    assert result.usage.peak_pids is not None and result.usage.peak_pids <= 8
+
+
+async def test_cpu_quota_throttles(driver: V1Driver | V2Driver, tmp_path: Path) -> None:
+    spin = "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass\n"
+    result = await run_job(
+        python(spin),
+        job_id="cpu",
+        cwd=tmp_path,
+        env={},
+        limits=limits(cpu_max=0.2),
+        driver=driver,
+    )
+    assert result.exit_code == 0
+    assert result.usage.cpu_throttled > 0
+    assert result.usage.cpu_seconds is not None
+    # 0.2 CPUs over ~1.5 s of wall time: far below the 1.5 s an uncapped spin would use.
+    assert result.usage.cpu_seconds < 0.2 * result.duration_seconds + 0.3
+
+
+async def test_cpu_seconds_cap_kills(driver: V1Driver | V2Driver, tmp_path: Path) -> None:
+    result = await run_job(
+        python("while True: pass"),
+        job_id="cpusec",
+        cwd=tmp_path,
+        env={},
+        limits=limits(cpu_seconds=0.5, timeout=30),
+        driver=driver,
+    )
+    assert result.limit == "cpu"
+    assert result.duration_seconds < 10
+
+
+async def test_whole_group_is_killed_even_outside_the_process_group(
+    driver: V1Driver | V2Driver, tmp_path: Path
+) -> None:
+    # A grandchild that starts its own session escapes a process-group kill, not the cgroup.
+    escape = (
+        "import os, subprocess, sys\n"
+        "subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
+        "print('spawned', flush=True)\n"
+    )
+    result = await run_job(
+        python(escape),
+        job_id="escape",
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+        limits=limits(),
+        driver=driver,
+    )
+    assert result.output == "spawned\n"
+    sleepers = [
+        p
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and _cmdline(p) == "sleep 300"
+    ]
+    assert sleepers == []
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+def test_memory_bomb_compile_is_reported_as_memory(make_server: MakeServer) -> None:
+    server = make_server(jobMemoryMaxMB=256)
+    response = server.compile(program("memory_bomb.c"))
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["limit"] == "memory"
+    assert "jobMemoryMaxMB" in body["error"]
+    assert body["usage"]["peakMemoryBytes"] <= 256 * MB
+    server.assert_clean()
+    assert server.compile(HELLO_C).status_code == 200
