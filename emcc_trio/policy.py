@@ -50,7 +50,7 @@ BLOCKED_PREFIXES: Final[Sequence[tuple[str, str]]] = (
     ("-s", "only the listed -sNAME=VALUE settings are allowed"),
 )
 
-_IDENT = r"[A-Za-z_$][A-Za-z0-9_$]*"
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _C_SYMBOL = r"_[A-Za-z0-9_]+"
 _BOOL = re.compile(r"^[01]$")
 _PATH_CHARS = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._/-]*$")
