@@ -150,7 +150,7 @@ async def serve(config: Config, start_dir: Path) -> None:
     hypercorn_config.graceful_timeout = _GRACEFUL_SECONDS
     hypercorn_config.accesslog = None
     hypercorn_config.errorlog = logging.getLogger("hypercorn.error")
-    app = AccessLog(create_app(service))
+    app = AccessLog(create_app(service), service.metrics)
     shutdown = trio.Event()
 
     async def watch_signals() -> None:

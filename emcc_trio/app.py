@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 from .artifacts import ARTIFACT_FILES, ArtifactStore
 from .cgroups import Driver, Usage
 from .gate import Gate, QueueFull, QueueTimeout
+from .metrics import Metrics, route_of
 from .jobs import CompileResult, Compiler, InternalJobError, new_job_id
 from .policy import RequestError, parse_request
 from .runner import JobStartError
@@ -51,9 +52,13 @@ class Service:
     store: ArtifactStore
     enable_static_artifacts: bool
     max_body_bytes: int
+    metrics: Metrics = attrs.field(factory=Metrics)
     retry_after_seconds: int = 5
     running: set[trio.CancelScope] = attrs.field(factory=set)
     shutting_down: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        self.metrics.watch_gate(self.gate)
 
     def shutdown(self) -> None:
         """Refuse new compiles and cancel the running ones (their cleanup still runs)."""
@@ -129,6 +134,10 @@ def create_app(service: Service) -> QuartTrio:
     async def healthz() -> Response:
         return Response("ok", mimetype="text/plain")
 
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(service.metrics.render(), mimetype="text/plain; version=0.0.4")
+
     @app.post("/compile")
     async def compile_route() -> Response:
         body = await request.get_data(cache=False)
@@ -150,6 +159,9 @@ def create_app(service: Service) -> QuartTrio:
                     service.running.add(scope)
                     try:
                         result = await service.compiler.compile(compile_request, job_id)
+                    except trio.Cancelled:
+                        service.metrics.cancellations.labels("client").inc()
+                        raise
                     finally:
                         service.running.discard(scope)
         except QueueFull:
@@ -160,7 +172,11 @@ def create_app(service: Service) -> QuartTrio:
             log.error("job failed to run", extra={"fields": {"job": job_id, "error": str(exc)}})
             return json_error(500, f"internal error: {exc}", id=job_id)
         if scope.cancelled_caught:
+            service.metrics.cancellations.labels("shutdown").inc()
             return _busy("the server is shutting down")
+        service.metrics.compile_seconds.observe(result.duration_seconds)
+        if result.limit is not None:
+            service.metrics.cap_kills.labels(result.limit).inc()
         _request_fields.get({}).update(limit=result.limit, ok=result.ok)
         return compile_response(result)
 
@@ -191,8 +207,9 @@ ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 class AccessLog:
     """ASGI middleware: one structured line per request, also for cancelled ones."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -216,3 +233,4 @@ class AccessLog:
             fields["status"] = status
             fields["ms"] = round((time.perf_counter() - start) * 1000, 1)
             access_log.info("request", extra={"fields": fields})
+            self.metrics.requests.labels(route_of(scope["path"]), str(status)).inc()

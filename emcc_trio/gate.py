@@ -61,8 +61,12 @@ class Gate:
             self.memory.acquire_on_behalf_of_nowait(self._ballast)
             self.refresh()
 
-    def refresh(self) -> None:
-        """Recompute the memory gate's size from the budget files."""
+    def refresh(self, leaving: int = 0) -> None:
+        """Recompute the memory gate's size from the budget files.
+
+        `leaving` jobs still hold a token but are about to return it; sizing the gate first
+        keeps their tokens from passing straight to a waiter the budget does not admit.
+        """
         if self.budget is None:
             return
         reading = self.budget()
@@ -70,7 +74,7 @@ class Gate:
             self.memory.total_tokens = math.inf
             return
         limit, current = reading
-        running = self.memory.borrowed_tokens - 1
+        running = self.memory.borrowed_tokens - 1 - leaving
         slots = free_slots(limit, current, running, self.estimate_bytes)
         self.memory.total_tokens = 1 + running + slots
 
@@ -96,6 +100,7 @@ class Gate:
         finally:
             self.waiting -= 1
             if acquired_memory and not acquired_cpu:
+                self.refresh(leaving=1)
                 self.memory.release_on_behalf_of(token)
         if not acquired_cpu:
             raise QueueTimeout
@@ -105,4 +110,5 @@ class Gate:
         finally:
             self.running -= 1
             self.cpu.release_on_behalf_of(token)
+            self.refresh(leaving=1)
             self.memory.release_on_behalf_of(token)

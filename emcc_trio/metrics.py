@@ -1,0 +1,62 @@
+"""Prometheus metrics, in a registry owned by one app (no process-wide globals)."""
+
+from __future__ import annotations
+
+import attrs
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from .gate import Gate
+
+_DURATION_BUCKETS = (0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, float("inf"))
+
+
+def route_of(path: str) -> str:
+    """A bounded label for a request path (ids and unknown paths must not explode it)."""
+    if path.startswith("/artifacts/"):
+        return "/artifacts"
+    if path in ("/healthz", "/compile", "/metrics"):
+        return path
+    return "other"
+
+
+@attrs.define
+class Metrics:
+    registry: CollectorRegistry = attrs.field(factory=CollectorRegistry)
+    requests: Counter = attrs.field(init=False)
+    compile_seconds: Histogram = attrs.field(init=False)
+    cap_kills: Counter = attrs.field(init=False)
+    cancellations: Counter = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.requests = Counter(
+            "emcc_trio_requests",
+            "HTTP requests by route and status (499: client went away)",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.compile_seconds = Histogram(
+            "emcc_trio_compile_duration_seconds",
+            "Wall time of finished compiles",
+            buckets=_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.cap_kills = Counter(
+            "emcc_trio_cap_kills", "Jobs ended by a cap", ["limit"], registry=self.registry
+        )
+        self.cancellations = Counter(
+            "emcc_trio_cancellations",
+            "Compiles cancelled before they finished",
+            ["cause"],
+            registry=self.registry,
+        )
+
+    def watch_gate(self, gate: Gate) -> None:
+        waiting = Gauge(
+            "emcc_trio_queue_waiting", "Requests waiting for admission", registry=self.registry
+        )
+        running = Gauge("emcc_trio_jobs_running", "Compiles running", registry=self.registry)
+        waiting.set_function(lambda: gate.waiting)
+        running.set_function(lambda: gate.running)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

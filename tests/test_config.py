@@ -1,0 +1,162 @@
+"""config.json: defaults, validation naming the key, path resolution, refusing to start."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import attrs
+import pytest
+
+from conftest import REPO
+from emcc_trio.config import DEFAULT_ARGS, KEYS, Config, ConfigError, load, parse, resolve_paths
+
+SEED_DEFAULTS = {
+    "workingDir": "/srv/emcc-sandboxd",
+    "addr": ":8080",
+    "baseDir": ".",
+    "jobsDir": "jobs",
+    "artifactsDir": "artifacts",
+    "enableStaticArtifacts": True,
+    "artifactTTLDays": 3,
+    "cleanupIntervalMins": 30,
+    "defaultArgs": [
+        "-sINVOKE_RUN=0",
+        "-sENVIRONMENT=web",
+        "-sALLOW_MEMORY_GROWTH=1",
+        "-sMODULARIZE=1",
+    ],
+    "nsjailEnabled": False,
+    "nsjailPath": "nsjail",
+    "cgroupV2Root": "cgroup",
+    "enableResourceGating": False,
+    "jobMemoryEstimateMB": 256,
+}
+
+
+def test_seed_defaults() -> None:
+    config = Config()
+    by_key = {KEYS[f.name]: getattr(config, f.name) for f in attrs.fields(Config)}
+    for key, value in SEED_DEFAULTS.items():
+        expected = tuple(value) if isinstance(value, list) else value
+        assert by_key[key] == expected, key
+    assert config.default_args == DEFAULT_ARGS
+
+
+def test_missing_file_means_defaults(tmp_path: Path) -> None:
+    assert load(tmp_path / "absent.json") == Config()
+
+
+def test_empty_object_means_defaults() -> None:
+    assert parse("{}") == Config()
+
+
+def test_every_key_round_trips() -> None:
+    text = json.dumps({**SEED_DEFAULTS, "addr": "127.0.0.1:9000", "jobPidsMax": 32})
+    config = parse(text)
+    assert config.addr == "127.0.0.1:9000"
+    assert config.job_pids_max == 32
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"colour": "blue"}', "unknown key(s): colour"),
+        ('{"addr": 8080}', "addr: expected a string, got int"),
+        ('{"addr": "8080"}', "addr: not HOST:PORT"),
+        ('{"addr": ":99999"}', "addr: not HOST:PORT"),
+        ('{"enableStaticArtifacts": "yes"}', "enableStaticArtifacts: expected true or false"),
+        ('{"jobMemoryEstimateMB": 1.5}', "jobMemoryEstimateMB: expected a whole number"),
+        ('{"jobMemoryEstimateMB": true}', "jobMemoryEstimateMB: expected a whole number"),
+        ('{"jobMemoryEstimateMB": 0}', "jobMemoryEstimateMB: must be greater than 0"),
+        ('{"cleanupIntervalMins": -1}', "cleanupIntervalMins: must not be negative"),
+        ('{"artifactTTLDays": -0.5}', "artifactTTLDays: must not be negative"),
+        ('{"defaultArgs": "-O2"}', "defaultArgs: expected a list of strings"),
+        ('{"defaultArgs": [1]}', "defaultArgs: expected a list of strings"),
+        ('{"cgroupDriver": "v3"}', "cgroupDriver: must be one of auto, v2, v1, none"),
+        ('{"jobPidsMax": 4}', "jobPidsMax: emcc needs at least 16 processes"),
+        ('{"jobsDir": "same", "artifactsDir": "same"}', "artifactsDir: must differ"),
+        ('{"maxBodyBytes": 0}', "maxBodyBytes: must be greater than 0"),
+        ("[]", "config must be a JSON object"),
+        ("{", "config is not valid JSON"),
+    ],
+)
+def test_validation_errors_name_the_key(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(text)
+    assert message in str(info.value)
+
+
+def test_relative_paths_resolve_from_working_dir(tmp_path: Path) -> None:
+    config = parse(
+        json.dumps(
+            {"workingDir": "srv", "baseDir": "data", "jobsDir": "j", "artifactsDir": "/abs/a"}
+        )
+    )
+    paths = resolve_paths(config, tmp_path)
+    assert paths.working_dir == tmp_path / "srv"
+    assert paths.jobs_dir == tmp_path / "srv" / "data" / "j"
+    assert paths.artifacts_dir == Path("/abs/a")
+    assert paths.cgroup_root == tmp_path / "srv" / "cgroup"
+
+
+def test_empty_working_dir_is_the_start_dir(tmp_path: Path) -> None:
+    paths = resolve_paths(parse('{"workingDir": ""}'), tmp_path)
+    assert paths.working_dir == tmp_path
+    assert paths.jobs_dir == tmp_path / "jobs"
+
+
+def test_top_level_config_is_valid_and_secure() -> None:
+    config = load(REPO / "config.json")
+    assert config.nsjail_enabled
+    assert config.enable_resource_gating
+    assert config.cgroup_driver == "auto"
+    assert config.addr.startswith("127.0.0.1:")
+
+
+def _serve(tmp_path: Path, config: dict[str, object]) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    return subprocess.run(
+        [sys.executable, "-m", "emcc_trio", "serve", "--config", str(path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_server_refuses_to_start_on_a_bad_key(tmp_path: Path) -> None:
+    done = _serve(tmp_path, {"workingDir": str(tmp_path), "queueMax": -3})
+    assert done.returncode == 2
+    assert "config error: queueMax: must be greater than 0" in done.stderr
+
+
+def test_server_refuses_to_start_when_caps_cannot_be_enforced(tmp_path: Path) -> None:
+    not_a_cgroup = tmp_path / "not-a-cgroup"
+    not_a_cgroup.mkdir()
+    done = _serve(
+        tmp_path,
+        {
+            "workingDir": str(tmp_path),
+            "addr": "127.0.0.1:0",
+            "cgroupDriver": "v2",
+            "cgroupV2Root": str(not_a_cgroup),
+        },
+    )
+    assert done.returncode == 2
+    assert "refusing to start" in done.stderr
+    assert f"{not_a_cgroup} is not a cgroup v2 directory" in done.stderr
+    assert '"cgroupDriver": "none"' in done.stderr
+
+
+def test_server_refuses_to_start_without_the_compiler(tmp_path: Path) -> None:
+    done = _serve(
+        tmp_path,
+        {"workingDir": str(tmp_path), "addr": "127.0.0.1:0", "emccPath": "/no/such/emcc"},
+    )
+    assert done.returncode == 2
+    assert "emccPath: cannot find the compiler '/no/such/emcc'" in done.stderr
