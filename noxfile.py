@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import nox
 
 nox.options.default_venv_backend = "venv"

@@ -61,9 +61,7 @@ async def build_service(config: Config, paths: Paths) -> Service:
     os.chdir(paths.working_dir)
     emcc, emxx = _which(config.emcc_path, "emccPath"), _which(config.emxx_path, "emxxPath")
     try:
-        driver = open_driver(
-            config.cgroup_driver, paths.cgroup_root, instance_tag(paths.jobs_dir)
-        )
+        driver = open_driver(config.cgroup_driver, paths.cgroup_root, instance_tag(paths.jobs_dir))
     except (CgroupError, OSError) as exc:
         raise StartupError(
             f"cgroupDriver {config.cgroup_driver!r}: per-job caps cannot be enforced: {exc}. "

@@ -6,21 +6,27 @@ import contextvars
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 
 import attrs
 import trio
+from hypercorn.typing import (
+    ASGIFramework,
+    ASGIReceiveCallable,
+    ASGISendCallable,
+    ASGISendEvent,
+    Scope,
+)
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from .artifacts import ARTIFACT_FILES, ArtifactStore
 from .cgroups import Driver, Usage
-from .gate import Gate, QueueFull, QueueTimeout
+from .gate import Gate, QueueFullError, QueueTimeoutError
+from .jobs import Compiler, CompileResult, InternalJobError, new_job_id
 from .metrics import Metrics, route_of
-from .jobs import CompileResult, Compiler, InternalJobError, new_job_id
 from .policy import RequestError, parse_request
 from .runner import JobStartError
 
@@ -102,9 +108,7 @@ def compile_response(result: CompileResult) -> Response:
         message = LIMIT_MESSAGES[result.limit]
         if result.output:
             message += "\n" + result.output
-        return json_error(
-            LIMIT_STATUS, message, id=result.job_id, limit=result.limit, usage=usage
-        )
+        return json_error(LIMIT_STATUS, message, id=result.job_id, limit=result.limit, usage=usage)
     error = result.output
     if result.output_truncated:
         error += "\n[output truncated]"
@@ -164,9 +168,9 @@ def create_app(service: Service) -> QuartTrio:
                         raise
                     finally:
                         service.running.discard(scope)
-        except QueueFull:
+        except QueueFullError:
             return _busy("too many compiles are waiting; try again later")
-        except QueueTimeout:
+        except QueueTimeoutError:
             return _busy("no capacity became free in time; try again later")
         except (InternalJobError, JobStartError) as exc:
             log.error("job failed to run", extra={"fields": {"job": job_id, "error": str(exc)}})
@@ -201,17 +205,16 @@ def create_app(service: Service) -> QuartTrio:
     return app
 
 
-ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
-
-
 class AccessLog:
     """ASGI middleware: one structured line per request, also for cancelled ones."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIFramework, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -220,7 +223,7 @@ class AccessLog:
         status = CLIENT_CLOSED_STATUS
         start = time.perf_counter()
 
-        async def send_and_record(message: dict[str, Any]) -> None:
+        async def send_and_record(message: ASGISendEvent) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]

@@ -433,9 +433,11 @@ def _v2_candidates(configured_root: Path) -> Iterator[Path]:
     yield configured_root
     own = _own_groups().get("", "/")
     own_path = CGROUP_ROOT_MOUNT / own.lstrip("/")
-    if own != "/" and (own_path / "cgroup.controllers").exists():
-        if _members(own_path) <= {os.getpid()} or _members(own_path / "server") == {os.getpid()}:
-            yield own_path
+    delegated_to_us = _members(own_path) <= {os.getpid()} or _members(own_path / "server") == {
+        os.getpid()
+    }
+    if own != "/" and (own_path / "cgroup.controllers").exists() and delegated_to_us:
+        yield own_path
 
 
 def open_driver(kind: str, v2_root: Path, tag: str) -> V2Driver | V1Driver | None:

@@ -47,9 +47,7 @@ class Config:
     nsjail_enabled: bool = attrs.field(default=False, metadata=_key("nsjailEnabled"))
     nsjail_path: str = attrs.field(default="nsjail", metadata=_key("nsjailPath"))
     cgroup_v2_root: str = attrs.field(default="cgroup", metadata=_key("cgroupV2Root"))
-    enable_resource_gating: bool = attrs.field(
-        default=False, metadata=_key("enableResourceGating")
-    )
+    enable_resource_gating: bool = attrs.field(default=False, metadata=_key("enableResourceGating"))
     job_memory_estimate_mb: int = attrs.field(default=256, metadata=_key("jobMemoryEstimateMB"))
     # Keys this service adds.
     emcc_path: str = attrs.field(default="emcc", metadata=_key("emccPath"))
@@ -103,7 +101,7 @@ def _converter() -> cattrs.Converter:
         return tuple(value)
 
     conv.register_structure_hook_func(lambda t: t == tuple[str, ...], args_hook)
-    renames = {name: override(rename=key) for name, key in KEYS.items()}
+    renames: dict[str, Any] = {name: override(rename=key) for name, key in KEYS.items()}
     conv.register_structure_hook(
         Config, make_dict_structure_fn(Config, conv, _cattrs_forbid_extra_keys=True, **renames)
     )

@@ -25,11 +25,11 @@ POLL_SECONDS: Final = 0.2
 Budget = Callable[[], "tuple[int, int] | None"]
 
 
-class QueueFull(Exception):
+class QueueFullError(Exception):
     """More requests are waiting than the queue may hold."""
 
 
-class QueueTimeout(Exception):
+class QueueTimeoutError(Exception):
     """The request waited longer than the queue's deadline."""
 
 
@@ -85,9 +85,11 @@ class Gate:
 
     @asynccontextmanager
     async def admit(self) -> AsyncIterator[None]:
-        """Wait for a turn; raise QueueFull / QueueTimeout instead of waiting without bound."""
+        """Wait for a turn, or raise QueueFullError / QueueTimeoutError (never wait unbounded).
+
+        Cancelling the wait (the client went away) leaves the queue at once."""
         if self.waiting >= self.queue_max:
-            raise QueueFull
+            raise QueueFullError
         self.waiting += 1
         token = object()
         acquired_memory = acquired_cpu = False
@@ -103,7 +105,7 @@ class Gate:
                 self.refresh(leaving=1)
                 self.memory.release_on_behalf_of(token)
         if not acquired_cpu:
-            raise QueueTimeout
+            raise QueueTimeoutError
         self.running += 1
         try:
             yield

@@ -207,8 +207,6 @@ def parse_request(body: Any) -> CompileRequest:
     return CompileRequest(code=code, language=LANGUAGES[kind.lower()], args=check_args(args))
 
 
-def compiler_argv(
-    compiler: str, request: CompileRequest, default_args: Sequence[str]
-) -> list[str]:
+def compiler_argv(compiler: str, request: CompileRequest, default_args: Sequence[str]) -> list[str]:
     """The full command: defaults, then the user's accepted args, then the forced output."""
     return [compiler, request.source_name, *default_args, *request.args, "-o", "app.js"]

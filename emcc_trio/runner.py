@@ -50,9 +50,7 @@ class JobStartError(Exception):
     """The job could not be started (its cgroup or its process)."""
 
 
-def classify(
-    exit_code: int | None, killed_for: Limit | None, usage: Usage
-) -> Limit | None:
+def classify(exit_code: int | None, killed_for: Limit | None, usage: Usage) -> Limit | None:
     """Which cap ended the job, if any. Our own kills come first: they are certain."""
     if killed_for is not None:
         return killed_for

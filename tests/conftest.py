@@ -1,4 +1,4 @@
-"""Real servers, real emcc: helpers to start the service as a subprocess and inspect what it leaves."""
+"""Real servers, real emcc: start the service as a subprocess and inspect what it leaves."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import httpx
@@ -18,18 +18,17 @@ import pytest
 
 from emcc_trio.cgroups import instance_tag
 
+T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 RUN_ARTIFACT_JS = Path(__file__).resolve().parent / "run_artifact.js"
 START_SECONDS = 60.0
 
 HELLO_C = '#include <stdio.h>\nint main(void) { printf("hello from C\\n"); return 0; }\n'
-HELLO_CPP = (
-    "#include <iostream>\nint main() { std::cout << \"hello from C++\" << std::endl; }\n"
-)
+HELLO_CPP = '#include <iostream>\nint main() { std::cout << "hello from C++" << std::endl; }\n'
 
 
-def eventually(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+def eventually(predicate: Callable[[], T], timeout: float, what: str) -> T:
     """Poll `predicate` until it returns something truthy; fail naming `what`."""
     end = time.monotonic() + timeout
     while True:
@@ -169,13 +168,13 @@ def start_server(workdir: Path, config: dict[str, Any], config_name: str = "conf
             stderr=subprocess.STDOUT,
         )
 
-    def listening() -> str | None:
+    def listening() -> str:
         if proc.poll() is not None:
             pytest.fail(f"server exited with {proc.returncode}:\n{log_path.read_text()}")
         for line in log_path.read_text().splitlines():
             if '"listening"' in line:
                 return str(json.loads(line)["urls"][0])
-        return None
+        return ""
 
     url = eventually(listening, START_SECONDS, "the server to listen")
     return Server(proc=proc, url=url, workdir=workdir, log_path=log_path)

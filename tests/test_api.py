@@ -8,7 +8,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import (
     HELLO_C,
     HELLO_CPP,
@@ -176,12 +175,10 @@ def test_requests_are_logged_one_line_each(server: Server) -> None:
         client.get("/healthz")
     # The line is written once the response is sent, so the client may see it first.
     requests = eventually(
-        lambda: [
-            e
-            for e in server.log_events()
-            if e["event"] == "request" and e["path"] == "/healthz"
-        ]
-        and [e for e in server.log_events() if e["event"] == "request"],
+        lambda: (
+            [e for e in server.log_events() if e["event"] == "request" and e["path"] == "/healthz"]
+            and [e for e in server.log_events() if e["event"] == "request"]
+        ),
         5,
         "the access log lines",
     )

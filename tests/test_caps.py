@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-
 from conftest import HELLO_C, MakeServer, program
+
 from emcc_trio.cgroups import Caps, V1Driver, V2Driver, instance_tag, open_driver
 from emcc_trio.runner import Limits, run_job
 
@@ -89,7 +89,8 @@ async def test_pids_cap_stops_a_fork_loop(driver: V1Driver | V2Driver, tmp_path:
     assert "fork failed after" in result.output
     assert result.limit == "pids"
     assert result.usage.pids_limit_hits >= 1
-    assert result.usage.peak_pids is not None and result.usage.peak_pids <= 8
+    assert result.usage.peak_pids is not None
+    assert result.usage.peak_pids <= 8
 
 
 async def test_cpu_quota_throttles(driver: V1Driver | V2Driver, tmp_path: Path) -> None:
@@ -140,12 +141,11 @@ async def test_whole_group_is_killed_even_outside_the_process_group(
         driver=driver,
     )
     assert result.output == "spawned\n"
-    sleepers = [
-        p
-        for p in Path("/proc").iterdir()
-        if p.name.isdigit() and _cmdline(p) == "sleep 300"
-    ]
-    assert sleepers == []
+    assert _processes_running("sleep 300") == []
+
+
+def _processes_running(command: str) -> list[Path]:
+    return [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline(p) == command]
 
 
 def _cmdline(proc: Path) -> str:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import attrs
 import pytest
-
 from conftest import REPO
+
 from emcc_trio.config import DEFAULT_ARGS, KEYS, Config, ConfigError, load, parse, resolve_paths
 
 SEED_DEFAULTS = {

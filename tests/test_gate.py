@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
-
 from conftest import HELLO_C, MakeServer, eventually, program
-from emcc_trio.cgroups import read_budget
-from emcc_trio.gate import Gate, QueueFull, QueueTimeout, free_slots
 from test_lifecycle import open_compile, wait_for_compiler
+
+from emcc_trio.cgroups import read_budget
+from emcc_trio.gate import Gate, QueueFullError, QueueTimeoutError, free_slots
 
 MB = 1024 * 1024
 
@@ -126,7 +126,8 @@ async def test_a_cancelled_waiter_leaves_the_queue(tmp_path: Path) -> None:
         await trio.testing.wait_all_tasks_blocked()
         assert admitted == ["a", "c"]
         releases["c"].set()
-    assert gate.waiting == 0 and gate.running == 0
+    assert gate.waiting == 0
+    assert gate.running == 0
 
 
 async def test_full_queue_and_queue_deadline(tmp_path: Path) -> None:
@@ -140,14 +141,14 @@ async def test_full_queue_and_queue_deadline(tmp_path: Path) -> None:
         timed_out = trio.Event()
 
         async def waiter() -> None:
-            with pytest.raises(QueueTimeout):
+            with pytest.raises(QueueTimeoutError):
                 async with gate.admit():
                     pytest.fail("admitted past the budget")
             timed_out.set()
 
         nursery.start_soon(waiter)
         await trio.testing.wait_all_tasks_blocked()
-        with pytest.raises(QueueFull):
+        with pytest.raises(QueueFullError):
             async with gate.admit():
                 pytest.fail("admitted past a full queue")
         await timed_out.wait()
@@ -192,9 +193,7 @@ def test_http_queue_full_is_503_with_retry_after(make_server: MakeServer) -> Non
     server.assert_clean(timeout=3)
 
 
-def test_http_gate_waits_for_memory_then_times_out(
-    make_server: MakeServer, tmp_path: Path
-) -> None:
+def test_http_gate_waits_for_memory_then_times_out(make_server: MakeServer, tmp_path: Path) -> None:
     (tmp_path / "budget").mkdir()
     budget = budget_dir(tmp_path / "budget", str(100 * MB), 0)
     server = make_server(

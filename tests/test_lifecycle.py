@@ -12,15 +12,16 @@ from urllib.parse import urlsplit
 
 import pytest
 import trio
-
 from conftest import HELLO_C, MakeServer, Server, eventually, program
+
 from emcc_trio.artifacts import ArtifactStore, run_sweeper
 
 
 def open_compile(server: Server, code: str, kind: str = "c") -> socket.socket:
     """Send a compile request on a raw socket, so the test can hang up mid-compile."""
     url = urlsplit(server.url)
-    assert url.hostname is not None and url.port is not None
+    assert url.hostname is not None
+    assert url.port is not None
     sock = socket.create_connection((url.hostname, url.port))
     body = json.dumps({"code": code, "type": kind}).encode()
     head = (
@@ -132,7 +133,9 @@ def test_sweep_keeps_fresh_and_removes_old_and_abandoned_staging(tmp_path: Path)
     unrelated = _make_artifact(tmp_path, "not-an-artifact", 10 * 86400)
     removed = store.sweep_sync(ttl_seconds=86400)
     assert sorted(removed) == sorted([old.name, abandoned.name])
-    assert fresh.exists() and in_progress.exists() and unrelated.exists()
+    assert fresh.exists()
+    assert in_progress.exists()
+    assert unrelated.exists()
 
 
 async def test_sweeper_disabled_by_zero(tmp_path: Path) -> None:
