@@ -159,8 +159,9 @@ def start_server(workdir: Path, config: dict[str, Any], config_name: str = "conf
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / config_name
     config_path.write_text(json.dumps(config))
-    log_path = workdir / "server.log"
-    with log_path.open("ab") as log_file:
+    # One log per start, so a restarted server is not mistaken for the earlier one.
+    log_path = workdir / f"server-{len(list(workdir.glob('server-*.log')))}.log"
+    with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "emcc_trio", "serve", "--config", str(config_path)],
             cwd=workdir,
@@ -185,8 +186,9 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     servers: list[Server] = []
     counter = iter(range(1000))
 
-    def make(**overrides: Any) -> Server:
-        workdir = tmp_path / f"server{next(counter)}"
+    def make(workdir: Path | None = None, **overrides: Any) -> Server:
+        """A server in a new dir, or restarted in `workdir` (for crash recovery)."""
+        workdir = workdir or tmp_path / f"server{next(counter)}"
         server = start_server(workdir, server_config(workdir, **overrides))
         servers.append(server)
         return server

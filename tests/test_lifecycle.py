@@ -163,12 +163,27 @@ async def test_publish_is_all_or_nothing(tmp_path: Path) -> None:
     assert [p.name for p in store_root.iterdir()] == ["e" * 32]
 
 
-def test_leftover_job_dirs_are_removed_at_start(tmp_path: Path, make_server: MakeServer) -> None:
+def test_kill_9_mid_compile_then_restart_cleans_everything(make_server: MakeServer) -> None:
     server = make_server()
-    assert server.stop() == 0
-    stale = server.jobs_dir / ("f" * 32)
-    stale.mkdir()
-    (stale / "main.c").write_text("int x;")
-    restarted = make_server(workingDir=str(server.workdir))
-    assert not stale.exists()
-    assert any(e["event"] == "cleaned up after an earlier run" for e in restarted.log_events())
+    earlier = server.compile(HELLO_C).json()
+    sock = open_compile(server, program("slow.c"))
+    wait_for_compiler(server)
+    server.stop(signal.SIGKILL)
+    sock.close()
+    stale = server.leftovers()
+    assert stale["job_dirs"] and stale["cgroups"], "SIGKILL leaves the job behind"
+    assert any("clang" in p for p in stale["processes"]), "and its compiler still runs"
+
+    restarted = make_server(workdir=server.workdir)
+    restarted.assert_clean(timeout=2.0)
+    cleaned = next(
+        e for e in restarted.log_events() if e["event"] == "cleaned up after an earlier run"
+    )
+    assert cleaned["job_dirs"] == stale["job_dirs"]
+    assert len(cleaned["cgroups"]) == 1
+    with restarted.client() as client:
+        js = client.get(earlier["js"])
+        wasm = client.get(earlier["wasm"])
+    assert js.status_code == 200
+    assert wasm.content[:4] == b"\0asm"
+    assert restarted.compile(HELLO_C).status_code == 200
