@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import nox
 
 nox.options.default_venv_backend = "venv"
@@ -22,6 +24,43 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     session.install("mypy", "nox", *TEST_DEPS)
     session.run("mypy")
+
+
+@nox.session
+def cgroup2(session: nox.Session) -> None:
+    """The cap tests with the v2 driver, in a VM with a real cgroup v2 (virtme-ng, no KVM)."""
+    session.run("sh", "tools/vm/install.sh", external=True)
+    session.install("virtme-ng", *TEST_DEPS)
+    rwdir = session.create_tmp()
+    python = os.path.join(session.bin, "python")
+    session.run(
+        python,
+        "tools/vm/run_in_vm.py",
+        "--rwdir",
+        rwdir,
+        "--memory",
+        "3G",
+        "--cpus",
+        "2",
+        "--timeout",
+        "1200",
+        "--env",
+        "EMCC_TRIO_TEST_DRIVER=v2",
+        "--env",
+        "EMCC_TRIO_TEST_V2_ROOT=/sys/fs/cgroup/emcc-trio-test",
+        "--env",
+        "NODE_PATH=/usr/share/nodejs",
+        "--env",
+        f"PATH={session.bin}:/usr/local/bin:/usr/bin:/bin",
+        "--",
+        python,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "tests/test_caps.py",
+        *session.posargs,
+    )
 
 
 @nox.session

@@ -147,7 +147,9 @@ def server_config(workdir: Path, **overrides: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         "workingDir": str(workdir),
         "addr": "127.0.0.1:0",
-        "cgroupDriver": "auto",
+        # In the cgroup v2 VM (`nox -s cgroup2`) the servers use the v2 driver.
+        "cgroupDriver": os.environ.get("EMCC_TRIO_TEST_DRIVER", "auto"),
+        "cgroupV2Root": os.environ.get("EMCC_TRIO_TEST_V2_ROOT", "cgroup"),
         "nsjailEnabled": False,
         "artifactTTLDays": 3,
     }

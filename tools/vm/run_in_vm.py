@@ -14,7 +14,9 @@ shell prelude makes cgroup v2 usable in the guest: it mounts ``cgroup2`` at
 ``/sys/fs/cgroup`` unless that is already a cgroup2 mount, checks that the
 ``memory``, ``pids`` and ``cpu`` controllers exist, and enables them in the
 root's ``cgroup.subtree_control``. ``CMD`` runs as root in the host's current
-directory; its output streams to this process's stdout/stderr.
+directory; its output streams to this process's stdout/stderr. The guest does
+not inherit this environment (PATH is virtme's default, HOME=/root): pass what
+CMD needs with ``--env``/``--home``. ``RUN_IN_VM=1`` is always exported.
 
 Exit status: ``CMD``'s own status (read back from a file the guest writes into
 the first ``--rwdir``); 124 when the overall timeout passed (the VM is killed);
