@@ -1,4 +1,4 @@
-"""nox sessions: lint, typecheck, tests, cgroup2 (the v2 driver in a VM)."""
+"""nox sessions: lint, typecheck, tests, cgroup2 (the v2 driver in a VM), bench."""
 
 from __future__ import annotations
 
@@ -59,6 +59,9 @@ def cgroup2(session: nox.Session) -> None:
         "-p",
         "no:cacheprovider",
         "tests/test_caps.py",
+        # A whole emcc compile under emulation takes minutes: the driver tests cover v2.
+        "-k",
+        "not compile",
         *session.posargs,
     )
 
@@ -68,3 +71,10 @@ def tests(session: nox.Session) -> None:
     """The suite against real emcc, nsjail and cgroups (v1 here). Needs root."""
     session.install(*TEST_DEPS)
     session.run("pytest", *session.posargs, env={"EMCC_TRIO_REQUIRE_REAL": "1"})
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Raw emcc vs the server (no caps, cgroup, cgroup + nsjail): a table of ratios."""
+    session.install(*TEST_DEPS)
+    session.run("python", "bench/bench.py", *session.posargs)
