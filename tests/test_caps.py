@@ -25,7 +25,7 @@ DRIVER_KIND = os.environ.get("EMCC_TRIO_TEST_DRIVER", "v1")
 async def driver(tmp_path: Path) -> AsyncIterator[V1Driver | V2Driver]:
     root = Path(os.environ.get("EMCC_TRIO_TEST_V2_ROOT", "/nonexistent"))
     if DRIVER_KIND == "v2":
-        root.mkdir(exist_ok=True)
+        os.makedirs(root, exist_ok=True)
     opened = open_driver(DRIVER_KIND, root, instance_tag(tmp_path))
     assert opened is not None
     yield opened

@@ -171,7 +171,8 @@ def test_kill_9_mid_compile_then_restart_cleans_everything(make_server: MakeServ
     server.stop(signal.SIGKILL)
     sock.close()
     stale = server.leftovers()
-    assert stale["job_dirs"] and stale["cgroups"], "SIGKILL leaves the job behind"
+    assert stale["job_dirs"], "SIGKILL leaves the job dir behind"
+    assert stale["cgroups"], "and its cgroup"
     assert any("clang" in p for p in stale["processes"]), "and its compiler still runs"
 
     restarted = make_server(workdir=server.workdir)
