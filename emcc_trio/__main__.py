@@ -71,6 +71,7 @@ async def build_service(config: Config, paths: Paths) -> Service:
     if config.nsjail_enabled:
         try:
             sandbox = Sandbox.open(config.nsjail_path, config.nsjail_config, paths.working_dir)
+            sandbox.check_reachable(paths.jobs_dir)
         except SandboxError as exc:
             raise StartupError(str(exc)) from exc
 

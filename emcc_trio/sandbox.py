@@ -11,6 +11,7 @@ import math
 import os
 import re
 import shutil
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
@@ -61,6 +62,18 @@ class Sandbox:
         if not config_file.is_file():
             raise SandboxError(f"nsjailConfig: no nsjail config file at {config_file}")
         return cls(nsjail=locate_nsjail(nsjail_setting), config_file=config_file)
+
+    @staticmethod
+    def check_reachable(jobs_dir: Path) -> None:
+        """nsjail mounts the job dir as the unprivileged outside user, so every parent of the
+        jobs dir must be searchable by others (o+x); the jobs dir itself is made 0711."""
+        jobs_dir.chmod(0o711)
+        for parent in jobs_dir.parents:
+            if not parent.stat().st_mode & stat.S_IXOTH:
+                raise SandboxError(
+                    f"jobsDir: nsjail cannot reach {jobs_dir}: {parent} is not searchable "
+                    f"by others (chmod o+x {parent}, or move workingDir)"
+                )
 
     def prepare(self, job_dir: Path) -> None:
         """Hand the job dir to the jail's unprivileged outside user."""

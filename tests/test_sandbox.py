@@ -7,6 +7,8 @@ through the jail with the policy bypassed, because the jail must hold on its own
 from __future__ import annotations
 
 import secrets
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,12 +32,21 @@ class Secrets:
 
 
 @pytest.fixture
-def planted(tmp_path: Path) -> Iterator[Secrets]:
+def reachable_dir() -> Iterator[Path]:
+    """A dir nsjail's unprivileged outside user can traverse (pytest's tmp dirs are 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="emcc-trio-jail-"))
+    path.chmod(0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def planted(reachable_dir: Path) -> Iterator[Secrets]:
     value = "SECRET-" + secrets.token_hex(12)
     etc_file = Path("/etc") / f"emcc-trio-test-{secrets.token_hex(4)}.txt"
     etc_file.write_text(value + "\n")
     etc_file.chmod(0o644)
-    workdir_file = tmp_path / "server0" / "secret.txt"
+    workdir_file = reachable_dir / "server" / "secret.txt"
     workdir_file.parent.mkdir(parents=True, exist_ok=True)
     workdir_file.write_text(value + "\n")
     workdir_file.chmod(0o644)
@@ -44,8 +55,8 @@ def planted(tmp_path: Path) -> Iterator[Secrets]:
 
 
 @pytest.fixture
-def jailed(make_server: MakeServer, planted: Secrets) -> Server:
-    return make_server(nsjailEnabled=True)
+def jailed(make_server: MakeServer, planted: Secrets, reachable_dir: Path) -> Server:
+    return make_server(workdir=reachable_dir / "server", nsjailEnabled=True)
 
 
 def _leaks(server: Server, response_text: str, value: str) -> list[str]:
@@ -120,14 +131,15 @@ ARG_ROUTES = {
 
 @pytest.mark.parametrize("route", sorted(ARG_ROUTES))
 async def test_argument_routes_cannot_read_host_files_even_past_the_policy(
-    tmp_path: Path, planted: Secrets, route: str
+    tmp_path: Path, reachable_dir: Path, planted: Secrets, route: str
 ) -> None:
-    job_dir = tmp_path / "job"
+    job_dir = reachable_dir / "job"
     job_dir.mkdir()
     (job_dir / "main.c").write_text(HELLO_C)
-    artifacts = tmp_path / "artifacts"
-    artifacts.mkdir()
+    artifacts = reachable_dir / "artifacts"
+    artifacts.mkdir(mode=0o755)
     (artifacts / "leak.txt").write_text(planted.value)
+    (artifacts / "leak.txt").chmod(0o644)
     sandbox = Sandbox.open("nsjail", "", tmp_path)
     sandbox.prepare(job_dir)
     args = [a.format(etc=planted.etc_file, artifacts=artifacts) for a in ARG_ROUTES[route]]
