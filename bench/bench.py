@@ -97,6 +97,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     rounds = parser.parse_args().rounds
     base = Path(tempfile.mkdtemp(prefix="emcc-trio-bench-"))
+    base.chmod(0o711)  # the jail's unprivileged outside user must traverse it
     servers = {
         name: start_server(base / f"s{i}", o) for i, (name, o) in enumerate(VARIANTS.items())
     }

@@ -59,7 +59,7 @@ class Config:
     job_timeout_seconds: float = attrs.field(default=120, metadata=_key("jobTimeoutSeconds"))
     cgroup_driver: str = attrs.field(default="auto", metadata=_key("cgroupDriver"))
     job_memory_max_mb: int = attrs.field(default=1024, metadata=_key("jobMemoryMaxMB"))
-    job_cpu_max: float = attrs.field(default=1.0, metadata=_key("jobCpuMax"))
+    job_cpu_max: float = attrs.field(default=2.0, metadata=_key("jobCpuMax"))
     job_cpu_seconds: float = attrs.field(default=60, metadata=_key("jobCpuSeconds"))
     job_pids_max: int = attrs.field(default=256, metadata=_key("jobPidsMax"))
     max_concurrent_jobs: int = attrs.field(default=0, metadata=_key("maxConcurrentJobs"))

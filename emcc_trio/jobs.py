@@ -34,9 +34,12 @@ def new_job_id() -> str:
     return secrets.token_hex(16)
 
 
-def compile_env(job_dir: Path, node_path: str, environ: Mapping[str, str]) -> dict[str, str]:
+def compile_env(
+    job_dir: Path, node_path: str, environ: Mapping[str, str], compiler_dir: str = "/usr/bin"
+) -> dict[str, str]:
+    """A small, fixed environment: the server's PATH may hold slow shims (pyenv) or a venv."""
     env = {
-        "PATH": environ.get("PATH", "/usr/bin:/bin"),
+        "PATH": f"{compiler_dir}:/usr/local/bin:/usr/bin:/bin",
         "HOME": str(job_dir),
         "LANG": "C.UTF-8",
         "NODE_PATH": node_path,
@@ -97,7 +100,7 @@ class Compiler:
                 argv,
                 job_id=job_id,
                 cwd=job_dir,
-                env=compile_env(job_dir, self.node_path, os.environ),
+                env=compile_env(job_dir, self.node_path, os.environ, os.path.dirname(compiler)),
                 limits=self.limits,
                 driver=self.driver,
             )
