@@ -7,9 +7,12 @@ and renames it to `<id>` in one step, so a reader sees no artifact or a whole on
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import os
 import re
 import shutil
+import stat
 import time
 from pathlib import Path
 from typing import Final
@@ -20,6 +23,8 @@ import trio
 ARTIFACT_FILES: Final = {"app.js": "application/javascript", "app.wasm": "application/wasm"}
 _ID = re.compile(r"^[0-9a-f]{32}$")
 _STAGING_PREFIX: Final = ".staging-"
+# The jail's fsize rlimit: no file the compile writes can be larger.
+MAX_ARTIFACT_BYTES: Final = 256 * 1024 * 1024
 _STALE_STAGING_SECONDS: Final = 3600.0
 
 log = logging.getLogger("emcc_trio.artifacts")
@@ -27,6 +32,28 @@ log = logging.getLogger("emcc_trio.artifacts")
 
 def is_valid_id(job_id: str) -> bool:
     return bool(_ID.match(job_id))
+
+
+class UnsafeOutputError(Exception):
+    """A job output is not a plain file (a symlink could point the server at a host file)."""
+
+
+def _copy_job_output(source: Path, target: Path) -> None:
+    """Copy a file the jailed compile wrote, never following a link it may have planted."""
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeOutputError(f"{source.name} is a symbolic link") from exc
+        raise
+    with os.fdopen(fd, "rb") as src:
+        info = os.fstat(src.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafeOutputError(f"{source.name} is not a regular file")
+        if info.st_size > MAX_ARTIFACT_BYTES:
+            raise UnsafeOutputError(f"{source.name} is larger than {MAX_ARTIFACT_BYTES} bytes")
+        with target.open("wb") as dst:
+            shutil.copyfileobj(src, dst, MAX_ARTIFACT_BYTES)
 
 
 @attrs.frozen
@@ -44,7 +71,7 @@ class ArtifactStore:
         staging.mkdir(mode=0o755)
         try:
             for name in ARTIFACT_FILES:
-                shutil.copyfile(job_dir / name, staging / name)
+                _copy_job_output(job_dir / name, staging / name)
             staging.rename(self.root / job_id)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)

@@ -17,7 +17,7 @@ from typing import Final
 import attrs
 import trio
 
-from .artifacts import ARTIFACT_FILES, ArtifactStore
+from .artifacts import ARTIFACT_FILES, ArtifactStore, UnsafeOutputError
 from .cgroups import Driver, Usage
 from .policy import CompileRequest, compiler_argv
 from .runner import JobResult, Limit, Limits, run_job
@@ -85,7 +85,7 @@ class Compiler:
             self.sandbox.prepare(job_dir)
 
     def _outputs_present(self, job_dir: Path) -> bool:
-        return all((job_dir / name).is_file() for name in ARTIFACT_FILES)
+        return all(os.path.lexists(job_dir / name) for name in ARTIFACT_FILES)
 
     async def compile(self, request: CompileRequest, job_id: str | None = None) -> CompileResult:
         job_id = job_id or new_job_id()
@@ -111,7 +111,10 @@ class Compiler:
             if ok and not await trio.to_thread.run_sync(self._outputs_present, job_dir):
                 ok, output = False, output + "\nemcc exited 0 but wrote no app.js/app.wasm"
             if ok:
-                await self.store.publish(job_id, job_dir)
+                try:
+                    await self.store.publish(job_id, job_dir)
+                except UnsafeOutputError as exc:
+                    ok, output = False, output + f"\nrefused to publish the output: {exc}"
             return _result(job_id, ok, output, result)
         finally:
             with trio.CancelScope(shield=True, deadline=trio.current_time() + _CLEANUP_SECONDS):

@@ -14,7 +14,7 @@ import pytest
 import trio
 from conftest import HELLO_C, MakeServer, Server, eventually, program
 
-from emcc_trio.artifacts import ArtifactStore, run_sweeper
+from emcc_trio.artifacts import ArtifactStore, UnsafeOutputError, run_sweeper
 
 
 def open_compile(server: Server, code: str, kind: str = "c") -> socket.socket:
@@ -145,6 +145,24 @@ async def test_sweeper_disabled_by_zero(tmp_path: Path) -> None:
         await run_sweeper(store, ttl_days=0, interval_mins=1)
         await run_sweeper(store, ttl_days=1, interval_mins=0)
     assert old.exists()
+
+
+@pytest.mark.parametrize("planted", ["symlink", "fifo"])
+async def test_publish_never_follows_what_the_compile_planted(tmp_path: Path, planted: str) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("host secret")
+    store_root = tmp_path / "artifacts"
+    store_root.mkdir()
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / "app.js").write_text("js")
+    if planted == "symlink":
+        (job / "app.wasm").symlink_to(secret)
+    else:
+        os.mkfifo(job / "app.wasm")
+    with pytest.raises(UnsafeOutputError):
+        await ArtifactStore(store_root).publish("e" * 32, job)
+    assert list(store_root.iterdir()) == []
 
 
 async def test_publish_is_all_or_nothing(tmp_path: Path) -> None:
