@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -190,18 +191,20 @@ def test_requests_are_logged_one_line_each(server: Server) -> None:
     assert any(e["path"] == "/healthz" and e["status"] == 200 for e in requests)
 
 
-def _readme_curl_examples() -> list[str]:
+def _readme_examples() -> list[tuple[str, str]]:
+    """(curl command, the output the README shows under it) from the Examples section."""
     readme = (REPO / "README.md").read_text()
     section = readme.split("## Examples", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"^(curl .+)$", section, re.MULTILINE)
+    pairs = re.findall(r"```sh\n(curl [^\n]+)\n```\n```(?:json|text)\n(.*?)\n```", section, re.S)
+    return [(command, shown) for command, shown in pairs]
 
 
 def test_readme_examples_work_verbatim(server: Server, tmp_path: Path) -> None:
     """The README's curl examples, pointed at this server, give what the README shows."""
-    examples = _readme_curl_examples()
-    assert len(examples) >= 4
-    outputs = []
-    for command in examples:
+    examples = _readme_examples()
+    assert len(examples) >= 6
+    printed = []
+    for command, shown in examples:
         done = subprocess.run(
             ["bash", "-c", command.replace("http://localhost:8080", server.url)],
             capture_output=True,
@@ -209,10 +212,16 @@ def test_readme_examples_work_verbatim(server: Server, tmp_path: Path) -> None:
             timeout=120,
             check=True,
         )
-        outputs.append(done.stdout)
-    assert outputs[0].strip() == "ok"
-    printed = []
-    for output in outputs[1:]:
-        response = httpx.Response(200, content=output.encode())
-        printed.append(run_artifact(server, response, tmp_path))
+        if shown == "ok":
+            assert done.stdout.strip() == "ok"
+            continue
+        expected, got = json.loads(shown), json.loads(done.stdout)
+        assert sorted(got) == sorted(expected), command
+        assert got["ok"] == expected["ok"], command
+        if got["ok"]:
+            printed.append(run_artifact(server, httpx.Response(200, text=done.stdout), tmp_path))
+        elif "id" not in expected:
+            assert got == expected
+        else:
+            assert got["error"].split("\n")[0] == expected["error"].split("\n")[0]
     assert printed == ["hello from C\n", "hello from C++\n", "sqrt(2) = 1.414\n"]
