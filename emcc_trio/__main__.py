@@ -19,6 +19,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from . import logs
 from .app import AccessLog, Service, create_app
 from .artifacts import ArtifactStore, run_sweeper
+from .cache import ResultCache
 from .cgroups import Caps, CgroupError, instance_tag, open_driver, read_budget
 from .config import Config, ConfigError, Paths, load, parse_addr, resolve_paths
 from .gate import Gate
@@ -54,9 +55,18 @@ def _remove_leftover_jobs(jobs_dir: Path) -> list[str]:
     return leftovers
 
 
+async def _emscripten_version(emcc: str) -> str:
+    """Part of every cache key: a new emscripten must not serve old results."""
+    try:
+        done = await trio.run_process([emcc, "--version"], capture_stdout=True, check=False)
+    except OSError as exc:
+        raise StartupError(f"emccPath: cannot run {emcc}: {exc.strerror}") from exc
+    return f"{emcc} " + done.stdout.decode(errors="replace").partition("\n")[0]
+
+
 async def build_service(config: Config, paths: Paths) -> Service:
     """Prepare everything a request needs; refuse to start rather than run unsafely."""
-    for directory in (paths.working_dir, paths.jobs_dir, paths.artifacts_dir):
+    for directory in (paths.working_dir, paths.jobs_dir, paths.artifacts_dir, paths.cache_dir):
         directory.mkdir(parents=True, exist_ok=True)
     os.chdir(paths.working_dir)
     emcc, emxx = _which(config.emcc_path, "emccPath"), _which(config.emxx_path, "emxxPath")
@@ -90,6 +100,10 @@ async def build_service(config: Config, paths: Paths) -> Service:
         budget = partial(read_budget, *files)
 
     store = ArtifactStore(paths.artifacts_dir)
+    cache = None
+    if config.cache_enabled:
+        cache = ResultCache(paths.cache_dir, paths.artifacts_dir, config.cache_max_mb * MB)
+        await trio.to_thread.run_sync(cache.load)
     limits = Limits(
         timeout_seconds=config.job_timeout_seconds,
         cpu_seconds=config.job_cpu_seconds,
@@ -131,6 +145,8 @@ async def build_service(config: Config, paths: Paths) -> Service:
         },
     )
     return Service(
+        cache=cache,
+        emscripten_version=await _emscripten_version(emcc),
         driver=driver,
         compiler=compiler,
         gate=gate,
@@ -172,8 +188,13 @@ async def serve(config: Config, start_dir: Path) -> None:
         nursery.start_soon(watch_signals)
         nursery.start_soon(service.gate.run_poller)
         nursery.start_soon(
-            run_sweeper, service.store, config.artifact_ttl_days, config.cleanup_interval_mins
+            run_sweeper,
+            service.store,
+            config.artifact_ttl_days,
+            config.cleanup_interval_mins,
+            service.cache.live_ids if service.cache else set,
         )
+        service.start(nursery)
         binds = await nursery.start(run_http)
         log.info("listening", extra={"fields": {"urls": binds}})
     if service.driver is not None:

@@ -6,6 +6,7 @@ import contextvars
 import json
 import logging
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -23,11 +24,12 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from .artifacts import ARTIFACT_FILES, ArtifactStore
+from .cache import Entry, FlightCancelledError, ResultCache, SingleFlight, cache_key
 from .cgroups import Driver, Usage
 from .gate import Gate, QueueFullError, QueueTimeoutError
 from .jobs import Compiler, CompileResult, InternalJobError, new_job_id
 from .metrics import Metrics, route_of
-from .policy import RequestError, parse_request
+from .policy import CompileRequest, RequestError, parse_request
 from .runner import JobStartError
 
 LIMIT_STATUS: Final = 422
@@ -58,19 +60,79 @@ class Service:
     store: ArtifactStore
     enable_static_artifacts: bool
     max_body_bytes: int
+    cache: ResultCache | None = None
+    emscripten_version: str = ""
     metrics: Metrics = attrs.field(factory=Metrics)
     retry_after_seconds: int = 5
     running: set[trio.CancelScope] = attrs.field(factory=set)
     shutting_down: bool = False
+    flights: SingleFlight[CompileResult] | None = None
 
     def __attrs_post_init__(self) -> None:
         self.metrics.watch_gate(self.gate)
+        if self.cache is not None:
+            self.metrics.watch_cache(self.cache)
+
+    def start(self, nursery: trio.Nursery) -> None:
+        """Shared compiles run in the server's nursery, owned by no single request."""
+        self.flights = SingleFlight(nursery, self.running)
+
+    async def compile(self, request: CompileRequest, job_id: str) -> tuple[CompileResult, bool]:
+        """The result for `request` and whether it came from the cache.
+
+        Identical requests in flight share one compile; cancelling this call (the client
+        went away) cancels the compile only when no other request waits for it.
+        """
+        assert self.flights is not None, "Service.start was not called"
+        key = None
+        if self.cache is not None:
+            key = cache_key(self.emscripten_version, self.compiler.command(request), request.code)
+            entry = self.cache.get(key)
+            if entry is not None:
+                self.metrics.cache_requests.labels("hit").inc()
+                return _from_entry(entry), True
+            self.metrics.cache_requests.labels("miss").inc()
+        work = partial(self._compile_admitted, request, job_id, key)
+        return await self.flights.run(key or job_id, work), False
+
+    async def _compile_admitted(
+        self, request: CompileRequest, job_id: str, key: str | None
+    ) -> CompileResult:
+        async with self.gate.admit():
+            result = await self.compiler.compile(request, job_id)
+        self.metrics.compile_seconds.observe(result.duration_seconds)
+        if result.limit is not None:
+            self.metrics.cap_kills.labels(result.limit).inc()
+        elif key is not None and self.cache is not None:
+            # Deterministic results only: successes and compile errors, never cap kills.
+            usage = usage_json(result.usage, result.duration_seconds)
+            await trio.to_thread.run_sync(
+                self.cache.put, key, result.job_id, result.ok, result.output, usage
+            )
+        return result
 
     def shutdown(self) -> None:
         """Refuse new compiles and cancel the running ones (their cleanup still runs)."""
         self.shutting_down = True
         for scope in self.running:
             scope.cancel()
+
+
+def _from_entry(entry: Entry) -> CompileResult:
+    usage = entry.usage
+    return CompileResult(
+        job_id=entry.job_id,
+        ok=entry.ok,
+        output=entry.output,
+        output_truncated=False,
+        limit=None,
+        usage=Usage(
+            peak_memory_bytes=usage.get("peakMemoryBytes"),
+            cpu_seconds=usage.get("cpuSeconds"),
+            peak_pids=usage.get("peakPids"),
+        ),
+        duration_seconds=float(usage.get("durationSeconds", 0.0)),
+    )
 
 
 def json_error(status: int, message: str, **extra: Any) -> Response:
@@ -91,7 +153,7 @@ def usage_json(usage: Usage, duration_seconds: float) -> dict[str, Any]:
     }
 
 
-def compile_response(result: CompileResult) -> Response:
+def compile_response(result: CompileResult, cached: bool) -> Response:
     usage = usage_json(result.usage, result.duration_seconds)
     if result.ok:
         return json_ok(
@@ -102,6 +164,7 @@ def compile_response(result: CompileResult) -> Response:
                 "wasm": f"/artifacts/{result.job_id}/app.wasm",
                 "output": result.output,
                 "usage": usage,
+                "cached": cached,
             }
         )
     if result.limit is not None:
@@ -112,7 +175,7 @@ def compile_response(result: CompileResult) -> Response:
     error = result.output
     if result.output_truncated:
         error += "\n[output truncated]"
-    return json_error(400, error, id=result.job_id, usage=usage)
+    return json_error(400, error, id=result.job_id, usage=usage, cached=cached)
 
 
 def create_app(service: Service) -> QuartTrio:
@@ -156,18 +219,16 @@ def create_app(service: Service) -> QuartTrio:
         if service.shutting_down:
             return _busy("the server is shutting down")
         job_id = new_job_id()
-        _request_fields.get({})["job"] = job_id
+        fields = _request_fields.get({})
+        fields["job"] = job_id
         try:
-            async with service.gate.admit():
-                with trio.CancelScope() as scope:
-                    service.running.add(scope)
-                    try:
-                        result = await service.compiler.compile(compile_request, job_id)
-                    except trio.Cancelled:
-                        service.metrics.cancellations.labels("client").inc()
-                        raise
-                    finally:
-                        service.running.discard(scope)
+            result, cached = await service.compile(compile_request, job_id)
+        except trio.Cancelled:
+            service.metrics.cancellations.labels("client").inc()
+            raise
+        except FlightCancelledError:
+            service.metrics.cancellations.labels("shutdown").inc()
+            return _busy("the server is shutting down")
         except QueueFullError:
             return _busy("too many compiles are waiting; try again later")
         except QueueTimeoutError:
@@ -175,14 +236,8 @@ def create_app(service: Service) -> QuartTrio:
         except (InternalJobError, JobStartError) as exc:
             log.error("job failed to run", extra={"fields": {"job": job_id, "error": str(exc)}})
             return json_error(500, f"internal error: {exc}", id=job_id)
-        if scope.cancelled_caught:
-            service.metrics.cancellations.labels("shutdown").inc()
-            return _busy("the server is shutting down")
-        service.metrics.compile_seconds.observe(result.duration_seconds)
-        if result.limit is not None:
-            service.metrics.cap_kills.labels(result.limit).inc()
-        _request_fields.get({}).update(limit=result.limit, ok=result.ok)
-        return compile_response(result)
+        fields.update(job=result.job_id, limit=result.limit, ok=result.ok, cached=cached)
+        return compile_response(result, cached)
 
     def _busy(message: str) -> Response:
         response = json_error(BUSY_STATUS, message)

@@ -14,6 +14,7 @@ import re
 import shutil
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -89,8 +90,11 @@ class ArtifactStore:
         except (FileNotFoundError, NotADirectoryError):
             return None
 
-    def sweep_sync(self, ttl_seconds: float, now: float | None = None) -> list[str]:
-        """Remove artifacts older than `ttl_seconds` and abandoned staging dirs."""
+    def sweep_sync(
+        self, ttl_seconds: float, keep: frozenset[str] = frozenset(), now: float | None = None
+    ) -> list[str]:
+        """Remove artifacts older than `ttl_seconds` (except the ids in `keep`, which live
+        cache entries point at) and abandoned staging dirs."""
         now = time.time() if now is None else now
         removed = []
         for entry in self.root.iterdir():
@@ -99,18 +103,26 @@ class ArtifactStore:
                 stale_staging = (
                     entry.name.startswith(_STAGING_PREFIX) and age > _STALE_STAGING_SECONDS
                 )
-                if stale_staging or (is_valid_id(entry.name) and age > ttl_seconds):
+                expired = is_valid_id(entry.name) and age > ttl_seconds and entry.name not in keep
+                if stale_staging or expired:
                     shutil.rmtree(entry, ignore_errors=True)
                     removed.append(entry.name)
         return removed
 
 
-async def run_sweeper(store: ArtifactStore, ttl_days: float, interval_mins: float) -> None:
+async def run_sweeper(
+    store: ArtifactStore,
+    ttl_days: float,
+    interval_mins: float,
+    keep: Callable[[], set[str]] = set,
+) -> None:
     """Sweep every `interval_mins`; returns at once if either setting is 0 (disabled)."""
     if ttl_days <= 0 or interval_mins <= 0:
         return
     while True:
-        removed = await trio.to_thread.run_sync(store.sweep_sync, ttl_days * 86400.0)
+        removed = await trio.to_thread.run_sync(
+            store.sweep_sync, ttl_days * 86400.0, frozenset(keep())
+        )
         if removed:
             log.info("swept artifacts", extra={"fields": {"removed": len(removed)}})
         await trio.sleep(interval_mins * 60.0)

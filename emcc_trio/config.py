@@ -65,6 +65,9 @@ class Config:
     max_concurrent_jobs: int = attrs.field(default=0, metadata=_key("maxConcurrentJobs"))
     queue_max: int = attrs.field(default=64, metadata=_key("queueMax"))
     queue_timeout_seconds: float = attrs.field(default=30, metadata=_key("queueTimeoutSeconds"))
+    cache_enabled: bool = attrs.field(default=True, metadata=_key("cacheEnabled"))
+    cache_dir: str = attrs.field(default="cache", metadata=_key("cacheDir"))
+    cache_max_mb: int = attrs.field(default=1024, metadata=_key("cacheMaxMB"))
 
 
 KEYS: Final = {f.name: f.metadata["key"] for f in attrs.fields(Config)}
@@ -146,11 +149,12 @@ def validate(config: Config) -> list[str]:
         "job_pids_max",
         "queue_max",
         "queue_timeout_seconds",
+        "cache_max_mb",
     ):
         check(getattr(config, name) > 0, name, "must be greater than 0")
     check(config.job_pids_max >= 16, "job_pids_max", "emcc needs at least 16 processes")
     check(config.job_memory_max_mb >= 64, "job_memory_max_mb", "emcc needs at least 64 MB")
-    for name in ("jobs_dir", "artifacts_dir", "emcc_path", "emxx_path", "nsjail_path"):
+    for name in ("jobs_dir", "artifacts_dir", "cache_dir", "emcc_path", "emxx_path", "nsjail_path"):
         check(getattr(config, name) != "", name, "must not be empty")
     check(
         config.cgroup_driver in CGROUP_DRIVERS,
@@ -161,6 +165,11 @@ def validate(config: Config) -> list[str]:
         config.jobs_dir != config.artifacts_dir,
         "artifacts_dir",
         "must differ from jobsDir",
+    )
+    check(
+        config.cache_dir not in (config.jobs_dir, config.artifacts_dir),
+        "cache_dir",
+        "must differ from jobsDir and artifactsDir",
     )
     return errors
 
@@ -217,6 +226,7 @@ class Paths:
     working_dir: Path
     jobs_dir: Path
     artifacts_dir: Path
+    cache_dir: Path
     cgroup_root: Path
 
 
@@ -231,5 +241,6 @@ def resolve_paths(config: Config, start_dir: Path) -> Paths:
         working_dir=working,
         jobs_dir=Path(os.path.normpath(base / config.jobs_dir)),
         artifacts_dir=Path(os.path.normpath(base / config.artifacts_dir)),
+        cache_dir=Path(os.path.normpath(base / config.cache_dir)),
         cgroup_root=Path(os.path.normpath(working / config.cgroup_v2_root)),
     )

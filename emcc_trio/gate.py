@@ -51,6 +51,7 @@ class Gate:
     memory: trio.CapacityLimiter = attrs.field(init=False)
     cpu: trio.CapacityLimiter = attrs.field(init=False)
     waiting: int = attrs.field(init=False, default=0)
+    last_budget: tuple[int, int] | None = attrs.field(init=False, default=None)
     running: int = attrs.field(init=False, default=0)
     _ballast: object = attrs.field(init=False, factory=object)
 
@@ -69,7 +70,7 @@ class Gate:
         """
         if self.budget is None:
             return
-        reading = self.budget()
+        reading = self.last_budget = self.budget()
         if reading is None:
             self.memory.total_tokens = math.inf
             return

@@ -87,11 +87,16 @@ class Compiler:
     def _outputs_present(self, job_dir: Path) -> bool:
         return all(os.path.lexists(job_dir / name) for name in ARTIFACT_FILES)
 
+    def command(self, request: CompileRequest) -> list[str]:
+        """The compile command, before sandboxing: what decides the output."""
+        compiler = self.emcc if request.language == "c" else self.emxx
+        return compiler_argv(compiler, request, self.default_args)
+
     async def compile(self, request: CompileRequest, job_id: str | None = None) -> CompileResult:
         job_id = job_id or new_job_id()
         job_dir = self.jobs_dir / job_id
-        compiler = self.emcc if request.language == "c" else self.emxx
-        argv = compiler_argv(compiler, request, self.default_args)
+        argv = self.command(request)
+        compiler = argv[0]
         try:
             await trio.to_thread.run_sync(self._prepare, job_dir, request)
             if self.sandbox is not None:

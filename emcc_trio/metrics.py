@@ -5,6 +5,7 @@ from __future__ import annotations
 import attrs
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from .cache import ResultCache
 from .gate import Gate
 
 _DURATION_BUCKETS = (0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, float("inf"))
@@ -26,6 +27,7 @@ class Metrics:
     compile_seconds: Histogram = attrs.field(init=False)
     cap_kills: Counter = attrs.field(init=False)
     cancellations: Counter = attrs.field(init=False)
+    cache_requests: Counter = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.requests = Counter(
@@ -43,6 +45,12 @@ class Metrics:
         self.cap_kills = Counter(
             "emcc_trio_cap_kills", "Jobs ended by a cap", ["limit"], registry=self.registry
         )
+        self.cache_requests = Counter(
+            "emcc_trio_cache_requests",
+            "Compile requests looked up in the result cache",
+            ["result"],
+            registry=self.registry,
+        )
         self.cancellations = Counter(
             "emcc_trio_cancellations",
             "Compiles cancelled before they finished",
@@ -57,6 +65,29 @@ class Metrics:
         running = Gauge("emcc_trio_jobs_running", "Compiles running", registry=self.registry)
         waiting.set_function(lambda: gate.waiting)
         running.set_function(lambda: gate.running)
+        self.watch_budget(gate)
+
+    def watch_cache(self, cache: ResultCache) -> None:
+        size = Gauge(
+            "emcc_trio_cache_bytes",
+            "Bytes the result cache keeps (entries and their artifacts)",
+            registry=self.registry,
+        )
+        size.set_function(lambda: cache.total_bytes)
+
+    def watch_budget(self, gate: Gate) -> None:
+        reserved = Gauge(
+            "emcc_trio_memory_reserved_bytes",
+            "Memory reserved by running jobs (jobMemoryEstimateMB each)",
+            registry=self.registry,
+        )
+        reserved.set_function(lambda: gate.running * gate.estimate_bytes)
+        budget = Gauge(
+            "emcc_trio_memory_budget_bytes",
+            "memory.max of the budget cgroup (0: no gating)",
+            registry=self.registry,
+        )
+        budget.set_function(lambda: gate.last_budget[0] if gate.last_budget else 0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -177,7 +177,8 @@ def test_http_queue_full_is_503_with_retry_after(make_server: MakeServer) -> Non
     server = make_server(maxConcurrentJobs=1, queueMax=1)
     running = open_compile(server, program("slow.c"))
     wait_for_compiler(server)
-    waiting = open_compile(server, program("slow.c"))
+    # A different source: an identical one would join the first compile, not queue.
+    waiting = open_compile(server, program("slow.c") + "/* another */\n")
     with server.client() as client:
         eventually(
             lambda: "emcc_trio_queue_waiting 1.0" in client.get("/metrics").text,

@@ -105,7 +105,7 @@ def test_shutdown_with_a_job_running_cancels_it_and_exits_zero(server: Server) -
 
 def test_sweeper_removes_expired_artifacts(make_server: MakeServer) -> None:
     # A TTL of ~1 s and a sweep every 0.3 s.
-    server = make_server(artifactTTLDays=1 / 86400, cleanupIntervalMins=0.005)
+    server = make_server(artifactTTLDays=1 / 86400, cleanupIntervalMins=0.005, cacheEnabled=False)
     body = server.compile(HELLO_C).json()
     artifact = server.artifacts_dir / body["id"]
     assert artifact.is_dir()

@@ -1,0 +1,208 @@
+"""The content-addressed result cache and single-flight compiles.
+
+A cache entry is a small JSON file `<cacheDir>/<key>.json` naming the job whose result it
+holds: for a success the artifact id (the artifacts stay in the artifact store, which never
+sweeps an id a live entry points at), for a compile error its output. Cap kills are never
+cached. The key hashes everything that decides the output: the emscripten version, the
+compiler, the final argument list and the source. Entries are written atomically and survive
+restarts; the total size (entries plus the artifacts they keep) is bounded, least recently
+used first out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import attrs
+import trio
+
+from .artifacts import ARTIFACT_FILES
+
+T = TypeVar("T")
+
+
+def cache_key(emscripten_version: str, argv: Sequence[str], source: str) -> str:
+    """argv is the full compile command (compiler, source name, every argument)."""
+    material = json.dumps([emscripten_version, list(argv), source], separators=(",", ":"))
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+@attrs.frozen
+class Entry:
+    job_id: str
+    ok: bool
+    output: str
+    usage: dict[str, Any]
+    size: int  # bytes this entry keeps on disk (its file plus its artifacts)
+
+
+@attrs.define
+class ResultCache:
+    root: Path
+    artifacts_dir: Path
+    max_bytes: int
+    _entries: dict[str, Entry] = attrs.field(factory=dict)
+    # key -> last use, on a logical clock: file times tie within a kernel tick.
+    _used: dict[str, int] = attrs.field(factory=dict)
+    _ids: dict[str, str] = attrs.field(factory=dict)  # key -> artifact id (successes)
+    _clock: int = 0
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(entry.size for entry in self._entries.values())
+
+    def live_ids(self) -> set[str]:
+        return set(self._ids.values())
+
+    def load(self) -> None:
+        """Rebuild the index from disk; drop entries whose artifacts are gone."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        found = []
+        for path in self.root.iterdir():
+            if path.suffix != ".json" or len(path.stem) != 64:
+                path.unlink(missing_ok=True)  # a torn temp file from a crash
+                continue
+            entry = self._read(path)
+            if entry is None or (entry.ok and not self._artifact_exists(entry.job_id)):
+                path.unlink(missing_ok=True)
+                continue
+            found.append((path.stat().st_mtime, path.stem, entry))
+        # File times (kept fresh by every hit) give the order across restarts.
+        for _, key, entry in sorted(found, key=lambda item: item[0]):
+            self._remember(key, entry)
+
+    def get(self, key: str) -> Entry | None:
+        path = self.root / f"{key}.json"
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.ok and not self._artifact_exists(entry.job_id):
+            self._forget(key)
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(path)
+            if entry.ok:
+                # Handing the id out again restarts its artifact's TTL.
+                os.utime(self.artifacts_dir / entry.job_id)
+        self._remember(key, entry)
+        return entry
+
+    def put(self, key: str, job_id: str, ok: bool, output: str, usage: dict[str, Any]) -> None:
+        artifact_bytes = (
+            sum((self.artifacts_dir / job_id / name).stat().st_size for name in ARTIFACT_FILES)
+            if ok
+            else 0
+        )
+        body = {"id": job_id, "ok": ok, "output": output, "usage": usage}
+        text = json.dumps(body)
+        entry = Entry(job_id, ok, output, usage, len(text) + artifact_bytes)
+        path = self.root / f"{key}.json"
+        temp = self.root / f".{key}.{os.getpid()}.tmp"
+        temp.write_text(text)
+        temp.rename(path)
+        self._remember(key, entry)
+        self._evict()
+
+    def _remember(self, key: str, entry: Entry) -> None:
+        self._clock += 1
+        self._entries[key] = entry
+        self._used[key] = self._clock
+        if entry.ok:
+            self._ids[key] = entry.job_id
+
+    def _forget(self, key: str) -> None:
+        self._entries.pop(key, None)
+        self._used.pop(key, None)
+        self._ids.pop(key, None)
+        (self.root / f"{key}.json").unlink(missing_ok=True)
+
+    def _evict(self) -> None:
+        """Least recently used first, until the cache fits. An evicted entry's artifact is
+        not deleted (its URL was handed out): it falls back under artifactTTLDays."""
+        while self.total_bytes > self.max_bytes and len(self._entries) > 1:
+            self._forget(min(self._used, key=self._used.__getitem__))
+
+    def _artifact_exists(self, job_id: str) -> bool:
+        return all((self.artifacts_dir / job_id / name).is_file() for name in ARTIFACT_FILES)
+
+    def _read(self, path: Path) -> Entry | None:
+        try:
+            body = json.loads(path.read_text())
+            size = len(path.read_bytes())
+            if body["ok"]:
+                size += sum(
+                    (self.artifacts_dir / body["id"] / name).stat().st_size
+                    for name in ARTIFACT_FILES
+                )
+            return Entry(body["id"], bool(body["ok"]), body["output"], body["usage"], size)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+
+class FlightCancelledError(Exception):
+    """The shared compile was cancelled (shutdown) before it finished."""
+
+
+@attrs.define
+class _Flight(Generic[T]):
+    done: trio.Event = attrs.field(factory=trio.Event)
+    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    waiters: int = 0
+    result: T | None = None
+    error: BaseException | None = None
+
+
+@attrs.define
+class SingleFlight(Generic[T]):
+    """Identical work in flight runs once, in the server's nursery, for every waiter.
+
+    The work belongs to no single request: if the first client goes away the others still
+    get the result; when the last waiter goes away the work is cancelled.
+    """
+
+    nursery: trio.Nursery
+    scopes: set[trio.CancelScope]  # the service's running jobs, cancelled at shutdown
+    _flights: dict[str, _Flight[T]] = attrs.field(factory=dict)
+
+    async def run(self, key: str, work: Callable[[], Awaitable[T]]) -> T:
+        flight = self._flights.get(key)
+        if flight is None:
+            flight = _Flight()
+            self._flights[key] = flight
+            self.nursery.start_soon(self._fly, key, flight, work)
+        flight.waiters += 1
+        try:
+            await flight.done.wait()
+        finally:
+            flight.waiters -= 1
+            if flight.waiters == 0 and not flight.done.is_set():
+                # Nobody is left to answer: stop the work, and let a newcomer start afresh.
+                self._flights.pop(key, None)
+                flight.scope.cancel()
+        if flight.error is not None:
+            raise flight.error
+        if flight.result is None:
+            raise FlightCancelledError
+        return flight.result
+
+    async def _fly(self, key: str, flight: _Flight[T], work: Callable[[], Awaitable[T]]) -> None:
+        self.scopes.add(flight.scope)
+        try:
+            with flight.scope:
+                flight.result = await work()
+        except Exception as exc:
+            flight.error = exc
+        finally:
+            self.scopes.discard(flight.scope)
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+            flight.done.set()
+
+    def in_flight(self) -> int:
+        return len(self._flights)

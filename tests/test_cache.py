@@ -1,0 +1,178 @@
+"""The result cache and single-flight compiles, against a real server."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import socket
+import threading
+from pathlib import Path
+
+import httpx
+from conftest import HELLO_C, MakeServer, Server, eventually, program, run_artifact
+from test_lifecycle import open_compile, wait_for_compiler
+
+from emcc_trio.cache import ResultCache, cache_key
+
+
+def metric(server: Server, name: str) -> float:
+    with server.client() as client:
+        text = client.get("/metrics").text
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def compiles_run(server: Server) -> float:
+    return metric(server, "emcc_trio_compile_duration_seconds_count")
+
+
+def read_reply(sock: socket.socket) -> dict[str, object]:
+    reply = http.client.HTTPResponse(sock)
+    reply.begin()
+    body = reply.read()
+    assert reply.status == 200, body
+    return json.loads(body)  # type: ignore[no-any-return]
+
+
+def test_identical_request_is_a_cache_hit_with_the_same_artifacts(
+    server: Server, tmp_path: Path
+) -> None:
+    first = server.compile(HELLO_C).json()
+    second_response = server.compile(HELLO_C)
+    second = second_response.json()
+    assert first["cached"] is False
+    assert second["cached"] is True
+    assert second["id"] == first["id"]
+    assert second["usage"] == first["usage"]
+    assert run_artifact(server, second_response, tmp_path) == "hello from C\n"
+    assert compiles_run(server) == 1
+    assert metric(server, 'emcc_trio_cache_requests_total{result="hit"}') == 1
+
+
+def test_different_args_or_type_miss(server: Server) -> None:
+    ids = {
+        server.compile(HELLO_C).json()["id"],
+        server.compile(HELLO_C, args=["-O1"]).json()["id"],
+        server.compile(HELLO_C, kind="cpp").json()["id"],
+    }
+    assert len(ids) == 3
+    assert compiles_run(server) == 3
+
+
+def test_compile_errors_are_cached_cap_kills_never(make_server: MakeServer) -> None:
+    server = make_server(maxOutputBytes=4096)
+    bad = "int main(void) { return nope; }\n"
+    errors = [server.compile(bad) for _ in range(2)]
+    assert [e.status_code for e in errors] == [400, 400]
+    assert [e.json()["cached"] for e in errors] == [False, True]
+    assert errors[0].json()["error"] == errors[1].json()["error"]
+    floods = [server.compile(program("flood.c")) for _ in range(2)]
+    assert [f.json()["limit"] for f in floods] == ["output", "output"]
+    assert compiles_run(server) == 3  # one error, two floods
+
+
+def test_cache_survives_a_restart(make_server: MakeServer) -> None:
+    server = make_server()
+    first = server.compile(HELLO_C).json()
+    assert server.stop() == 0
+    restarted = make_server(workdir=server.workdir)
+    again = restarted.compile(HELLO_C).json()
+    assert again["cached"] is True
+    assert again["id"] == first["id"]
+    assert compiles_run(restarted) == 0
+
+
+def test_cache_can_be_disabled(make_server: MakeServer) -> None:
+    server = make_server(cacheEnabled=False)
+    ids = {server.compile(HELLO_C).json()["id"] for _ in range(2)}
+    assert len(ids) == 2
+    assert "emcc_trio_cache_bytes" not in httpx.get(server.url + "/metrics").text
+
+
+def test_identical_requests_in_flight_share_one_compile(server: Server) -> None:
+    code = program("medium.c")
+    first = open_compile(server, code)
+    wait_for_compiler(server)
+    second = server.compile(code).json()  # joins the compile in flight
+    first_reply = read_reply(first)
+    first.close()
+    assert second["ok"] is True
+    assert first_reply["id"] == second["id"]
+    assert compiles_run(server) == 1
+
+
+def test_first_client_leaving_does_not_cancel_the_shared_compile(server: Server) -> None:
+    code = program("medium.c")
+    first = open_compile(server, code)
+    wait_for_compiler(server)
+    result: dict[str, httpx.Response] = {}
+    thread = threading.Thread(target=lambda: result.update(r=server.compile(code)))
+    thread.start()
+    eventually(
+        lambda: metric(server, 'emcc_trio_cache_requests_total{result="miss"}') == 2,
+        10,
+        "the second request to join",
+    )
+    first.close()
+    thread.join(120)
+    assert result["r"].status_code == 200
+    assert result["r"].json()["ok"] is True
+    assert metric(server, 'emcc_trio_cancellations_total{cause="client"}') == 1
+    server.assert_clean()
+
+
+def _entry(cache: ResultCache, artifacts: Path, key: str, size: int) -> None:
+    job_id = key[:32]
+    (artifacts / job_id).mkdir()
+    (artifacts / job_id / "app.js").write_bytes(b"j" * size)
+    (artifacts / job_id / "app.wasm").write_bytes(b"w")
+    cache.put(key, job_id, True, "", {})
+
+
+def test_lru_eviction_keeps_the_recently_used(tmp_path: Path) -> None:
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    cache = ResultCache(tmp_path / "cache", artifacts, max_bytes=2500)
+    cache.load()
+    keys = [cache_key("v", ["emcc", str(i)], "code") for i in range(3)]
+    _entry(cache, artifacts, keys[0], 1000)
+    _entry(cache, artifacts, keys[1], 1000)
+    assert cache.get(keys[0]) is not None  # now the most recently used
+    _entry(cache, artifacts, keys[2], 1000)
+    assert cache.get(keys[1]) is None  # the least recently used went
+    assert cache.get(keys[0]) is not None
+    assert cache.get(keys[2]) is not None
+    assert cache.total_bytes <= 2500
+    # Evicting the entry leaves its artifact to the TTL sweeper: its URL was handed out.
+    assert (artifacts / keys[1][:32] / "app.js").exists()
+    assert cache.live_ids() == {keys[0][:32], keys[2][:32]}
+
+
+def test_entries_without_artifacts_are_dropped_at_load(tmp_path: Path) -> None:
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    cache = ResultCache(tmp_path / "cache", artifacts, max_bytes=1 << 20)
+    cache.load()
+    key = cache_key("v", ["emcc"], "x")
+    _entry(cache, artifacts, key, 10)
+    (tmp_path / "cache" / ".torn.123.tmp").write_text("{")
+    for name in ("app.js", "app.wasm"):
+        (artifacts / key[:32] / name).unlink()
+    reloaded = ResultCache(tmp_path / "cache", artifacts, max_bytes=1 << 20)
+    reloaded.load()
+    assert reloaded.get(key) is None
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_sweeper_keeps_what_a_live_entry_points_at(make_server: MakeServer) -> None:
+    server = make_server(artifactTTLDays=1 / 86400, cleanupIntervalMins=0.005)
+    kept = server.compile(HELLO_C).json()
+    # An artifact no entry points at: the same program compiled with the cache off earlier.
+    orphan = server.artifacts_dir / ("0" * 32)
+    orphan.mkdir()
+    for name in ("app.js", "app.wasm"):
+        (orphan / name).write_text(name)
+    eventually(lambda: not orphan.exists(), 10, "the sweeper to remove the orphan")
+    assert (server.artifacts_dir / kept["id"] / "app.wasm").exists()
+    assert server.compile(HELLO_C).json()["cached"] is True
