@@ -14,7 +14,7 @@ from pathlib import Path
 
 import attrs
 import pytest
-from conftest import HELLO_C, HELLO_CPP, MakeServer, Server, run_artifact
+from conftest import HELLO_C, HELLO_CPP, REPO, MakeServer, Server, run_artifact
 
 from emcc_trio.cgroups import Caps
 from emcc_trio.jobs import compile_env
@@ -157,3 +157,25 @@ async def test_argument_routes_cannot_read_host_files_even_past_the_policy(
     for path in job_dir.rglob("*"):
         if path.is_file():
             assert planted.value.encode() not in path.read_bytes(), path
+
+
+def test_a_broken_jail_is_a_json_500_and_nothing_is_left(
+    make_server: MakeServer, reachable_dir: Path
+) -> None:
+    broken = reachable_dir / "broken.cfg"
+    broken.write_text(
+        (REPO / "emcc_trio" / "nsjail" / "emcc.cfg").read_text()
+        + 'mount { src: "/no/such/dir" dst: "/x" is_bind: true }\n'
+    )
+    server = make_server(
+        workdir=reachable_dir / "server", nsjailEnabled=True, nsjailConfig=str(broken)
+    )
+    response = server.compile(HELLO_C)
+    assert response.status_code == 500
+    body = response.json()
+    assert body["ok"] is False
+    assert body["error"].startswith("internal error: the sandbox failed to start")
+    assert "/no/such/dir" in body["error"]
+    server.assert_clean()
+    with server.client() as client:
+        assert client.get("/healthz").text == "ok"
