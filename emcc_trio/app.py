@@ -98,7 +98,9 @@ class Service:
     async def _compile_admitted(
         self, request: CompileRequest, job_id: str, key: str | None
     ) -> CompileResult:
+        queued_at = trio.current_time()
         async with self.gate.admit():
+            self.metrics.queue_wait_seconds.observe(trio.current_time() - queued_at)
             result = await self.compiler.compile(request, job_id)
         self.metrics.compile_seconds.observe(result.duration_seconds)
         if result.limit is not None:

@@ -25,6 +25,7 @@ class Metrics:
     registry: CollectorRegistry = attrs.field(factory=CollectorRegistry)
     requests: Counter = attrs.field(init=False)
     compile_seconds: Histogram = attrs.field(init=False)
+    queue_wait_seconds: Histogram = attrs.field(init=False)
     cap_kills: Counter = attrs.field(init=False)
     cancellations: Counter = attrs.field(init=False)
     cache_requests: Counter = attrs.field(init=False)
@@ -40,6 +41,12 @@ class Metrics:
             "emcc_trio_compile_duration_seconds",
             "Wall time of finished compiles",
             buckets=_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_wait_seconds = Histogram(
+            "emcc_trio_queue_wait_seconds",
+            "Time compiles waited for admission",
+            buckets=(0.001, 0.01, 0.1, 0.5, 1, 2, 5, 10, 30, float("inf")),
             registry=self.registry,
         )
         self.cap_kills = Counter(
