@@ -16,7 +16,7 @@ if ((${#apt_packages[@]})); then
   echo "bootstrap: apt-get install ${apt_packages[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
+  apt-get install -y -qq "${apt_packages[@]}" >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then
