@@ -11,18 +11,21 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["lint", "typecheck", "tests"]
 
 TEST_DEPS = ("-e", ".[test]")
+# Pinned: a new linter release must not turn a green main red on its own.
+RUFF = "ruff==0.17.6"
+MYPY = "mypy==2.4.1"
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.install("ruff")
+    session.install(RUFF)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    session.install("mypy", "nox", *TEST_DEPS)
+    session.install(MYPY, "nox", *TEST_DEPS)
     session.run("mypy")
 
 
