@@ -108,9 +108,12 @@ class Service:
         elif key is not None and self.cache is not None:
             # Deterministic results only: successes and compile errors, never cap kills.
             usage = usage_json(result.usage, result.duration_seconds)
-            await trio.to_thread.run_sync(
-                self.cache.put, key, result.job_id, result.ok, result.output, usage
-            )
+            try:
+                await trio.to_thread.run_sync(
+                    self.cache.put, key, result.job_id, result.ok, result.output, usage
+                )
+            except OSError as exc:  # a full disk costs the cache entry, not the answer
+                log.warning("cannot cache", extra={"fields": {"error": str(exc)}})
         return result
 
     def shutdown(self) -> None:
