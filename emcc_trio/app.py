@@ -195,7 +195,12 @@ def create_app(service: Service) -> QuartTrio:
             405: f"method {request.method} not allowed for {request.path}",
             413: f"request body too large (maxBodyBytes is {service.max_body_bytes})",
         }.get(status, exc.description or exc.name)
-        return json_error(status, message)
+        response = json_error(status, message)
+        if status == 413:
+            # The rest of the body was never read: the connection cannot carry another
+            # request (the next one would wait behind the unread bytes forever).
+            response.headers["Connection"] = "close"
+        return response
 
     @app.errorhandler(Exception)
     async def internal_error(exc: Exception) -> Response:
