@@ -1,4 +1,4 @@
-"""nox sessions: lint, typecheck, tests, cgroup2 (the v2 driver in a VM), bench."""
+"""nox sessions: lint, typecheck, tests, cgroup2 (the v2 driver in a VM), bench, load."""
 
 from __future__ import annotations
 
@@ -81,3 +81,11 @@ def bench(session: nox.Session) -> None:
     """Raw emcc vs the server (no caps, cgroup, cgroup + nsjail): a table of ratios."""
     session.install(*TEST_DEPS)
     session.run("python", "bench/bench.py", *session.posargs)
+
+
+@nox.session
+def load(session: nox.Session) -> None:
+    """A real server under a bounded concurrent mix (compiles, bombs, bad requests, hang-ups);
+    fails unless every cap held. `nox -s load -- --seconds 30` for a shorter run. Needs root."""
+    session.install(*TEST_DEPS)
+    session.run("python", "-m", "load.run", *session.posargs)

@@ -1,0 +1,216 @@
+"""What the load test sends and what each answer must be: data and pure functions only."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+
+LOAD_DIR: Final = Path(__file__).resolve().parent
+REPO: Final = LOAD_DIR.parent
+CORPUS_DIR: Final = LOAD_DIR / "corpus"
+BOMBS_DIR: Final = REPO / "tests" / "programs"
+
+# The top-level config's caps would let a bomb run for minutes: these end each one by its cap
+# within seconds, so a short run still sees many of them. maxBodyBytes is raised so the
+# generated 8 MB static-data source fits (and the oversize probe must exceed this).
+LOAD_CAPS: Final[Mapping[str, Any]] = {
+    "jobTimeoutSeconds": 10,
+    "jobCpuSeconds": 5,
+    "jobMemoryMaxMB": 512,
+    "maxBodyBytes": 16 * 1024 * 1024,
+}
+
+# Every normal compile exports callMain so any of them can be run under node afterwards.
+RUNNABLE: Final = "-sEXPORTED_RUNTIME_METHODS=[callMain]"
+OPT_LEVELS: Final = ("-O0", "-O1", "-O2", "-Os")
+
+# Request kind -> weight in the mix.
+MIX: Final[Mapping[str, int]] = {
+    "normal": 30,
+    "repeat": 16,
+    "bomb_memory": 5,
+    "bomb_cpu": 4,
+    "bomb_flood": 5,
+    "static_8mb": 3,
+    "static_48mb": 3,
+    "malformed": 14,
+    "oversize": 4,
+    "disconnect": 12,
+}
+# "burst" is not in the mix: load.run sends one burst of normal compiles at once.
+COMPILES: Final = frozenset({"normal", "repeat", "burst"})
+# Refused before they reach the queue, so a 503 is never right for them.
+REFUSED_EARLY: Final = frozenset({"malformed", "oversize"})
+
+
+@attrs.frozen
+class Program:
+    name: str
+    kind: str  # the request's "type"
+    code: str
+    expected: str  # the line main prints
+
+
+@attrs.frozen
+class Request:
+    """One request to send: a JSON body, or raw bytes for the malformed ones."""
+
+    kind: str
+    body: bytes
+    # For malformed requests: a word the 400's error must contain (it names the problem).
+    names: str = ""
+    program: str = ""  # for repeats: which program (all its repeats share one id)
+
+
+@attrs.frozen
+class Answer:
+    kind: str
+    status: int | None  # None: the client hung up on purpose; -1: transport error
+    seconds: float
+    body: Mapping[str, Any]
+    retry_after: str | None = None
+    names: str = ""  # copied from the Request
+    program: str = ""  # copied from the Request
+
+
+def corpus() -> list[Program]:
+    """The corpus programs; each starts with `// expect: <the line it prints>`."""
+    programs = []
+    for path in sorted(CORPUS_DIR.iterdir()):
+        code = path.read_text()
+        expected = code.splitlines()[0].removeprefix("// expect: ")
+        kind = "c" if path.suffix == ".c" else "cpp"
+        programs.append(Program(path.name, kind, code, expected))
+    return programs
+
+
+def static_8mb_source() -> str:
+    """An 8 MB string literal: big static data that still fits emcc's 16 MB initial memory."""
+    rng = random.Random(8)
+    chunk = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(1 << 16))
+    literal = chunk * ((8 << 20) // len(chunk))
+    return (
+        "#include <stdio.h>\nstatic const char big[] =\n"
+        f'"{literal}";\n'
+        'int main(void) { printf("big %zu\\n", sizeof big); return 0; }\n'
+    )
+
+
+# 48 MB of initialised static data, from a tiny source. This emscripten links with a fixed
+# 16 MB INITIAL_MEMORY (the policy does not let users raise it), so wasm-ld refuses it: a
+# deterministic compile error, not a cap, and no memory blow-up on the way.
+STATIC_48MB: Final = (
+    "#include <stdio.h>\nstatic char big[48 << 20] = {1, 2, 3};\n"
+    'int main(void) { printf("%d\\n", big[2]); return 0; }\n'
+)
+STATIC_48MB_ERROR: Final = "initial memory too small"
+
+# Each: (body, a word the error must name).
+MALFORMED: Final[tuple[tuple[bytes, str], ...]] = (
+    (b"{not json", "JSON"),
+    (b"[]", "object"),
+    (b'{"code": 5}', "code"),
+    (b'{"code": ""}', "code"),
+    (b'{"code": "int x;", "type": "fortran"}', "type"),
+    (b'{"code": "int x;", "args": "-O2"}', "args"),
+    (b'{"code": "int x;", "args": ["-I/etc"]}', "-I/etc"),
+    (b'{"code": "int x;", "args": ["--js-library", "/etc/passwd"]}', "--js-library"),
+    (b'{"code": "int x;", "args": ["-sENVIRONMENT=node"]}', "ENVIRONMENT"),
+    (b'{"code": "int x;", "colour": "red"}', "colour"),
+)
+
+
+def _json(body: Mapping[str, Any]) -> bytes:
+    return json.dumps(body).encode()
+
+
+def _unique(code: str, rng: random.Random) -> str:
+    """A distinct trailing comment: a real compile, never a cache hit or a shared one."""
+    return f"{code}\n// load {rng.getrandbits(64):016x}\n"
+
+
+def _bomb(name: str, rng: random.Random) -> str:
+    return _unique((BOMBS_DIR / name).read_text(), rng)
+
+
+def make_request(kind: str, rng: random.Random, programs: list[Program], big: str) -> Request:
+    """A request of `kind`; `big` is static_8mb_source(), built once."""
+    if kind == "normal":
+        program = rng.choice(programs)
+        args = [rng.choice(OPT_LEVELS), RUNNABLE]
+        code = _unique(program.code, rng)
+        return Request(kind, _json({"type": program.kind, "code": code, "args": args}))
+    if kind == "repeat":
+        # Two fixed programs sent byte for byte again and again: cache hits once it is warm.
+        program = programs[rng.randrange(2)]
+        repeated = {"type": program.kind, "code": program.code, "args": [RUNNABLE]}
+        return Request(kind, _json(repeated), program=program.name)
+    if kind == "malformed":
+        raw, names = rng.choice(MALFORMED)
+        return Request(kind, raw, names)
+    sources = {
+        "bomb_memory": lambda: _bomb("memory_bomb.c", rng),
+        "bomb_cpu": lambda: _bomb("slow.c", rng),
+        "bomb_flood": lambda: _bomb("flood.c", rng),
+        "static_8mb": lambda: _unique(big, rng),
+        "static_48mb": lambda: _unique(STATIC_48MB, rng),
+        # A slow-ish compile, so the hang-up lands while it runs.
+        "disconnect": lambda: _bomb("medium.c", rng),
+        # Just over maxBodyBytes.
+        "oversize": lambda: "x" * (int(LOAD_CAPS["maxBodyBytes"]) + 1024),
+    }
+    return Request(kind, _json({"code": sources[kind]()}))
+
+
+def _peak_within_cap(body: Mapping[str, Any]) -> str | None:
+    usage = body.get("usage") or {}
+    peak = usage.get("peakMemoryBytes")
+    cap = int(LOAD_CAPS["jobMemoryMaxMB"]) * 1024 * 1024
+    if isinstance(peak, int) and peak > cap:
+        return f"usage.peakMemoryBytes {peak} > jobMemoryMaxMB ({cap})"
+    return None
+
+
+def _limit_is(body: Mapping[str, Any], status: int, *limits: str) -> bool:
+    return status == 422 and body.get("ok") is False and body.get("limit") in limits
+
+
+def _matches(answer: Answer) -> bool:
+    """Whether the answer is what its kind promises (503s are judged before this)."""
+    status, body = answer.status or 0, answer.body
+    kind = answer.kind
+    if kind in COMPILES or kind == "static_8mb":
+        return status == 200 and body.get("ok") is True and bool(body.get("wasm"))
+    if kind == "bomb_memory":
+        return _limit_is(body, status, "memory")
+    if kind == "bomb_cpu":
+        return _limit_is(body, status, "cpu", "timeout")
+    if kind == "bomb_flood":
+        return _limit_is(body, status, "output")
+    if kind == "static_48mb":
+        return status == 400 and STATIC_48MB_ERROR in str(body.get("error"))
+    if kind == "malformed":
+        error = body.get("error")
+        return status == 400 and isinstance(error, str) and answer.names in error
+    if kind == "oversize":
+        return status == 413 and "maxBodyBytes" in str(body.get("error"))
+    return False
+
+
+def judge(answer: Answer) -> str | None:
+    """Why `answer` breaks a promise, or None when it keeps them all."""
+    if answer.kind == "disconnect":
+        return None  # judged by what it leaves behind, at the end
+    if answer.status == 503 and answer.kind not in REFUSED_EARLY:
+        # Queue full or no capacity in time is allowed under load, but only with Retry-After.
+        return None if answer.retry_after else "503 without a Retry-After header"
+    if over := _peak_within_cap(answer.body):
+        return over
+    if _matches(answer):
+        return None
+    return f"status {answer.status}: {json.dumps(answer.body)[:300]}"
