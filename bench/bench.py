@@ -1,14 +1,20 @@
-"""Per-job cost of the service on top of emcc: raw emcc vs the server, in one run.
+"""The service's figures side by side, in one run: `nox -s bench` (`-- --quick` for a short one).
 
-Runs are interleaved (raw, then each server variant, round after round) so that drift on a
-noisy machine hits every column alike. Prints a table of medians and ratios against raw emcc.
-Usage: python bench/bench.py [--rounds N]
+1. Latency: raw emcc vs the server (cache off) with no caps, with cgroups, with cgroups +
+   nsjail. Runs are interleaved (raw, then each server variant, round after round) so that
+   drift on a noisy machine hits every column alike. Medians and ratios against raw emcc.
+2. Throughput on the load test's corpus at concurrency 1, 2, 4, 8: the full sandbox (cache
+   off) against the same number of raw emcc runs in parallel; compiles per second and ratio.
+3. Cache hits: one identical request repeated; p50/p99 latency and hits per second.
+
+Usage: python bench/bench.py [--quick] [--rounds N]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import signal
@@ -17,13 +23,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import attrs
 import httpx
 
+REPO = Path(__file__).resolve().parent.parent
+CORPUS_DIR = REPO / "load" / "corpus"
 DEFAULT_ARGS = ["-sINVOKE_RUN=0", "-sENVIRONMENT=web", "-sALLOW_MEMORY_GROWTH=1", "-sMODULARIZE=1"]
+RAW_ENV = {"PATH": "/usr/bin:/bin", "NODE_PATH": "/usr/share/nodejs", "EMCC_SKIP_SANITY_CHECK": "1"}
 PROGRAMS = {
     "hello.c -O0": ("c", '#include <stdio.h>\nint main(void){printf("hi\\n");}\n', []),
     "iostream.cpp -O2": (
@@ -32,11 +43,45 @@ PROGRAMS = {
         ["-O2"],
     ),
 }
+# The latency and throughput columns measure compiles, so the result cache must be off:
+# otherwise every repeat after the first is a cache hit. (Drop this key to bench a server
+# that predates the cache: unknown keys stop it at start.)
+CACHE_OFF: Mapping[str, Any] = {"cacheEnabled": False}
 VARIANTS: dict[str, dict[str, Any]] = {
-    "server, no caps": {"cgroupDriver": "none", "nsjailEnabled": False},
-    "server + cgroup": {"cgroupDriver": "auto", "nsjailEnabled": False},
-    "server + cgroup + nsjail": {"cgroupDriver": "auto", "nsjailEnabled": True},
+    "server, no caps": {"cgroupDriver": "none", "nsjailEnabled": False, **CACHE_OFF},
+    "server + cgroup": {"cgroupDriver": "auto", "nsjailEnabled": False, **CACHE_OFF},
+    "server + cgroup + nsjail": {"cgroupDriver": "auto", "nsjailEnabled": True, **CACHE_OFF},
 }
+FULL_SANDBOX = "server + cgroup + nsjail"
+CACHE_ON: dict[str, Any] = {"cgroupDriver": "auto", "nsjailEnabled": True}
+CONCURRENCY = (1, 2, 4, 8)
+
+
+@attrs.frozen
+class Settings:
+    rounds: int  # latency rounds
+    per_level: int  # compiles per concurrency level, per side
+    cache_requests: int
+
+
+SETTINGS = {
+    False: Settings(rounds=10, per_level=24, cache_requests=500),
+    True: Settings(rounds=3, per_level=8, cache_requests=150),
+}
+
+
+@attrs.frozen
+class Source:
+    kind: str
+    code: str
+    args: Sequence[str] = ()
+
+
+def corpus() -> list[Source]:
+    return [
+        Source("c" if p.suffix == ".c" else "cpp", p.read_text())
+        for p in sorted(CORPUS_DIR.iterdir())
+    ]
 
 
 def start_server(workdir: Path, overrides: dict[str, Any]) -> tuple[subprocess.Popen[bytes], str]:
@@ -58,6 +103,7 @@ def start_server(workdir: Path, overrides: dict[str, Any]) -> tuple[subprocess.P
         if proc.poll() is not None:
             raise SystemExit(f"server failed:\n{log.read_text()}")
         time.sleep(0.05)
+    proc.kill()
     raise SystemExit("server did not start")
 
 
@@ -67,69 +113,169 @@ def timed(action: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
-def raw_emcc(scratch: Path, kind: str, code: str, args: list[str]) -> Callable[[], None]:
-    source = scratch / ("main.c" if kind == "c" else "main.cpp")
-    compiler = "emcc" if kind == "c" else "em++"
+def raw_emcc(scratch: Path, source: Source) -> Callable[[], None]:
+    """One raw emcc run, as the service would run it (same arguments and environment)."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    path = scratch / ("main.c" if source.kind == "c" else "main.cpp")
+    compiler = "emcc" if source.kind == "c" else "em++"
 
     def run() -> None:
-        source.write_text(code)
-        subprocess.run(
-            [compiler, source.name, *DEFAULT_ARGS, *args, "-o", "app.js"],
+        path.write_text(source.code)
+        done = subprocess.run(
+            [compiler, path.name, *DEFAULT_ARGS, *source.args, "-o", "app.js"],
             cwd=scratch,
-            check=True,
-            env={"PATH": "/usr/bin:/bin", "NODE_PATH": "/usr/share/nodejs", "HOME": str(scratch)},
+            capture_output=True,  # the server keeps warnings in its answer, not on a terminal
+            check=False,
+            env={**RAW_ENV, "HOME": str(scratch)},
         )
+        if done.returncode != 0:
+            raise SystemExit(f"raw {compiler} failed:\n{done.stderr.decode()}")
 
     return run
 
 
-def via_server(client: httpx.Client, kind: str, code: str, args: list[str]) -> Callable[[], None]:
+def via_server(client: httpx.Client, source: Source) -> Callable[[], None]:
+    body = {"type": source.kind, "code": source.code, "args": list(source.args)}
+
     def run() -> None:
-        response = client.post("/compile", json={"type": kind, "code": code, "args": args})
+        response = client.post("/compile", json=body)
         if response.status_code != 200:
             raise SystemExit(f"compile failed: {response.text}")
 
     return run
 
 
+def latency(clients: Mapping[str, httpx.Client], scratch: Path, rounds: int) -> None:
+    rows = []
+    for label, (kind, code, args) in PROGRAMS.items():
+        source = Source(kind, code, args)
+        runners = {"raw emcc": raw_emcc(scratch, source)}
+        runners.update({name: via_server(c, source) for name, c in clients.items()})
+        for run in runners.values():
+            run()  # warm the page cache and the server
+        samples: dict[str, list[float]] = {name: [] for name in runners}
+        for _ in range(rounds):
+            for name, run in runners.items():
+                samples[name].append(timed(run))
+        raw = statistics.median(samples["raw emcc"])
+        for name, values in samples.items():
+            median = statistics.median(values)
+            rows.append((label, name, median, min(values), median / raw))
+    print(f"\nlatency, cache off ({rounds} rounds)")
+    print(f"{'program':<18} {'pipeline':<26} {'median s':>9} {'min s':>7} {'ratio':>6}")
+    for label, name, median, fastest, ratio in rows:
+        print(f"{label:<18} {name:<26} {median:>9.3f} {fastest:>7.3f} {ratio:>6.2f}")
+
+
+def rate(jobs: Sequence[Callable[[], None]], concurrency: int) -> float:
+    """Compiles per second running `jobs` with `concurrency` at once."""
+    with ThreadPoolExecutor(concurrency) as pool:
+        start = time.perf_counter()
+        for future in [pool.submit(job) for job in jobs]:
+            future.result()
+        return len(jobs) / (time.perf_counter() - start)
+
+
+def throughput(url: str, scratch: Path, per_level: int) -> None:
+    """The corpus at each concurrency: server (full sandbox, cache off) vs raw emcc."""
+    sources = corpus()
+    work = [sources[i % len(sources)] for i in range(per_level)]
+    print(f"\nthroughput on the corpus ({len(sources)} programs), {per_level} compiles per cell")
+    print(f"{'concurrency':>11} {'raw emcc /s':>12} {'server /s':>10} {'ratio':>6}")
+    # One client per job: httpx.Client is not meant to be shared across threads.
+    clients = [httpx.Client(base_url=url, timeout=600) for _ in work]
+    try:
+        for level in CONCURRENCY:
+            # Each raw job gets its own dir, like the server's job dirs.
+            raw_jobs = [raw_emcc(scratch / f"c{level}-{i}", s) for i, s in enumerate(work)]
+            server_jobs = [via_server(c, s) for c, s in zip(clients, work, strict=True)]
+            raw = rate(raw_jobs, level)
+            served = rate(server_jobs, level)
+            print(f"{level:>11} {raw:>12.2f} {served:>10.2f} {served / raw:>6.2f}")
+    finally:
+        for client in clients:
+            client.close()
+
+
+def cache_hits(url: str, requests: int) -> None:
+    """One identical request repeated: sequential latency, then hits/s at concurrency 4."""
+    body = {"type": "c", "code": '#include <stdio.h>\nint main(void){puts("cached");}\n'}
+    with httpx.Client(base_url=url, timeout=120) as client:
+        first = client.post("/compile", json=body).json()
+        if "cached" not in first:
+            print("\ncache: not available")
+            return
+        seconds = []
+        for _ in range(requests):
+            start = time.perf_counter()
+            answer = client.post("/compile", json=body).json()
+            seconds.append(time.perf_counter() - start)
+            if answer.get("cached") is not True:
+                raise SystemExit(f"expected a cache hit: {answer}")
+    clients = [httpx.Client(base_url=url, timeout=120) for _ in range(4)]
+    try:
+
+        def hit(client: httpx.Client) -> None:
+            for _ in range(requests // 4):
+                client.post("/compile", json=body).raise_for_status()
+
+        with ThreadPoolExecutor(4) as pool:
+            start = time.perf_counter()
+            list(pool.map(hit, clients))
+            per_second = 4 * (requests // 4) / (time.perf_counter() - start)
+    finally:
+        for client in clients:
+            client.close()
+    ordered = sorted(seconds)
+    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    print(f"\ncache hits ({requests} sequential, then {4 * (requests // 4)} at concurrency 4)")
+    print(
+        f"p50 {statistics.median(seconds) * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms,"
+        f" {per_second:.0f} hits/s"
+    )
+
+
+def machine() -> str:
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    emcc = subprocess.run(
+        ["emcc", "--version"], capture_output=True, text=True, check=False, env=RAW_ENV
+    ).stdout.splitlines()
+    return (
+        f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs ({model}), "
+        f"{emcc[0] if emcc else 'emcc ?'}, {time.strftime('%Y-%m-%d')}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=10)
-    rounds = parser.parse_args().rounds
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and compiles")
+    parser.add_argument("--rounds", type=int, help="latency rounds (10; 3 with --quick)")
+    options = parser.parse_args()
+    settings = SETTINGS[options.quick]
+    rounds = options.rounds or settings.rounds
     base = Path(tempfile.mkdtemp(prefix="emcc-trio-bench-"))
     base.chmod(0o711)  # the jail's unprivileged outside user must traverse it
-    servers = {
-        name: start_server(base / f"s{i}", o) for i, (name, o) in enumerate(VARIANTS.items())
-    }
-    clients = {name: httpx.Client(base_url=url, timeout=300) for name, (_, url) in servers.items()}
-    scratch = base / "raw"
-    scratch.mkdir()
-    rows = []
+    configs = {**VARIANTS, "cache on": CACHE_ON}
+    servers = {name: start_server(base / f"s{i}", o) for i, (name, o) in enumerate(configs.items())}
+    print(machine())
     try:
-        for label, (kind, code, args) in PROGRAMS.items():
-            runners = {"raw emcc": raw_emcc(scratch, kind, code, args)}
-            runners.update({name: via_server(c, kind, code, args) for name, c in clients.items()})
-            for run in runners.values():
-                run()  # warm caches
-            samples: dict[str, list[float]] = {name: [] for name in runners}
-            for _ in range(rounds):
-                for name, run in runners.items():
-                    samples[name].append(timed(run))
-            raw = statistics.median(samples["raw emcc"])
-            for name, values in samples.items():
-                median = statistics.median(values)
-                rows.append((label, name, median, min(values), median / raw))
+        clients = {name: httpx.Client(base_url=servers[name][1], timeout=300) for name in VARIANTS}
+        try:
+            latency(clients, base / "raw", rounds)
+        finally:
+            for client in clients.values():
+                client.close()
+        throughput(servers[FULL_SANDBOX][1], base / "parallel", settings.per_level)
+        cache_hits(servers["cache on"][1], settings.cache_requests)
     finally:
-        for client in clients.values():
-            client.close()
         for proc, _ in servers.values():
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
         shutil.rmtree(base, ignore_errors=True)
-    print(f"\n{platform.node()} {platform.machine()}, {time.strftime('%Y-%m-%d')}, {rounds} rounds")
-    print(f"{'program':<18} {'pipeline':<26} {'median s':>9} {'min s':>7} {'ratio':>6}")
-    for label, name, median, fastest, ratio in rows:
-        print(f"{label:<18} {name:<26} {median:>9.3f} {fastest:>7.3f} {ratio:>6.2f}")
 
 
 if __name__ == "__main__":
