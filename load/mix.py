@@ -44,6 +44,8 @@ MIX: Final[Mapping[str, int]] = {
 }
 # "burst" is not in the mix: load.run sends one burst of normal compiles at once.
 COMPILES: Final = frozenset({"normal", "repeat", "burst"})
+# Bodies of megabytes: load.run sends one of these at a time.
+HEAVY: Final = frozenset({"static_8mb", "oversize"})
 # Refused before they reach the queue, so a 503 is never right for them.
 REFUSED_EARLY: Final = frozenset({"malformed", "oversize"})
 

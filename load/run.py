@@ -128,8 +128,17 @@ async def hang_up(url: str, request: mix.Request, how: str) -> mix.Answer:
 
 
 async def worker(
-    client: httpx.AsyncClient, url: str, budget: Budget, seen: Observed, seed: int
+    client: httpx.AsyncClient,
+    url: str,
+    budget: Budget,
+    seen: Observed,
+    seed: int,
+    heavy: trio.Semaphore,
 ) -> None:
+    """Send mix requests until the deadline or the request budget. `heavy` lets one
+    multi-megabyte body be in flight at a time: the server holds about three copies of a
+    body while it waits and compiles (bytes, JSON, source), so several at once would make
+    the RSS check measure how they happened to coincide rather than whether memory leaks."""
     rng = random.Random(seed)
     programs = mix.corpus()
     big = mix.static_8mb_source()
@@ -141,9 +150,12 @@ async def worker(
         request = mix.make_request(kind, rng, programs, big)
         if kind == "disconnect":
             seen.answers.append(await hang_up(url, request, rng.choice(HANG_UPS)))
+        elif kind in mix.HEAVY:
+            async with heavy:
+                chunked = kind == "oversize" and rng.random() < 0.5
+                seen.answers.append(await send(client, request, chunked))
         else:
-            chunked = kind == "oversize" and rng.random() < 0.5
-            seen.answers.append(await send(client, request, chunked))
+            seen.answers.append(await send(client, request))
 
 
 async def burst(url: str, size: int, seen: Observed, seed: int) -> None:
@@ -194,11 +206,14 @@ async def drive(server: LoadServer, budget: Budget, seed: int) -> tuple[Observed
             base_url=server.url, timeout=CLIENT_TIMEOUT, limits=limits
         ) as client:
             done = trio.Event()
+            heavy = trio.Semaphore(1)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(watch, server.url, server, seen, done)
                 async with trio.open_nursery() as workers:
                     for i in range(budget.workers):
-                        workers.start_soon(worker, client, server.url, budget, seen, seed + i)
+                        workers.start_soon(
+                            worker, client, server.url, budget, seen, seed + i, heavy
+                        )
                     if budget.burst:
                         await trio.sleep(budget.seconds / 3)
                         workers.start_soon(burst, server.url, budget.burst, seen, seed - 1)
