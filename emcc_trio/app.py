@@ -23,6 +23,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from . import openapi, playground
 from .artifacts import ARTIFACT_FILES, ArtifactStore
 from .cache import Entry, FlightCancelledError, ResultCache, SingleFlight, cache_key
 from .cgroups import Driver, Usage
@@ -267,6 +268,8 @@ def create_app(service: Service) -> QuartTrio:
             response.headers["X-Content-Type-Options"] = "nosniff"
             return response
 
+    playground.register(app)
+    openapi.register(app)
     return app
 
 

@@ -1,0 +1,349 @@
+"""The service's HTTP contract as an OpenAPI 3.0 document, kept as data in this one module.
+
+`GET /openapi.json` serves it. tests/test_openapi.py checks that its paths and methods are
+exactly the app's routes and runs schemathesis against a live server with it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+from quart import Response
+from quart_trio import QuartTrio
+
+from .artifacts import ARTIFACT_FILES
+from .policy import MAX_ARG_LENGTH, MAX_ARGS
+
+JsonObject = dict[str, Any]
+
+JOB_ID_PATTERN: Final = "^[0-9a-f]{32}$"
+LIMITS: Final = ["memory", "pids", "cpu", "timeout", "output"]
+
+
+def _ref(name: str) -> JsonObject:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: JsonObject, description: str) -> JsonObject:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _text(description: str, media_type: str = "text/plain") -> JsonObject:
+    return {"description": description, "content": {media_type: {"schema": {"type": "string"}}}}
+
+
+def _error(description: str) -> JsonObject:
+    return {"$ref": f"#/components/responses/{description}"}
+
+
+SCHEMAS: Final[JsonObject] = {
+    "CompileRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["code"],
+        "properties": {
+            "code": {
+                "type": "string",
+                "minLength": 1,
+                "pattern": r"\S",
+                "description": "The source. Not empty, no NUL character.",
+            },
+            "type": {
+                "type": "string",
+                "description": '`c` (the default, also `""`), `cpp`, `cc` or `c++`, any case.',
+                "pattern": r"^([cC]|[cC][pP][pP]|[cC][cC]|[cC]\+\+)?$",
+                "default": "c",
+            },
+            "args": {
+                "type": "array",
+                "maxItems": MAX_ARGS,
+                "description": (
+                    "Extra emcc arguments, checked by the closed argument policy (see the "
+                    "README): a refused one is a 400 that names it."
+                ),
+                "items": {"type": "string", "maxLength": MAX_ARG_LENGTH},
+            },
+        },
+    },
+    "Usage": {
+        "type": "object",
+        "description": "Measured from the job's cgroup; null where the driver is `none`.",
+        "additionalProperties": False,
+        "required": ["peakMemoryBytes", "cpuSeconds", "peakPids", "durationSeconds"],
+        "properties": {
+            "peakMemoryBytes": {"type": "integer", "minimum": 0, "nullable": True},
+            "cpuSeconds": {"type": "number", "minimum": 0, "nullable": True},
+            "peakPids": {"type": "integer", "minimum": 0, "nullable": True},
+            "durationSeconds": {"type": "number", "minimum": 0},
+        },
+    },
+    "JobId": {
+        "type": "string",
+        "pattern": JOB_ID_PATTERN,
+        "description": "128 random bits as 32 hex characters.",
+    },
+    "CompileSuccess": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["ok", "id", "js", "wasm", "output", "usage", "cached"],
+        "properties": {
+            "ok": {"type": "boolean", "enum": [True]},
+            "id": _ref("JobId"),
+            "js": {"type": "string", "pattern": r"^/artifacts/[0-9a-f]{32}/app\.js$"},
+            "wasm": {"type": "string", "pattern": r"^/artifacts/[0-9a-f]{32}/app\.wasm$"},
+            "output": {"type": "string", "description": "The compiler's warnings."},
+            "usage": _ref("Usage"),
+            "cached": {"type": "boolean"},
+        },
+    },
+    "CompileFailure": {
+        "type": "object",
+        "description": "The code did not compile; `error` is the compiler's output (bounded).",
+        "additionalProperties": False,
+        "required": ["ok", "id", "error", "usage", "cached"],
+        "properties": {
+            "ok": {"type": "boolean", "enum": [False]},
+            "id": _ref("JobId"),
+            "error": {"type": "string"},
+            "usage": _ref("Usage"),
+            "cached": {"type": "boolean"},
+        },
+    },
+    "LimitExceeded": {
+        "type": "object",
+        "description": "A cap ended the job; `limit` says which.",
+        "additionalProperties": False,
+        "required": ["ok", "id", "limit", "error", "usage"],
+        "properties": {
+            "ok": {"type": "boolean", "enum": [False]},
+            "id": _ref("JobId"),
+            "limit": {"type": "string", "enum": LIMITS},
+            "error": {"type": "string"},
+            "usage": _ref("Usage"),
+        },
+    },
+    "Error": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["ok", "error"],
+        "properties": {
+            "ok": {"type": "boolean", "enum": [False]},
+            "error": {"type": "string", "description": "What went wrong, for a person."},
+            "id": _ref("JobId"),
+        },
+    },
+}
+
+RETRY_AFTER: Final[JsonObject] = {
+    "description": "Seconds to wait before trying again.",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 0},
+}
+
+RESPONSES: Final[JsonObject] = {
+    "NotFound": _json(_ref("Error"), "Unknown route or artifact."),
+    "MethodNotAllowed": _json(
+        _ref("Error"), "Wrong method for an existing path (for example `GET /compile`)."
+    ),
+    "PayloadTooLarge": _json(
+        _ref("Error"), "The body is larger than `maxBodyBytes`; the connection is closed."
+    ),
+    "InternalError": _json(
+        _ref("Error"),
+        "The service failed (sandbox or cgroup trouble), never the submitted code.",
+    ),
+    "Busy": {
+        **_json(
+            _ref("Error"),
+            "Queue full, no capacity within `queueTimeoutSeconds`, or shutting down.",
+        ),
+        "headers": {"Retry-After": RETRY_AFTER},
+    },
+}
+
+# Every route can answer 405 for a method it does not take, and 500 if the service fails.
+_COMMON: Final[JsonObject] = {
+    "405": _error("MethodNotAllowed"),
+    "500": _error("InternalError"),
+}
+
+_ARTIFACT_ID: Final[JsonObject] = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "description": "The compile's id; anything but 32 hex characters is a 404.",
+    "schema": {"type": "string"},
+}
+
+
+def _artifact(name: str, media_type: str) -> JsonObject:
+    return {
+        "get": {
+            "operationId": "getArtifact" + name.rpartition(".")[2].title(),
+            "summary": f"The compile's `{name}`",
+            "description": (
+                "Served when `enableStaticArtifacts` is on. Artifacts never change: "
+                "`Cache-Control: public, max-age=31536000, immutable`, an `ETag` and "
+                "`X-Content-Type-Options: nosniff`."
+            ),
+            "tags": ["artifacts"],
+            "parameters": [_ARTIFACT_ID],
+            "responses": {
+                "200": {
+                    "description": f"The `{name}` of a successful compile.",
+                    "headers": {
+                        "Cache-Control": {"schema": {"type": "string"}},
+                        "ETag": {"schema": {"type": "string"}},
+                    },
+                    "content": {media_type: {"schema": {"type": "string", "format": "binary"}}},
+                },
+                "404": _error("NotFound"),
+                **_COMMON,
+            },
+        }
+    }
+
+
+PATHS: Final[JsonObject] = {
+    "/": {
+        "get": {
+            "operationId": "getPlayground",
+            "summary": "The web playground",
+            "description": "Write C or C++, compile, run it in a sandboxed frame.",
+            "tags": ["playground"],
+            "responses": {"200": _text("The playground page.", "text/html"), **_COMMON},
+        }
+    },
+    "/playground/{name}": {
+        "get": {
+            "operationId": "getPlaygroundAsset",
+            "summary": "A static asset of the playground (script, style, runner frame)",
+            "tags": ["playground"],
+            "parameters": [
+                {
+                    "name": "name",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string"},
+                    "example": "playground.js",
+                }
+            ],
+            "responses": {
+                "200": {
+                    "description": "The asset.",
+                    "content": {
+                        media: {"schema": {"type": "string"}}
+                        for media in ("text/javascript", "text/css", "text/html")
+                    },
+                },
+                "404": _error("NotFound"),
+                **_COMMON,
+            },
+        }
+    },
+    "/openapi.json": {
+        "get": {
+            "operationId": "getOpenApi",
+            "summary": "This document",
+            "tags": ["meta"],
+            "responses": {
+                "200": _json({"type": "object"}, "The OpenAPI document."),
+                **_COMMON,
+            },
+        }
+    },
+    "/healthz": {
+        "get": {
+            "operationId": "getHealth",
+            "summary": "Liveness",
+            "tags": ["meta"],
+            "responses": {
+                "200": {
+                    "description": "The server is up.",
+                    "content": {"text/plain": {"schema": {"type": "string", "enum": ["ok"]}}},
+                },
+                **_COMMON,
+            },
+        }
+    },
+    "/metrics": {
+        "get": {
+            "operationId": "getMetrics",
+            "summary": "Prometheus metrics (text format 0.0.4)",
+            "tags": ["meta"],
+            "responses": {"200": _text("Requests, compiles, queue, caps, cache."), **_COMMON},
+        }
+    },
+    "/compile": {
+        "post": {
+            "operationId": "compile",
+            "summary": "Compile C or C++ into an app.js + app.wasm pair",
+            "description": (
+                "Runs `emcc main.c <defaultArgs> <args> -o app.js` (or `em++ main.cpp ...`) in "
+                "a fresh job dir, in the sandbox, under per-job caps. Any content type is "
+                "accepted; the body must be JSON of at most `maxBodyBytes`. Unknown fields "
+                "are refused."
+            ),
+            "tags": ["compile"],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("CompileRequest")}},
+            },
+            "responses": {
+                "200": _json(_ref("CompileSuccess"), "Compiled."),
+                "400": _json(
+                    {"anyOf": [_ref("CompileFailure"), _ref("Error")]},
+                    "A compile error (with `id`, `usage` and the compiler's output), or a bad "
+                    "request: not JSON, wrong types, unknown field, refused argument (the "
+                    "error names it).",
+                ),
+                "413": _error("PayloadTooLarge"),
+                "422": _json(_ref("LimitExceeded"), "A cap ended the job."),
+                "503": _error("Busy"),
+                **_COMMON,
+            },
+        }
+    },
+    **{
+        f"/artifacts/{{id}}/{name}": _artifact(name, media_type)
+        for name, media_type in ARTIFACT_FILES.items()
+    },
+}
+
+SPEC: Final[JsonObject] = {
+    "openapi": "3.0.3",
+    "info": {
+        "title": "emcc_trio",
+        "version": "0.1.0",
+        "description": (
+            "A sandboxed Emscripten compilation service. Every answer of the API is JSON "
+            '`{"ok": ...}` except the text, HTML and artifact routes; errors are never an '
+            "HTML page or a traceback."
+        ),
+        "license": {"name": "MIT"},
+    },
+    "tags": [
+        {"name": "compile"},
+        {"name": "artifacts"},
+        {"name": "playground"},
+        {"name": "meta"},
+    ],
+    "paths": PATHS,
+    "components": {"schemas": SCHEMAS, "responses": RESPONSES},
+}
+
+
+def spec_json() -> str:
+    return json.dumps(SPEC, indent=2, sort_keys=False)
+
+
+def register(app: QuartTrio) -> None:
+    """Add `GET /openapi.json`."""
+    body = spec_json()
+
+    @app.get("/openapi.json")
+    async def openapi_json() -> Response:
+        response = Response(body, mimetype="application/json")
+        response.headers["Cache-Control"] = "no-cache"
+        return response

@@ -1,0 +1,395 @@
+// The playground page: editor, compile, diagnostics, run in a sandboxed iframe, share links.
+// Plain browser JavaScript served as is; the editor itself comes from editor.js (CodeMirror 6).
+"use strict";
+(() => {
+  const $ = (id) => document.getElementById(id);
+
+  const EXAMPLES = [
+    {
+      name: "hello C",
+      type: "c",
+      args: "",
+      code: '#include <stdio.h>\nint main(void) { printf("hello from C\\n"); return 0; }\n',
+    },
+    {
+      name: "hello C++",
+      type: "cpp",
+      args: "",
+      code: '#include <iostream>\nint main() { std::cout << "hello from C++" << std::endl; }\n',
+    },
+    {
+      name: "sqrt (-O2, callMain)",
+      type: "c",
+      args: "-O2 -sEXPORTED_RUNTIME_METHODS=[callMain]",
+      code:
+        '#include <stdio.h>\n#include <math.h>\n' +
+        'int main(void) { printf("sqrt(2) = %.3f\\n", sqrt(2.0)); return 0; }\n',
+    },
+    {
+      name: "stdout, stderr and an exit code",
+      type: "c",
+      args: "",
+      code:
+        "#include <stdio.h>\n\nint main(void) {\n" +
+        '    printf("to stdout\\n");\n' +
+        '    fprintf(stderr, "to stderr\\n");\n' +
+        "    return 3;\n}\n",
+    },
+    {
+      name: "a compile error",
+      type: "c",
+      args: "",
+      code: "#include <stdio.h>\n\nint main(void) {\n    int x = 1;\n    return missing + x;\n}\n",
+    },
+  ];
+
+  // `main.c:5:12: error: message` (also main.cpp, warnings and notes).
+  const DIAGNOSTIC = /^main\.c(?:pp)?:(\d+):(\d+): (fatal error|error|warning|note): (.*)$/;
+  const RUN_TIMEOUT_MS = 20000;
+
+  const state = {
+    compiled: null, // {id, js, wasm}
+    frame: null,
+    runTimer: null,
+  };
+
+  const editor = window.EmccEditor.create($("editor"), {
+    doc: EXAMPLES[0].code,
+    onChange: () => {
+      state.compiled = null;
+      $("run").disabled = true;
+    },
+  });
+  window.playground = { editor, examples: EXAMPLES };
+
+  // ---- helpers ------------------------------------------------------------------------------
+
+  function setStatus(text, kind) {
+    const status = $("status");
+    status.textContent = text;
+    status.dataset.state = kind;
+  }
+
+  function splitArgs(text) {
+    return text.split(/\s+/).filter((part) => part.length > 0);
+  }
+
+  function formatBytes(bytes) {
+    if (bytes === null || bytes === undefined) return "n/a";
+    return `${(bytes / (1024 * 1024)).toFixed(1)} MiB`;
+  }
+
+  function formatSeconds(seconds) {
+    if (seconds === null || seconds === undefined) return "n/a";
+    return `${Number(seconds).toFixed(3)} s`;
+  }
+
+  function showUsage(usage, cached) {
+    const box = $("usage");
+    if (!usage) {
+      box.hidden = true;
+      return;
+    }
+    $("usage-duration").textContent = formatSeconds(usage.durationSeconds);
+    $("usage-memory").textContent = formatBytes(usage.peakMemoryBytes);
+    $("usage-cpu").textContent = formatSeconds(usage.cpuSeconds);
+    $("usage-cached").textContent = cached ? "yes" : "no";
+    box.hidden = false;
+  }
+
+  function showArgsError(message) {
+    const box = $("args-error");
+    const input = $("args");
+    if (message) {
+      box.textContent = message;
+      box.hidden = false;
+      input.setAttribute("aria-invalid", "true");
+    } else {
+      box.textContent = "";
+      box.hidden = true;
+      input.removeAttribute("aria-invalid");
+    }
+  }
+
+  function parseDiagnostics(text) {
+    const found = [];
+    for (const line of (text || "").split("\n")) {
+      const match = DIAGNOSTIC.exec(line);
+      if (match) {
+        const severity = match[3] === "fatal error" ? "error" : match[3];
+        found.push({ line: Number(match[1]), col: Number(match[2]), severity, message: match[4] });
+      }
+    }
+    return found;
+  }
+
+  function showDiagnostics(diagnostics, rawOutput) {
+    const list = $("diagnostics");
+    list.replaceChildren();
+    for (const d of diagnostics) {
+      const item = document.createElement("li");
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = `diagnostic ${d.severity}`;
+      button.dataset.line = String(d.line);
+      button.dataset.col = String(d.col);
+      const where = document.createElement("span");
+      where.className = "where";
+      where.textContent = `${d.line}:${d.col}`;
+      const severity = document.createElement("span");
+      severity.className = "severity";
+      severity.textContent = d.severity;
+      const message = document.createElement("span");
+      message.className = "message";
+      message.textContent = d.message;
+      button.append(where, severity, message);
+      button.addEventListener("click", () => editor.goTo(d.line, d.col));
+      item.append(button);
+      list.append(item);
+    }
+    editor.mark(diagnostics);
+    const output = $("compiler-output");
+    output.textContent = rawOutput || "";
+    output.hidden = !rawOutput;
+  }
+
+  function showShare(id) {
+    const link = $("share-link");
+    const url = new URL(window.location.href);
+    url.hash = `id=${id}`;
+    link.href = url.toString();
+    link.textContent = url.toString();
+    $("share").hidden = false;
+  }
+
+  function clearRun() {
+    $("stdout").textContent = "";
+    $("stderr").textContent = "";
+    const exit = $("exit-code");
+    exit.hidden = true;
+    exit.textContent = "";
+    delete exit.dataset.code;
+  }
+
+  function resetCompile() {
+    showArgsError("");
+    showUsage(null, false);
+    $("limit").hidden = true;
+    $("share").hidden = true;
+    showDiagnostics([], "");
+  }
+
+  // ---- compile ------------------------------------------------------------------------------
+
+  async function compile() {
+    stopRun();
+    resetCompile();
+    clearRun();
+    state.compiled = null;
+    $("run").disabled = true;
+    $("compile").disabled = true;
+    setStatus("Compiling…", "busy");
+    const body = { type: $("language").value, code: editor.getCode() };
+    const args = splitArgs($("args").value);
+    if (args.length) body.args = args;
+    let response;
+    let answer;
+    try {
+      response = await fetch("/compile", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      answer = await response.json();
+    } catch (error) {
+      setStatus(`The request failed: ${error}`, "error");
+      $("compile").disabled = false;
+      return false;
+    } finally {
+      $("compile").disabled = false;
+    }
+    return handleAnswer(response, answer);
+  }
+
+  function handleAnswer(response, answer) {
+    const status = response.status;
+    showUsage(answer.usage, answer.cached);
+    if (status === 200 && answer.ok) {
+      state.compiled = { id: answer.id, js: answer.js, wasm: answer.wasm };
+      $("run").disabled = false;
+      const warnings = parseDiagnostics(answer.output);
+      showDiagnostics(warnings, answer.output);
+      setStatus(
+        warnings.length ? `Compiled with ${warnings.length} warning(s).` : "Compiled.",
+        "ok",
+      );
+      showShare(answer.id);
+      history.replaceState(null, "", `#id=${answer.id}`);
+      return true;
+    }
+    if (status === 400 && answer.id) {
+      const diagnostics = parseDiagnostics(answer.error);
+      showDiagnostics(diagnostics, answer.error);
+      const errors = diagnostics.filter((d) => d.severity === "error").length;
+      setStatus(`Compile failed: ${errors} error(s).`, "error");
+      return false;
+    }
+    if (status === 400) {
+      // A bad request: a refused argument names it; anything else is about the body.
+      if (/^(argument |too many args|an argument )/.test(answer.error)) {
+        showArgsError(answer.error);
+        setStatus("An argument was refused.", "error");
+      } else {
+        setStatus(answer.error, "error");
+      }
+      return false;
+    }
+    if (status === 422) {
+      const limit = $("limit");
+      limit.textContent = `Stopped by the ${answer.limit} cap (limit: ${answer.limit}).`;
+      limit.dataset.limit = answer.limit;
+      limit.hidden = false;
+      showDiagnostics(parseDiagnostics(answer.error), answer.error);
+      setStatus("A resource cap ended the compile.", "error");
+      return false;
+    }
+    if (status === 503) {
+      const retry = response.headers.get("Retry-After");
+      setStatus(`${answer.error}${retry ? ` (retry after ${retry} s)` : ""}`, "error");
+      return false;
+    }
+    setStatus(`${status}: ${answer.error || "unexpected answer"}`, "error");
+    return false;
+  }
+
+  // ---- run ----------------------------------------------------------------------------------
+
+  function stopRun(message) {
+    if (state.runTimer !== null) {
+      clearTimeout(state.runTimer);
+      state.runTimer = null;
+    }
+    if (state.frame) {
+      state.frame.remove();
+      state.frame = null;
+    }
+    $("stop").hidden = true;
+    if (message) setStatus(message, "error");
+  }
+
+  function showExit(code) {
+    const exit = $("exit-code");
+    exit.textContent = `exit code ${code}`;
+    exit.dataset.code = String(code);
+    exit.hidden = false;
+  }
+
+  async function run(compiled) {
+    stopRun();
+    clearRun();
+    setStatus(`Running ${compiled.id}…`, "busy");
+    let js;
+    let wasm;
+    try {
+      const [jsResponse, wasmResponse] = await Promise.all([fetch(compiled.js), fetch(compiled.wasm)]);
+      if (!jsResponse.ok || !wasmResponse.ok) {
+        setStatus(`Cannot fetch the artifact ${compiled.id} (it may have expired).`, "error");
+        return;
+      }
+      js = await jsResponse.text();
+      wasm = await wasmResponse.arrayBuffer();
+    } catch (error) {
+      setStatus(`Cannot fetch the artifact: ${error}`, "error");
+      return;
+    }
+    // A fresh frame per run. sandbox="allow-scripts" without allow-same-origin: the program
+    // runs in an opaque origin and cannot reach this page, its storage or the service.
+    const frame = document.createElement("iframe");
+    frame.setAttribute("sandbox", "allow-scripts");
+    frame.setAttribute("title", "program runner");
+    frame.src = "/playground/runner.html";
+    state.frame = frame;
+    $("stop").hidden = false;
+    const onMessage = (event) => {
+      if (state.frame !== frame || event.source !== frame.contentWindow) return;
+      const data = event.data || {};
+      if (data.type === "ready") {
+        frame.contentWindow.postMessage({ type: "run", js, wasm }, "*", [wasm]);
+      } else if (data.type === "stdout") {
+        $("stdout").textContent += data.text;
+      } else if (data.type === "stderr") {
+        $("stderr").textContent += data.text;
+      } else if (data.type === "exit") {
+        showExit(data.code);
+        setStatus(`Ran ${compiled.id}.`, "ok");
+        window.removeEventListener("message", onMessage);
+        stopRun();
+      } else if (data.type === "error") {
+        $("stderr").textContent += `${data.message}\n`;
+        setStatus("The program crashed.", "error");
+        window.removeEventListener("message", onMessage);
+        stopRun();
+      }
+    };
+    window.addEventListener("message", onMessage);
+    state.runTimer = setTimeout(() => {
+      window.removeEventListener("message", onMessage);
+      stopRun(`Stopped: the program ran longer than ${RUN_TIMEOUT_MS / 1000} s.`);
+    }, RUN_TIMEOUT_MS);
+    $("runner-host").append(frame);
+  }
+
+  // ---- share links: /#id=<id> ---------------------------------------------------------------
+
+  function loadFromHash() {
+    const params = new URLSearchParams(window.location.hash.slice(1));
+    const id = params.get("id");
+    if (!id) return;
+    if (!/^[0-9a-f]{32}$/.test(id)) {
+      setStatus(`Not a compile id: ${id}`, "error");
+      return;
+    }
+    resetCompile();
+    state.compiled = { id, js: `/artifacts/${id}/app.js`, wasm: `/artifacts/${id}/app.wasm` };
+    $("run").disabled = false;
+    showShare(id);
+    run(state.compiled);
+  }
+
+  // ---- wiring -------------------------------------------------------------------------------
+
+  const select = $("example");
+  EXAMPLES.forEach((example, index) => {
+    const option = document.createElement("option");
+    option.value = String(index);
+    option.textContent = example.name;
+    select.append(option);
+  });
+  select.addEventListener("change", () => {
+    const example = EXAMPLES[Number(select.value)];
+    if (!example) return;
+    $("language").value = example.type;
+    $("args").value = example.args;
+    editor.setCode(example.code);
+    resetCompile();
+    clearRun();
+    setStatus(`Example: ${example.name}. Press Compile.`, "idle");
+  });
+
+  $("compile").addEventListener("click", () => {
+    compile();
+  });
+  $("run").addEventListener("click", () => {
+    if (state.compiled) run(state.compiled);
+  });
+  $("stop").addEventListener("click", () => stopRun("Stopped."));
+  $("args").addEventListener("input", () => showArgsError(""));
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+      event.preventDefault();
+      compile();
+    }
+  });
+  window.addEventListener("hashchange", loadFromHash);
+  loadFromHash();
+})();

@@ -1,0 +1,49 @@
+// Runs one compiled program inside the playground's sandboxed iframe (sandbox="allow-scripts",
+// no allow-same-origin: an opaque origin with no access to the service's cookies or pages).
+// The parent sends {type: "run", js, wasm} (the artifact's text and bytes); this frame sends
+// back {type: "stdout"|"stderr", text}, then {type: "exit", code} or {type: "error", message}.
+"use strict";
+(() => {
+  let started = false;
+  const send = (message) => window.parent.postMessage(message, "*");
+
+  window.addEventListener("message", async (event) => {
+    if (event.source !== window.parent || started) return;
+    const data = event.data;
+    if (!data || data.type !== "run") return;
+    started = true;
+    let exitCode = null;
+    try {
+      // app.js is a MODULARIZE=1 factory that declares `var Module`.
+      const factory = new Function(`${data.js}\n;return Module;`)();
+      const module = await factory({
+        wasmBinary: new Uint8Array(data.wasm),
+        noInitialRun: true,
+        print: (text) => send({ type: "stdout", text: `${text}\n` }),
+        printErr: (text) => send({ type: "stderr", text: `${text}\n` }),
+        quit: (status, toThrow) => {
+          exitCode = status;
+          throw toThrow;
+        },
+      });
+      let code;
+      try {
+        // _main is exported by default; callMain only when asked for (a debug build has a
+        // callMain stub that aborts otherwise).
+        code = typeof module._main === "function" ? module._main(0, 0) : module.callMain([]);
+      } catch (error) {
+        if (exitCode === null) throw error;
+        code = exitCode;
+      }
+      if (exitCode !== null) code = exitCode;
+      send({ type: "exit", code: typeof code === "number" ? code : 0 });
+    } catch (error) {
+      if (exitCode !== null) {
+        send({ type: "exit", code: exitCode });
+      } else {
+        send({ type: "error", message: String((error && error.stack) || error) });
+      }
+    }
+  });
+  send({ type: "ready" });
+})();

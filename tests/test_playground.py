@@ -1,0 +1,359 @@
+"""The playground at `GET /` in Debian's Chromium, driven by Playwright, against a real server
+and the real emcc: type, compile, run, read the output; diagnostics marked at their lines.
+
+Needs /usr/bin/chromium (apt-get install chromium) and the `playwright` package; Playwright's
+own browser download is not used. Run by `nox -s browser`. Screenshots go to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import REPO, Server, server_config, start_server
+from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Playwright, sync_playwright
+from playwright.sync_api import expect as pw_expect
+
+from emcc_trio.playground import ASSET_TYPES
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS = REPO / "test-artifacts"
+PLAYGROUND = REPO / "emcc_trio" / "playground"
+# A compile under real cgroups takes about a second; the first -O2 link takes several.
+COMPILE_MS = 120_000
+RUN_MS = 30_000
+
+TYPED_PROGRAM = [
+    "#include <stdio.h>",
+    'int main(void) { printf("typed %d\\n", 6 * 7); return 0; }',
+]
+
+
+def _stop(server: Server) -> None:
+    if server.proc.poll() is None:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for the module: the tests only read what their own compiles produce."""
+    workdir = tmp_path_factory.mktemp("playground-server")
+    server = start_server(workdir, server_config(workdir))
+    yield server
+    _stop(server)
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install chromium"
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture
+def context(playwright: Playwright, tmp_path: Path) -> Iterator[BrowserContext]:
+    context = playwright.chromium.launch_persistent_context(
+        str(tmp_path / "chromium-profile"),  # a fresh --user-data-dir per test
+        executable_path=CHROMIUM,
+        headless=True,
+        args=CHROMIUM_FLAGS,
+        viewport={"width": 1400, "height": 860},
+    )
+    yield context
+    context.close()
+
+
+# The page answers the API's 4xx itself; Chromium still logs each one.
+EXPECTED_CONSOLE = re.compile(r"Failed to load resource: the server responded with a status of 4")
+
+
+@pytest.fixture
+def problems() -> list[str]:
+    """Script errors and console errors of the page (CSP violations included)."""
+    return []
+
+
+@pytest.fixture
+def page(context: BrowserContext, problems: list[str]) -> Iterator[Page]:
+    """A page that fails the test on a script error or an unexpected console error."""
+    page = context.pages[0] if context.pages else context.new_page()
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error" and not EXPECTED_CONSOLE.match(message.text):
+            problems.append(f"console: {message.text}")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    yield page
+    assert problems == []
+
+
+def screenshot(page: Page, name: str) -> Path:
+    SCREENSHOTS.mkdir(exist_ok=True)
+    path = SCREENSHOTS / f"playground-{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def open_playground(page: Page, server: Server, fragment: str = "") -> None:
+    page.goto(server.url + "/" + fragment)
+    pw_expect(page.locator(".cm-content")).to_be_visible()
+
+
+def choose_example(page: Page, name: str) -> None:
+    page.select_option("#example", label=name)
+
+
+def compile_and_wait(page: Page, state: str = "ok") -> None:
+    page.click("#compile")
+    status = page.locator("#status")
+    pw_expect(status).not_to_have_attribute("data-state", "busy", timeout=COMPILE_MS)
+    pw_expect(status).to_have_attribute("data-state", state)
+
+
+def run_and_wait(page: Page) -> tuple[str, str, int]:
+    page.click("#run")
+    exit_code = page.locator("#exit-code")
+    pw_expect(exit_code).to_be_visible(timeout=RUN_MS)
+    code = exit_code.get_attribute("data-code")
+    assert code is not None
+    return page.inner_text("#stdout"), page.inner_text("#stderr"), int(code)
+
+
+def set_code(page: Page, code: str) -> None:
+    page.evaluate("code => window.playground.editor.setCode(code)", code)
+
+
+def editor_code(page: Page) -> str:
+    return str(page.evaluate("window.playground.editor.getCode()"))
+
+
+def test_type_compile_run(page: Page, live: Server) -> None:
+    open_playground(page, live)
+    page.select_option("#language", "c")
+    page.click(".cm-content")
+    page.keyboard.press("Control+A")
+    page.keyboard.press("Delete")
+    for number, line in enumerate(TYPED_PROGRAM):
+        if number:
+            page.keyboard.press("Enter")
+        page.keyboard.type(line)
+    # CodeMirror closes brackets and quotes as they are typed: typing the closer steps over.
+    assert editor_code(page) == "\n".join(TYPED_PROGRAM)
+    compile_and_wait(page)
+    pw_expect(page.locator("#usage")).to_be_visible()
+    assert re.fullmatch(r"\d+\.\d{3} s", page.inner_text("#usage-duration"))
+    assert re.fullmatch(r"\d+\.\d MiB", page.inner_text("#usage-memory"))
+    stdout, stderr, code = run_and_wait(page)
+    assert (stdout, stderr, code) == ("typed 42\n", "", 0)
+    pw_expect(page.locator("#status")).to_have_attribute("data-state", "ok")
+    screenshot(page, "run")
+
+
+def test_stdout_stderr_and_exit_code_apart(page: Page, live: Server) -> None:
+    open_playground(page, live)
+    choose_example(page, "stdout, stderr and an exit code")
+    compile_and_wait(page)
+    assert run_and_wait(page) == ("to stdout\n", "to stderr\n", 3)
+
+
+@pytest.mark.parametrize(
+    ("example", "args", "printed"),
+    [
+        ("hello C", "", "hello from C\n"),
+        ("hello C++", "", "hello from C++\n"),
+        ("sqrt (-O2, callMain)", "-O2 -sEXPORTED_RUNTIME_METHODS=[callMain]", "sqrt(2) = 1.414\n"),
+    ],
+)
+def test_readme_examples(page: Page, live: Server, example: str, args: str, printed: str) -> None:
+    open_playground(page, live)
+    choose_example(page, example)
+    assert page.input_value("#args") == args
+    compile_and_wait(page)
+    assert run_and_wait(page) == (printed, "", 0)
+
+
+def test_compile_error_is_marked_at_its_line(page: Page, live: Server) -> None:
+    open_playground(page, live)
+    choose_example(page, "a compile error")
+    code_lines = editor_code(page).split("\n")
+    assert code_lines[4].strip() == "return missing + x;"
+    compile_and_wait(page, "error")
+    diagnostic = page.locator("#diagnostics .diagnostic.error")
+    pw_expect(diagnostic).to_have_count(1)
+    assert diagnostic.get_attribute("data-line") == "5"
+    assert "use of undeclared identifier 'missing'" in diagnostic.inner_text()
+    # The editor marks exactly that line, in its state and on screen.
+    assert page.evaluate("window.playground.editor.markedLines()") == [[5, "error"]]
+    marked = page.locator(".cm-line.cm-errorLine")
+    pw_expect(marked).to_have_count(1)
+    assert marked.inner_text().strip() == "return missing + x;"
+    pw_expect(page.locator(".cm-markGutter-error")).to_have_count(1)
+    # Clicking the diagnostic puts the cursor on line 5.
+    page.evaluate("window.playground.editor.goTo(1)")
+    diagnostic.click()
+    assert page.evaluate("window.playground.editor.cursorLine()") == 5
+    pw_expect(page.locator("#run")).to_be_disabled()
+    pw_expect(page.locator("#compiler-output")).to_contain_text("main.c:5:")
+    screenshot(page, "compile-error")
+    # Fixing the code and compiling again clears the marks.
+    set_code(page, "int main(void) {\n    return 0;\n}\n")
+    compile_and_wait(page)
+    pw_expect(page.locator(".cm-errorLine")).to_have_count(0)
+    pw_expect(page.locator("#diagnostics .diagnostic")).to_have_count(0)
+
+
+def test_refused_argument_is_shown_inline(page: Page, live: Server) -> None:
+    open_playground(page, live)
+    page.fill("#args", "-O2 --js-library /etc/passwd")
+    compile_and_wait(page, "error")
+    error = page.locator("#args-error")
+    pw_expect(error).to_be_visible()
+    pw_expect(error).to_have_text("argument '--js-library' is not allowed: it reads a file by path")
+    pw_expect(page.locator("#args")).to_have_attribute("aria-invalid", "true")
+    screenshot(page, "refused-argument")
+    page.fill("#args", "-O1")
+    pw_expect(error).to_be_hidden()
+
+
+def test_share_link_runs_the_compile(page: Page, context: BrowserContext, live: Server) -> None:
+    open_playground(page, live)
+    choose_example(page, "hello C")
+    compile_and_wait(page)
+    link = page.get_attribute("#share-link", "href")
+    assert link is not None
+    match = re.fullmatch(re.escape(live.url) + r"/#id=([0-9a-f]{32})", link)
+    assert match, link
+    other = context.new_page()
+    other.goto(link)
+    exit_code = other.locator("#exit-code")
+    pw_expect(exit_code).to_be_visible(timeout=RUN_MS)
+    assert other.inner_text("#stdout") == "hello from C\n"
+    assert exit_code.get_attribute("data-code") == "0"
+    other.close()
+
+
+def test_program_is_confined_to_its_frame(page: Page, live: Server, problems: list[str]) -> None:
+    """The program runs in an opaque origin: no parent DOM, no cookies, no network."""
+    open_playground(page, live)
+    set_code(page, _ESCAPE_ATTEMPTS)
+    compile_and_wait(page)
+    stdout, stderr, code = run_and_wait(page)
+    assert stdout.splitlines() == [
+        "parent: blocked",
+        "cookie: blocked",
+        "storage: blocked",
+        "fetch: blocked",
+    ]
+    assert (stderr, code) == ("", 0)
+    # The runner's CSP (connect-src falls back to default-src 'none') stopped the request.
+    blocked = [p for p in problems if "violates the following Content Security Policy" in p]
+    assert len(blocked) == 1, problems
+    assert "/healthz" in blocked[0]
+    problems.remove(blocked[0])
+
+
+_ESCAPE_ATTEMPTS = r"""#include <emscripten.h>
+int main(void) {
+    EM_ASM({
+        const t = (name, f) => { try { f(); out(name + ": reached"); }
+                                 catch (e) { out(name + ": blocked"); } };
+        t("parent", () => window.parent.document.title);
+        t("cookie", () => document.cookie);
+        t("storage", () => window.localStorage.length);
+        t("fetch", () => { const x = new XMLHttpRequest(); x.open("GET", "/healthz", false);
+                           x.send(); });
+    });
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_output_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    workdir = tmp_path_factory.mktemp("playground-capped")
+    server = start_server(workdir, server_config(workdir, maxOutputBytes=400))
+    yield server
+    _stop(server)
+
+
+def test_cap_that_ended_the_job_is_shown(page: Page, tiny_output_server: Server) -> None:
+    open_playground(page, tiny_output_server)
+    code = "".join(f"#warning noisy {n}\n" for n in range(40)) + "int main(void) { return 0; }\n"
+    set_code(page, code)
+    compile_and_wait(page, "error")
+    limit = page.locator("#limit")
+    pw_expect(limit).to_be_visible()
+    assert limit.get_attribute("data-limit") == "output"
+    pw_expect(limit).to_contain_text("output cap")
+    pw_expect(page.locator("#usage")).to_be_visible()
+    screenshot(page, "cap")
+
+
+def test_assets_are_served_from_the_package(live: Server) -> None:
+    with httpx.Client(base_url=live.url) as client:
+        page = client.get("/")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        # Everything the page loads comes from this service: no CDN.
+        for src in re.findall(r'(?:src|href)="([^"]+)"', page.text):
+            assert src.startswith(("/", "data:")), src
+        for name in ASSET_TYPES:
+            asset = client.get(f"/playground/{name}")
+            assert asset.status_code == 200, name
+            assert asset.content == (PLAYGROUND / "static" / name).read_bytes()
+            again = client.get(
+                f"/playground/{name}", headers={"If-None-Match": asset.headers["etag"]}
+            )
+            assert again.status_code == 304
+        runner = client.get("/playground/runner.html")
+        assert runner.headers["content-security-policy"].startswith("sandbox allow-scripts;")
+        missing = client.get("/playground/../app.py")
+        assert missing.status_code == 404
+
+
+def test_committed_editor_bundle_is_built_from_the_lockfile(tmp_path: Path) -> None:
+    """static/editor.js is what build.mjs makes from package-lock.json (needs npm ci first)."""
+    if not (PLAYGROUND / "node_modules" / "esbuild").exists():
+        if shutil.which("npm") is None:
+            pytest.fail("npm is needed to check the editor bundle")
+        done = subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund"],
+            cwd=PLAYGROUND,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+    rebuilt = tmp_path / "editor.js"
+    done = subprocess.run(
+        ["node", "build.mjs", str(rebuilt)],
+        cwd=PLAYGROUND,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    committed = PLAYGROUND / "static" / "editor.js"
+    assert rebuilt.read_bytes() == committed.read_bytes(), (
+        "static/editor.js is stale: run `npm run build` in emcc_trio/playground and commit it"
+    )
