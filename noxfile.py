@@ -90,3 +90,24 @@ def load(session: nox.Session) -> None:
     fails unless every cap held. `nox -s load -- --seconds 30` for a shorter run. Needs root."""
     session.install(*TEST_DEPS)
     session.run("python", "-m", "load.run", *session.posargs)
+
+
+@nox.session
+def browser(session: nox.Session) -> None:
+    """The playground in Debian's Chromium (Playwright) and schemathesis against /openapi.json of
+    a live server. Installs chromium with apt-get when root and missing; Playwright's own browser
+    download is never used. Screenshots go to test-artifacts/. Needs root, like `tests`."""
+    if not os.path.exists("/usr/bin/chromium"):
+        if os.geteuid() != 0:
+            session.error("/usr/bin/chromium is missing: apt-get install chromium (as root)")
+        apt_env = {"DEBIAN_FRONTEND": "noninteractive"}
+        session.run("apt-get", "update", external=True, env=apt_env)
+        session.run("apt-get", "install", "-y", "chromium", external=True, env=apt_env)
+    session.install(*TEST_DEPS)
+    session.run(
+        "pytest",
+        "tests/test_playground.py",
+        "tests/test_openapi.py",
+        *session.posargs,
+        env={"PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"},
+    )
