@@ -21,7 +21,7 @@ from hypercorn.typing import (
 )
 from quart import Response, request
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from . import openapi, playground
 from .artifacts import ARTIFACT_FILES, ArtifactStore
@@ -92,7 +92,9 @@ class Service:
             if entry is not None:
                 self.metrics.cache_requests.labels("hit").inc()
                 return _from_entry(entry), True
-            self.metrics.cache_requests.labels("miss").inc()
+            # "shared": an identical compile is already running and this request joins it.
+            lookup = "shared" if self.flights.is_flying(key) else "miss"
+            self.metrics.cache_requests.labels(lookup).inc()
         work = partial(self._compile_admitted, request, job_id, key)
         return await self.flights.run(key or job_id, work), False
 
@@ -185,7 +187,8 @@ def compile_response(result: CompileResult, cached: bool) -> Response:
 
 
 def create_app(service: Service) -> QuartTrio:
-    app = QuartTrio(__name__, root_path=str(Path(__file__).parent))
+    # No implicit /static route: every path the app serves is one of ours, and documented.
+    app = QuartTrio(__name__, root_path=str(Path(__file__).parent), static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = service.max_body_bytes
 
     @app.errorhandler(HTTPException)
@@ -197,6 +200,8 @@ def create_app(service: Service) -> QuartTrio:
             413: f"request body too large (maxBodyBytes is {service.max_body_bytes})",
         }.get(status, exc.description or exc.name)
         response = json_error(status, message)
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(sorted(exc.valid_methods))
         if status == 413:
             # The rest of the body was never read: the connection cannot carry another
             # request (the next one would wait behind the unread bytes forever).

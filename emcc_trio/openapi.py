@@ -143,9 +143,16 @@ RETRY_AFTER: Final[JsonObject] = {
 
 RESPONSES: Final[JsonObject] = {
     "NotFound": _json(_ref("Error"), "Unknown route or artifact."),
-    "MethodNotAllowed": _json(
-        _ref("Error"), "Wrong method for an existing path (for example `GET /compile`)."
-    ),
+    "MethodNotAllowed": {
+        **_json(_ref("Error"), "Wrong method for an existing path (for example `GET /compile`)."),
+        "headers": {
+            "Allow": {
+                "description": "The methods the path takes, comma-separated.",
+                "required": True,
+                "schema": {"type": "string"},
+            }
+        },
+    },
     "PayloadTooLarge": _json(
         _ref("Error"), "The body is larger than `maxBodyBytes`; the connection is closed."
     ),

@@ -106,6 +106,7 @@ def test_unknown_route_and_method_are_json(server: Server) -> None:
         "ok": False,
         "error": "method GET not allowed for /compile",
     }
+    assert "POST" in wrong_method.headers["allow"].split(", ")
 
 
 def test_body_over_the_limit_is_413(make_server: MakeServer) -> None:

@@ -30,8 +30,6 @@ from emcc_trio.artifacts import ARTIFACT_FILES, ArtifactStore
 from emcc_trio.gate import Gate
 from emcc_trio.jobs import Compiler
 
-# Quart's own `static` route serves emcc_trio/static/, which does not exist: always a 404.
-QUART_BUILTIN = {"static"}
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 # Examples per operation; /compile runs the real emcc for every well-formed body.
 MAX_EXAMPLES = {"POST /compile": 40}
@@ -64,9 +62,6 @@ def app_routes(tmp_path: Path, enable_static_artifacts: bool = True) -> dict[str
     app = create_app(service)
     routes: dict[str, set[str]] = {}
     for rule in app.url_map.iter_rules():
-        if rule.endpoint in QUART_BUILTIN:
-            assert not Path(app.static_folder or "").exists()
-            continue
         methods = set(rule.methods or ()) - IGNORED_METHODS
         path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
         if path == "/artifacts/{job_id}/{name}":
