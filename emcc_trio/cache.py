@@ -204,5 +204,5 @@ class SingleFlight(Generic[T]):
                 del self._flights[key]
             flight.done.set()
 
-    def in_flight(self) -> int:
-        return len(self._flights)
+    def is_flying(self, key: str) -> bool:
+        return key in self._flights
