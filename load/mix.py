@@ -206,7 +206,7 @@ def _matches(answer: Answer) -> bool:
 
 def judge(answer: Answer) -> str | None:
     """Why `answer` breaks a promise, or None when it keeps them all."""
-    if answer.kind == "disconnect":
+    if answer.kind == "disconnect" and answer.status is None:
         return None  # judged by what it leaves behind, at the end
     if answer.status == 503 and answer.kind not in REFUSED_EARLY:
         # Queue full or no capacity in time is allowed under load, but only with Retry-After.

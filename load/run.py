@@ -105,8 +105,9 @@ HANG_UPS = ("socket", "partial", "httpx")
 async def hang_up(url: str, request: mix.Request, how: str) -> mix.Answer:
     """Send a compile and go away after HANG_UP_AFTER: a raw socket that closes after the
     whole request ("socket") or half its body ("partial"), or an httpx request that is
-    cancelled. Each uses its own connection: a cancelled request can leave a pooled
-    connection unusable, and a shared pool would then starve the other workers."""
+    cancelled; unless the server answers first (a full queue answers 503 at once). Each uses its
+    own connection: a cancelled request can leave a pooled connection unusable, and a shared
+    pool would then starve the other workers."""
     started = time.perf_counter()
     if how in ("socket", "partial"):
         target = httpx.URL(url)
@@ -119,12 +120,38 @@ async def hang_up(url: str, request: mix.Request, how: str) -> mix.Answer:
         body = request.body if how == "socket" else request.body[: len(request.body) // 2]
         async with stream:
             await stream.send_all(head.encode() + body)
-            await trio.sleep(HANG_UP_AFTER)
+            with trio.move_on_after(HANG_UP_AFTER):
+                return _answer_before_hang_up(request, started, await _read_response(stream))
     else:
         async with httpx.AsyncClient(base_url=url) as client:
             with trio.move_on_after(HANG_UP_AFTER):
-                await client.post("/compile", content=request.body)
+                response = await client.post("/compile", content=request.body)
+                return _answer_before_hang_up(
+                    request, started, (response.status_code, response.headers.get("retry-after"))
+                )
     return mix.Answer(request.kind, None, time.perf_counter() - started, {})
+
+
+async def _read_response(stream: trio.SocketStream) -> tuple[int, str | None]:
+    """The status and Retry-After of the response head arriving on `stream`."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = await stream.receive_some()
+        if not chunk:
+            return -1, None  # closed without an answer: reported as a transport error
+        received += chunk
+    status_line, *header_lines = received.split(b"\r\n\r\n")[0].decode().split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in header_lines if ": " in line)
+    return int(status_line.split()[1]), headers.get("retry-after")
+
+
+def _answer_before_hang_up(
+    request: mix.Request, started: float, response: tuple[int, str | None]
+) -> mix.Answer:
+    """The server answered before the client went away (a full queue answers 503 at once)."""
+    status, retry_after = response
+    seconds = time.perf_counter() - started
+    return mix.Answer(request.kind, status, seconds, {}, retry_after, request.names)
 
 
 async def worker(
