@@ -1,4 +1,4 @@
-"""nox sessions: lint, typecheck, tests, cgroup2 (the v2 driver in a VM), bench, load."""
+"""nox sessions: lint, typecheck, tests, cgroup2 (the v2 driver in a VM), browser, load, bench."""
 
 from __future__ import annotations
 
@@ -71,9 +71,10 @@ def cgroup2(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The suite against real emcc, nsjail and cgroups (v1 here). Needs root."""
+    """The suite against real emcc, nsjail and cgroups (v1 here). Needs root. The browser tests
+    have their own session, which installs Chromium."""
     session.install(*TEST_DEPS)
-    session.run("pytest", *session.posargs)
+    session.run("pytest", "-m", "not browser", *session.posargs)
 
 
 @nox.session

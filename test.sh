@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Install what is missing, then run lint, type checks, the test suite and the cgroup v2 VM tests.
-# Pass nox sessions to run fewer, e.g. `./test.sh -s tests`.
+# Install what is missing, then run lint, type checks, the test suite, the cgroup v2 VM tests,
+# the browser tests and a short load test. Pass nox sessions to run fewer, e.g. `./test.sh -s tests`.
 set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/bootstrap.sh
 if (($#)); then
   exec .venv/bin/nox "$@"
 fi
-exec .venv/bin/nox -s lint typecheck tests cgroup2
+.venv/bin/nox -s lint typecheck tests cgroup2 browser
+# The short load run: about a minute of sending, every check of the full one.
+exec .venv/bin/nox -s load -- --seconds 45 --max-requests 250
