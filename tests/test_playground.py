@@ -8,16 +8,18 @@ own browser download is not used. Run by `nox -s browser`. Screenshots go to tes
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import REPO, Server, server_config, start_server
+from conftest import REPO, Server, eventually, server_config, start_server
 from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Playwright, sync_playwright
 from playwright.sync_api import expect as pw_expect
 
@@ -231,6 +233,77 @@ def test_compile_error_is_marked_at_its_line(page: Page, live: Server) -> None:
     compile_and_wait(page)
     pw_expect(page.locator(".cm-errorLine")).to_have_count(0)
     pw_expect(page.locator("#diagnostics .diagnostic")).to_have_count(0)
+
+
+NEVER_ENDS = """#include <stdio.h>
+int main(void) {
+    for (volatile unsigned long i = 0;; ++i) {
+    }
+}
+"""
+RUN_TIMEOUT_S = 20  # RUN_TIMEOUT_MS in playground.js
+SPIN_WINDOW_S = 1.0  # a renderer busy for most of this window is running the program
+
+
+def _renderer_cpu_ticks() -> dict[int, int]:
+    """User + system CPU ticks of the Chromium renderers below this test process."""
+    parent_of: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        parent_of[pid] = int(fields[1])
+        ticks[pid] = int(fields[11]) + int(fields[12])
+    ours = {os.getpid()}
+    while grown := {pid for pid, parent in parent_of.items() if parent in ours} - ours:
+        ours |= grown
+    renderers = {}
+    for pid in ours:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"--type=renderer" in cmdline:
+            renderers[pid] = ticks[pid]
+    return renderers
+
+
+def spinning_renderers() -> set[int]:
+    """Renderers that used more than half a CPU over SPIN_WINDOW_S."""
+    before = _renderer_cpu_ticks()
+    time.sleep(SPIN_WINDOW_S)
+    after = _renderer_cpu_ticks()
+    busy = os.sysconf("SC_CLK_TCK") * SPIN_WINDOW_S / 2
+    return {pid for pid, used in after.items() if used - before.get(pid, used) > busy}
+
+
+def test_a_program_that_never_ends_is_stopped(page: Page, live: Server) -> None:
+    """The program spins in its sandboxed frame's own process while the page stays live: the
+    run timeout fires, Stop works, the spinning process goes away, and the page compiles and
+    runs afterwards."""
+    open_playground(page, live)
+    set_code(page, NEVER_ENDS)
+    compile_and_wait(page)
+    frames = page.locator("#runner-host iframe")
+    status = page.locator("#status")
+    page.click("#run")
+    pw_expect(status).to_have_text(
+        f"Stopped: the program ran longer than {RUN_TIMEOUT_S} s.", timeout=RUN_MS * 2
+    )
+    pw_expect(frames).to_have_count(0)
+    page.click("#run")
+    eventually(lambda: len(spinning_renderers()) == 1, RUN_MS / 1000, "the program to spin")
+    page.click("#stop")
+    pw_expect(status).to_have_text("Stopped.")
+    pw_expect(frames).to_have_count(0)
+    pw_expect(page.locator("#exit-code")).to_be_hidden()
+    eventually(lambda: not spinning_renderers(), 10, "the program's process to stop")
+    choose_example(page, "hello C")
+    compile_and_wait(page)
+    assert run_and_wait(page) == ("hello from C\n", "", 0)
 
 
 def test_refused_argument_is_shown_inline(page: Page, live: Server) -> None:
