@@ -123,7 +123,13 @@ class Server:
 
     def job_cgroups(self) -> list[Path]:
         tag = instance_tag(self.jobs_dir)
-        return sorted(p for p in Path("/sys/fs/cgroup").glob(f"**/{tag}/*") if p.is_dir())
+        found: list[Path] = []
+        # os.walk, not glob: a job group removed mid-walk is skipped instead of raising.
+        for root, dirs, _ in os.walk("/sys/fs/cgroup"):
+            if Path(root).name == tag:
+                found.extend(Path(root) / name for name in dirs)
+                dirs.clear()
+        return sorted(found)
 
     def leftovers(self) -> dict[str, list[str]]:
         """Everything a finished job must not leave behind."""

@@ -124,6 +124,24 @@ def test_first_client_leaving_does_not_cancel_the_shared_compile(server: Server)
     server.assert_clean()
 
 
+def test_compile_shared_by_clients_who_all_leave_is_cancelled(server: Server) -> None:
+    code = program("slow.c")
+    first = open_compile(server, code)
+    wait_for_compiler(server)
+    second = open_compile(server, code)
+    eventually(
+        lambda: metric(server, 'emcc_trio_cache_requests_total{result="shared"}') == 1,
+        10,
+        "the second request to join",
+    )
+    first.close()
+    second.close()
+    server.assert_clean(timeout=2.0)
+    assert metric(server, 'emcc_trio_cancellations_total{cause="client"}') == 2
+    assert compiles_run(server) == 0  # cancelled, so never observed as a finished compile
+    assert not list(server.artifacts_dir.iterdir())
+
+
 def _entry(cache: ResultCache, artifacts: Path, key: str, size: int) -> None:
     job_id = key[:32]
     (artifacts / job_id).mkdir()
