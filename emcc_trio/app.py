@@ -221,17 +221,24 @@ def create_app(service: Service) -> QuartTrio:
     async def metrics() -> Response:
         return Response(service.metrics.render(), mimetype="text/plain; version=0.0.4")
 
-    @app.post("/compile")
-    async def compile_route() -> Response:
+    async def read_compile_request() -> CompileRequest | Response:
+        """The parsed request, or the 400 that says what is wrong with it. The raw body and
+        the decoded JSON die here: a request waiting in the queue holds its source once."""
         body = await request.get_data(cache=False)
         try:
             decoded = json.loads(body)
         except ValueError as exc:
             return json_error(400, f"the body is not valid JSON: {exc}")
         try:
-            compile_request = parse_request(decoded)
+            return parse_request(decoded)
         except RequestError as exc:
             return json_error(400, str(exc))
+
+    @app.post("/compile")
+    async def compile_route() -> Response:
+        compile_request = await read_compile_request()
+        if isinstance(compile_request, Response):
+            return compile_request
         if service.shutting_down:
             return _busy("the server is shutting down")
         job_id = new_job_id()
