@@ -82,7 +82,7 @@ def bench(session: nox.Session) -> None:
     """Raw emcc vs the server (no caps, cgroup, cgroup + nsjail, cache off) as latency ratios;
     throughput at concurrency 1-8 vs parallel raw emcc; cache-hit latency. `-- --quick`."""
     session.install(*TEST_DEPS)
-    session.run("python", "bench/bench.py", *session.posargs)
+    session.run("python", "-m", "bench.bench", *session.posargs)
 
 
 @nox.session

@@ -7,20 +7,17 @@
    off) against the same number of raw emcc runs in parallel; compiles per second and ratio.
 3. Cache hits: one identical request repeated; p50/p99 latency and hits per second.
 
-Usage: python bench/bench.py [--quick] [--rounds N]
+Usage: python -m bench.bench [--quick] [--rounds N]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +27,8 @@ from typing import Any
 
 import attrs
 import httpx
+
+from load.server import LoadServer, start
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS_DIR = REPO / "load" / "corpus"
@@ -82,29 +81,6 @@ def corpus() -> list[Source]:
         Source("c" if p.suffix == ".c" else "cpp", p.read_text())
         for p in sorted(CORPUS_DIR.iterdir())
     ]
-
-
-def start_server(workdir: Path, overrides: dict[str, Any]) -> tuple[subprocess.Popen[bytes], str]:
-    workdir.mkdir(parents=True)
-    config = {"workingDir": str(workdir), "addr": "127.0.0.1:0", **overrides}
-    (workdir / "config.json").write_text(json.dumps(config))
-    log = workdir / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "emcc_trio", "serve", "--config", str(workdir / "config.json")],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    end = time.monotonic() + 60
-    while time.monotonic() < end:
-        for line in log.read_text().splitlines():
-            if '"listening"' in line:
-                return proc, str(json.loads(line)["urls"][0])
-        if proc.poll() is not None:
-            raise SystemExit(f"server failed:\n{log.read_text()}")
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("server did not start")
 
 
 def timed(action: Callable[[], None]) -> float:
@@ -263,19 +239,25 @@ def main() -> None:
     servers = {name: start_server(base / f"s{i}", o) for i, (name, o) in enumerate(configs.items())}
     print(machine())
     try:
-        clients = {name: httpx.Client(base_url=servers[name][1], timeout=300) for name in VARIANTS}
+        clients = {name: httpx.Client(base_url=servers[name].url, timeout=300) for name in VARIANTS}
         try:
             latency(clients, base / "raw", rounds)
         finally:
             for client in clients.values():
                 client.close()
-        throughput(servers[FULL_SANDBOX][1], base / "parallel", settings.per_level)
-        cache_hits(servers["cache on"][1], settings.cache_requests)
+        throughput(servers[FULL_SANDBOX].url, base / "parallel", settings.per_level)
+        cache_hits(servers["cache on"].url, settings.cache_requests)
     finally:
-        for proc, _ in servers.values():
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
+        for server in servers.values():
+            server.stop(30)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def start_server(workdir: Path, overrides: Mapping[str, Any]) -> LoadServer:
+    """A server with the defaults plus `overrides` (not the top-level config: the variants
+    differ only in what they name)."""
+    workdir.mkdir(parents=True)
+    return start(workdir, {"workingDir": str(workdir), "addr": "127.0.0.1:0", **overrides})
 
 
 if __name__ == "__main__":

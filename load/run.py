@@ -163,9 +163,9 @@ async def worker(
     heavy: trio.Semaphore,
 ) -> None:
     """Send mix requests until the deadline or the request budget. `heavy` lets one
-    multi-megabyte body be in flight at a time: the server holds about three copies of a
-    body while it waits and compiles (bytes, JSON, source), so several at once would make
-    the RSS check measure how they happened to coincide rather than whether memory leaks."""
+    multi-megabyte body be in flight at a time: the server briefly holds about three copies of
+    a body while it parses it, so several at once would make the RSS check measure how they
+    happened to coincide rather than whether memory leaks."""
     rng = random.Random(seed)
     programs = mix.corpus()
     big = mix.static_8mb_source()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,11 +13,10 @@ from typing import Any
 
 import attrs
 
-from emcc_trio.cgroups import instance_tag
+from emcc_trio.leftovers import job_cgroups, job_processes
 from load.mix import REPO
 
 START_SECONDS = 60.0
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 @attrs.define
@@ -65,9 +63,9 @@ class LoadServer:
         half-published artifacts (hidden staging dirs)."""
         jobs, store = self.jobs_dir, self.artifacts_dir
         return {
-            "processes": _job_processes(self.proc.pid, jobs),
+            "processes": job_processes(self.proc.pid, jobs),
             "job_dirs": sorted(p.name for p in jobs.iterdir()) if jobs.exists() else [],
-            "cgroups": [str(p) for p in _job_cgroups(jobs)],
+            "cgroups": [str(p) for p in job_cgroups(jobs)],
             "staging": sorted(p.name for p in store.glob(".*")) if store.exists() else [],
         }
 
@@ -122,44 +120,3 @@ def _listening_url(log_path: Path) -> str:
             if event.get("event") == "listening":
                 return str(event["urls"][0])
     return ""
-
-
-def _job_cgroups(jobs_dir: Path) -> list[Path]:
-    # v1 keeps one subtree per controller, v2 one: a glob finds the instance's in all of them.
-    tag = instance_tag(jobs_dir)
-    return sorted(p for p in CGROUP_ROOT.glob(f"**/{tag}/*") if p.is_dir())
-
-
-def _job_processes(server_pid: int, jobs_dir: Path) -> list[str]:
-    """Live processes in the jobs dir, in the instance's cgroups, or below the server."""
-    tag = instance_tag(jobs_dir)
-    children: dict[int, list[int]] = {}
-    found: set[str] = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == server_pid:
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
-            cwd = os.readlink(entry / "cwd")
-            cgroup = (entry / "cgroup").read_text()
-        except (OSError, IndexError, ValueError):
-            continue  # gone meanwhile, or a kernel thread
-        if cwd.startswith(str(jobs_dir)) or tag in cgroup:
-            found.add(_describe(int(entry.name)))
-    stack = list(children.get(server_pid, []))
-    while stack:
-        pid = stack.pop()
-        found.add(_describe(pid))
-        stack.extend(children.get(pid, []))
-    return sorted(d for d in found if d)
-
-
-def _describe(pid: int) -> str:
-    """`pid cmdline`, or "" for a process that is gone or a zombie (nothing to kill there)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return ""
-    shown = cmdline.replace(b"\0", b" ").decode(errors="replace")
-    return f"{pid} {shown}" if cmdline else ""

@@ -16,7 +16,7 @@ import attrs
 import httpx
 import pytest
 
-from emcc_trio.cgroups import instance_tag
+from emcc_trio.leftovers import job_cgroups, job_processes
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
@@ -87,49 +87,7 @@ class Server:
         return self.proc.wait(timeout)
 
     def job_processes(self) -> list[str]:
-        """Processes that belong to this server's jobs: running in its jobs dir, in its
-        cgroup subtree, or descended from it (the server itself excluded)."""
-        tag = instance_tag(self.jobs_dir)
-        children: dict[int, list[int]] = {}
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            pid = int(entry.name)
-            try:
-                stat = (entry / "stat").read_text()
-                ppid = int(stat.rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(pid)
-                cwd = os.readlink(entry / "cwd")
-                cgroup = (entry / "cgroup").read_text()
-                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except (OSError, IndexError, ValueError):
-                continue
-            if pid == self.proc.pid:
-                continue
-            if cwd.startswith(str(self.jobs_dir)) or tag in cgroup:
-                found.append(f"{pid} {cmd}")
-        stack = list(children.get(self.proc.pid, []))
-        while stack:
-            pid = stack.pop()
-            try:
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if "[defunct]" not in cmd and cmd:
-                found.append(f"{pid} {cmd}")
-            stack.extend(children.get(pid, []))
-        return sorted(set(found))
-
-    def job_cgroups(self) -> list[Path]:
-        tag = instance_tag(self.jobs_dir)
-        found: list[Path] = []
-        # os.walk, not glob: a job group removed mid-walk is skipped instead of raising.
-        for root, dirs, _ in os.walk("/sys/fs/cgroup"):
-            if Path(root).name == tag:
-                found.extend(Path(root) / name for name in dirs)
-                dirs.clear()
-        return sorted(found)
+        return job_processes(self.proc.pid, self.jobs_dir)
 
     def leftovers(self) -> dict[str, list[str]]:
         """Everything a finished job must not leave behind."""
@@ -137,7 +95,7 @@ class Server:
         return {
             "processes": self.job_processes(),
             "job_dirs": dirs,
-            "cgroups": [str(p) for p in self.job_cgroups()],
+            "cgroups": [str(p) for p in job_cgroups(self.jobs_dir)],
         }
 
     def assert_clean(self, timeout: float = 2.0) -> None:

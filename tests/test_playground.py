@@ -23,6 +23,7 @@ from conftest import REPO, Server, eventually, server_config, start_server
 from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Playwright, sync_playwright
 from playwright.sync_api import expect as pw_expect
 
+from emcc_trio.leftovers import descendants
 from emcc_trio.playground import ASSET_TYPES
 
 pytestmark = pytest.mark.browser
@@ -247,28 +248,16 @@ SPIN_WINDOW_S = 1.0  # a renderer busy for most of this window is running the pr
 
 def _renderer_cpu_ticks() -> dict[int, int]:
     """User + system CPU ticks of the Chromium renderers below this test process."""
-    parent_of: dict[int, int] = {}
-    ticks: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    ticks = {}
+    for pid in descendants(os.getpid()):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if b"--type=renderer" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                continue
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
-            continue
-        pid = int(stat.parent.name)
-        parent_of[pid] = int(fields[1])
+            continue  # gone meanwhile
         ticks[pid] = int(fields[11]) + int(fields[12])
-    ours = {os.getpid()}
-    while grown := {pid for pid, parent in parent_of.items() if parent in ours} - ours:
-        ours |= grown
-    renderers = {}
-    for pid in ours:
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"--type=renderer" in cmdline:
-            renderers[pid] = ticks[pid]
-    return renderers
+    return ticks
 
 
 def spinning_renderers() -> set[int]:

@@ -8,7 +8,6 @@ CDN, so the playground works offline. Programs run in `runner.html`, a sandboxed
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from importlib import resources
 from typing import Final
@@ -16,6 +15,7 @@ from typing import Final
 import attrs
 from quart import Response, request
 from quart_trio import QuartTrio
+from werkzeug.exceptions import NotFound
 
 # The page may talk only to this service; CodeMirror sets styles from script, hence
 # 'unsafe-inline' for styles (never for scripts).
@@ -61,8 +61,7 @@ def _serve(asset: Asset, csp: str | None) -> Response:
     if request.if_none_match.contains(asset.etag):
         response = Response(b"", status=304)
     else:
-        charset = "" if asset.mimetype == "application/wasm" else "; charset=utf-8"
-        response = Response(asset.body, content_type=asset.mimetype + charset)
+        response = Response(asset.body, content_type=asset.mimetype + "; charset=utf-8")
     response.set_etag(asset.etag)
     # Revalidate every time: a new release must not be mixed with a cached old script.
     response.headers["Cache-Control"] = "no-cache"
@@ -88,6 +87,5 @@ def register(app: QuartTrio) -> None:
     async def playground_asset(name: str) -> Response:
         asset = assets.get(name)
         if asset is None:
-            body = json.dumps({"ok": False, "error": "not found"})
-            return Response(body, status=404, mimetype="application/json")
+            raise NotFound  # the app's JSON 404
         return _serve(asset, ASSET_CSP.get(name))

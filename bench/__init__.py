@@ -1,0 +1,1 @@
+"""`nox -s bench`: the service's figures against raw emcc."""
