@@ -16,10 +16,15 @@ CORPUS_DIR: Final = LOAD_DIR / "corpus"
 BOMBS_DIR: Final = REPO / "tests" / "programs"
 
 # The top-level config's caps would let a bomb run for minutes: these end each one by its cap
-# within seconds, so a short run still sees many of them. maxBodyBytes is raised so the
-# generated 8 MB static-data source fits (and the oversize probe must exceed this).
+# within seconds, so a short run still sees many of them. Each bomb can reach only the cap it
+# is meant for, whatever the machine's speed: the memory bomb passes 512 MB after about 1.5 s
+# of CPU (a CPU cap of 5 s is 3x away, and CPU seconds per byte allocated do not depend on
+# load), the CPU bomb stays near 90 MB, and the wall-clock cap is 6x the CPU cap, so only a
+# job starved to a sixth of a core could meet it first (a CPU bomb may: that is judged as
+# "ran too long" too). maxBodyBytes is raised so the generated 8 MB static-data source fits
+# (and the oversize probe must exceed this).
 LOAD_CAPS: Final[Mapping[str, Any]] = {
-    "jobTimeoutSeconds": 10,
+    "jobTimeoutSeconds": 30,
     "jobCpuSeconds": 5,
     "jobMemoryMaxMB": 512,
     "maxBodyBytes": 16 * 1024 * 1024,
@@ -140,6 +145,16 @@ def _bomb(name: str, rng: random.Random) -> str:
     return _unique((BOMBS_DIR / name).read_text(), rng)
 
 
+# Bombs by kind: (file in tests/programs, the request's "type").
+BOMBS: Final[Mapping[str, tuple[str, str]]] = {
+    "bomb_memory": ("memory_bomb.c", "c"),
+    "bomb_cpu": ("spin.cpp", "cpp"),
+    "bomb_flood": ("flood.c", "c"),
+    # A slow-ish compile, so the hang-up lands while it runs.
+    "disconnect": ("medium.c", "c"),
+}
+
+
 def make_request(kind: str, rng: random.Random, programs: list[Program], big: str) -> Request:
     """A request of `kind`; `big` is static_8mb_source(), built once."""
     if kind == "normal":
@@ -155,14 +170,12 @@ def make_request(kind: str, rng: random.Random, programs: list[Program], big: st
     if kind == "malformed":
         raw, names = rng.choice(MALFORMED)
         return Request(kind, raw, names)
+    if kind in BOMBS:
+        name, language = BOMBS[kind]
+        return Request(kind, _json({"code": _bomb(name, rng), "type": language}))
     sources = {
-        "bomb_memory": lambda: _bomb("memory_bomb.c", rng),
-        "bomb_cpu": lambda: _bomb("slow.c", rng),
-        "bomb_flood": lambda: _bomb("flood.c", rng),
         "static_8mb": lambda: _unique(big, rng),
         "static_48mb": lambda: _unique(STATIC_48MB, rng),
-        # A slow-ish compile, so the hang-up lands while it runs.
-        "disconnect": lambda: _bomb("medium.c", rng),
         # Just over maxBodyBytes.
         "oversize": lambda: "x" * (int(LOAD_CAPS["maxBodyBytes"]) + 1024),
     }
@@ -191,6 +204,7 @@ def _matches(answer: Answer) -> bool:
     if kind == "bomb_memory":
         return _limit_is(body, status, "memory")
     if kind == "bomb_cpu":
+        # Both mean "ran too long"; the table reports which one it was.
         return _limit_is(body, status, "cpu", "timeout")
     if kind == "bomb_flood":
         return _limit_is(body, status, "output")

@@ -32,7 +32,10 @@ from load import mix
 from load.server import LoadServer, load_config, start
 
 RUN_ARTIFACT_JS = mix.REPO / "tests" / "run_artifact.js"
-HEALTH_P99_MAX_MS = 250.0
+# What "responsive" means: an event loop that a compile never blocks. Measured here at a p99
+# of about 14 ms under full load; the bound is far above that so a slower machine passes too,
+# and still fails a server whose loop stalls.
+HEALTH_P99_MAX_MS = 1000.0
 HEALTH_PERIOD = 0.1
 HEALTH_TIMEOUT = 5.0
 RSS_GROWTH_MAX_MB = 150.0

@@ -44,6 +44,43 @@ def program(name: str) -> str:
     return (PROGRAMS / name).read_text()
 
 
+def spin() -> str:
+    """A C++ compile that only a CPU, wall-clock or hang-up can end (constant memory)."""
+    return program("spin.cpp")
+
+
+@attrs.define
+class FifoGate:
+    """A compile that waits for the test: its source includes a FIFO, and clang blocks
+    reading it until `open` writes the header. An in-flight compile without a race against
+    the machine's speed."""
+
+    path: Path
+
+    def __attrs_post_init__(self) -> None:
+        os.mkfifo(self.path)
+
+    @property
+    def code(self) -> str:
+        return (
+            f'#include "{self.path}"\n#include <stdio.h>\n'
+            'int main(void) { printf("gated %d\\n", GATED); return 0; }\n'
+        )
+
+    def open(self) -> None:
+        """Let the waiting compile go on (fails if no compiler is reading the FIFO)."""
+
+        def writer() -> list[int]:
+            try:
+                return [os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)]
+            except OSError:  # ENXIO: the compiler has not opened it yet
+                return []
+
+        [fd] = eventually(writer, 60, "the compiler to read the gate FIFO")
+        with os.fdopen(fd, "w") as fifo:
+            fifo.write("#define GATED 42\n")
+
+
 @attrs.define
 class Server:
     proc: subprocess.Popen[bytes]

@@ -6,11 +6,10 @@ import http.client
 import json
 import re
 import socket
-import threading
 from pathlib import Path
 
 import httpx
-from conftest import HELLO_C, MakeServer, Server, eventually, program, run_artifact
+from conftest import HELLO_C, FifoGate, MakeServer, Server, eventually, program, run_artifact, spin
 from test_lifecycle import open_compile, wait_for_compiler
 
 from emcc_trio.cache import ResultCache, cache_key
@@ -90,45 +89,59 @@ def test_cache_can_be_disabled(make_server: MakeServer) -> None:
     assert "emcc_trio_cache_bytes" not in httpx.get(server.url + "/metrics").text
 
 
-def test_identical_requests_in_flight_share_one_compile(server: Server) -> None:
-    code = program("medium.c")
-    first = open_compile(server, code)
+def test_identical_requests_in_flight_share_one_compile(server: Server, tmp_path: Path) -> None:
+    gate = FifoGate(tmp_path / "gate.h")
+    first = open_compile(server, gate.code)
     wait_for_compiler(server)
-    second = server.compile(code).json()  # joins the compile in flight
-    first_reply = read_reply(first)
+    second = open_compile(server, gate.code)
+    eventually(
+        lambda: metric(server, 'emcc_trio_cache_requests_total{result="shared"}') == 1,
+        10,
+        "the second request to join",
+    )
+    gate.open()
+    first_reply, second_reply = read_reply(first), read_reply(second)
     first.close()
-    assert second["ok"] is True
-    assert first_reply["id"] == second["id"]
+    second.close()
+    assert second_reply["ok"] is True
+    assert first_reply["id"] == second_reply["id"]
     assert compiles_run(server) == 1
     assert metric(server, 'emcc_trio_cache_requests_total{result="miss"}') == 1
     assert metric(server, 'emcc_trio_cache_requests_total{result="shared"}') == 1
 
 
-def test_first_client_leaving_does_not_cancel_the_shared_compile(server: Server) -> None:
-    code = program("medium.c")
-    first = open_compile(server, code)
+def test_first_client_leaving_does_not_cancel_the_shared_compile(
+    server: Server, tmp_path: Path
+) -> None:
+    gate = FifoGate(tmp_path / "gate.h")
+    first = open_compile(server, gate.code)
     wait_for_compiler(server)
-    result: dict[str, httpx.Response] = {}
-    thread = threading.Thread(target=lambda: result.update(r=server.compile(code)))
-    thread.start()
+    second = open_compile(server, gate.code)
     eventually(
         lambda: metric(server, 'emcc_trio_cache_requests_total{result="shared"}') == 1,
         10,
         "the second request to join",
     )
     first.close()
-    thread.join(120)
-    assert result["r"].status_code == 200
-    assert result["r"].json()["ok"] is True
-    assert metric(server, 'emcc_trio_cancellations_total{cause="client"}') == 1
+    eventually(
+        lambda: metric(server, 'emcc_trio_cancellations_total{cause="client"}') == 1,
+        10,
+        "the first request's hang-up to be counted",
+    )
+    assert wait_for_compiler(server), "the shared compile goes on"
+    gate.open()
+    reply = read_reply(second)
+    second.close()
+    assert reply["ok"] is True
+    assert run_artifact(server, httpx.Response(200, json=reply), tmp_path) == "gated 42\n"
     server.assert_clean()
 
 
 def test_compile_shared_by_clients_who_all_leave_is_cancelled(server: Server) -> None:
-    code = program("slow.c")
-    first = open_compile(server, code)
+    code = spin()
+    first = open_compile(server, code, "cpp")
     wait_for_compiler(server)
-    second = open_compile(server, code)
+    second = open_compile(server, code, "cpp")
     eventually(
         lambda: metric(server, 'emcc_trio_cache_requests_total{result="shared"}') == 1,
         10,

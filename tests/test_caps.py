@@ -122,7 +122,6 @@ async def test_cpu_seconds_cap_kills(driver: V1Driver | V2Driver, tmp_path: Path
         driver=driver,
     )
     assert result.limit == "cpu"
-    assert result.duration_seconds < 10
 
 
 async def test_whole_group_is_killed_even_outside_the_process_group(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
-from conftest import HELLO_C, MakeServer, eventually, program
+from conftest import HELLO_C, MakeServer, eventually, spin
 from test_lifecycle import open_compile, wait_for_compiler
 
 from emcc_trio.cgroups import read_budget
@@ -175,10 +175,10 @@ async def test_cpu_limiter_bounds_concurrency(tmp_path: Path) -> None:
 
 def test_http_queue_full_is_503_with_retry_after(make_server: MakeServer) -> None:
     server = make_server(maxConcurrentJobs=1, queueMax=1)
-    running = open_compile(server, program("slow.c"))
+    running = open_compile(server, spin(), "cpp")
     wait_for_compiler(server)
     # A different source: an identical one would join the first compile, not queue.
-    waiting = open_compile(server, program("slow.c") + "/* another */\n")
+    waiting = open_compile(server, spin() + "/* another */\n", "cpp")
     with server.client() as client:
         eventually(
             lambda: "emcc_trio_queue_waiting 1.0" in client.get("/metrics").text,
