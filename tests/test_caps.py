@@ -182,7 +182,8 @@ async def test_cancelled_caller_kills_the_whole_group_and_removes_it(
     driver: V1Driver | V2Driver, tmp_path: Path
 ) -> None:
     returned = False
-    with trio.fail_after(60), trio.CancelScope() as scope:
+    # A guard against a hang, not a verdict: under the VM's emulated CPU Python starts slowly.
+    with trio.fail_after(300), trio.CancelScope() as scope:
         async with trio.open_nursery() as nursery:
 
             async def job() -> None:
