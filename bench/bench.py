@@ -6,21 +6,27 @@
 2. Throughput on the load test's corpus at concurrency 1, 2, 4, 8: the full sandbox (cache
    off) against the same number of raw emcc runs in parallel; compiles per second and ratio.
 3. Cache hits: one identical request repeated; p50/p99 latency and hits per second.
+4. Cache bookkeeping: the cost of one put (which evicts one entry) and one hit in a full
+   result cache of 100, 10 000 and 100 000 entries, in a tmpfs. The index costs the same at
+   every size (a full scan per put, as before, would cost ~1000 times more at 100 000).
 
-Usage: python -m bench.bench [--quick] [--rounds N]
+Usage: python -m bench.bench [--quick] [--rounds N] [--bookkeeping-only]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import os
 import platform
+import random
 import shutil
 import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -28,6 +34,7 @@ from typing import Any
 import attrs
 import httpx
 
+from emcc_trio.cache import ResultCache
 from load.server import LoadServer, start
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,6 +61,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
 FULL_SANDBOX = "server + cgroup + nsjail"
 CACHE_ON: dict[str, Any] = {"cgroupDriver": "auto", "nsjailEnabled": True}
 CONCURRENCY = (1, 2, 4, 8)
+BOOKKEEPING_SIZES = (100, 10_000, 100_000)
+BOOKKEEPING_BATCHES = 5
 
 
 @attrs.frozen
@@ -61,11 +70,12 @@ class Settings:
     rounds: int  # latency rounds
     per_level: int  # compiles per concurrency level, per side
     cache_requests: int
+    bookkeeping_ops: int  # puts and hits per batch, per cache size
 
 
 SETTINGS = {
-    False: Settings(rounds=10, per_level=24, cache_requests=500),
-    True: Settings(rounds=3, per_level=8, cache_requests=150),
+    False: Settings(rounds=10, per_level=24, cache_requests=500, bookkeeping_ops=2000),
+    True: Settings(rounds=3, per_level=8, cache_requests=150, bookkeeping_ops=500),
 }
 
 
@@ -211,6 +221,75 @@ def cache_hits(url: str, requests: int) -> None:
     )
 
 
+def cache_bookkeeping(ops: int) -> None:
+    """Microseconds per put and per hit in a full ResultCache of each size in
+    BOOKKEEPING_SIZES. The batches go round the sizes, so that drift on a noisy machine hits
+    every row alike; each row is its best batch."""
+    shm = Path("/dev/shm")
+    parent = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
+    with contextlib.ExitStack() as stack:
+        caches = [
+            FullCache.filled(Path(stack.enter_context(_bench_dir(parent))), entries)
+            for entries in BOOKKEEPING_SIZES
+        ]
+        puts: list[list[float]] = [[] for _ in caches]
+        hits: list[list[float]] = [[] for _ in caches]
+        for _ in range(BOOKKEEPING_BATCHES):
+            for full, put_seconds, hit_seconds in zip(caches, puts, hits, strict=True):
+                put_seconds.append(full.put_seconds(ops) / ops * 1e6)
+                hit_seconds.append(full.hit_seconds(ops) / ops * 1e6)
+    where = "tmpfs" if parent else "the temp dir's file system"
+    print(f"\ncache bookkeeping (full cache in {where}; best of {BOOKKEEPING_BATCHES} x {ops} ops)")
+    print(f"{'entries':>8} {'put+evict us':>13} {'ratio':>6} {'hit us':>7} {'ratio':>6}")
+    base_put, base_hit = min(puts[0]), min(hits[0])
+    for entries, put_us, hit_us in zip(BOOKKEEPING_SIZES, puts, hits, strict=True):
+        put, hit = min(put_us), min(hit_us)
+        ratios = f"{put / base_put:>6.2f} {hit:>7.1f} {hit / base_hit:>6.2f}"
+        print(f"{entries:>8} {put:>13.1f} {ratios}")
+
+
+def _bench_dir(parent: Path | None) -> tempfile.TemporaryDirectory[str]:
+    return tempfile.TemporaryDirectory(prefix="emcc-trio-bench-cache-", dir=parent)
+
+
+@attrs.define
+class FullCache:
+    """A ResultCache kept full at `entries`: every entry has the same size (a compile error:
+    one small file, no artifacts), so each put evicts exactly one."""
+
+    root: Path
+    entries: int
+    cache: ResultCache
+    keys: Iterator[str] = attrs.field(factory=lambda: (f"{i:064x}" for i in itertools.count()))
+    pick: random.Random = attrs.field(factory=lambda: random.Random(0))
+
+    @classmethod
+    def filled(cls, root: Path, entries: int) -> FullCache:
+        full = cls(root, entries, ResultCache(root / "cache", root / "artifacts", 1 << 62))
+        full.cache.load()
+        full.put_seconds(entries)
+        full.cache.max_bytes = full.cache.total_bytes
+        return full
+
+    def put_seconds(self, count: int) -> float:
+        batch = list(itertools.islice(self.keys, count))
+        start = time.perf_counter()
+        for key in batch:
+            self.cache.put(key, key[-32:], False, "error: expected ';'", {"cpuSeconds": 0.1})
+        return time.perf_counter() - start
+
+    def hit_seconds(self, count: int) -> float:
+        live = [name.removesuffix(".json") for name in os.listdir(self.root / "cache")]
+        if len(live) != self.entries or self.cache.total_bytes != self.cache.max_bytes:
+            raise SystemExit("bench: the cache did not stay full at one eviction per put")
+        wanted = self.pick.choices(live, k=count)
+        start = time.perf_counter()
+        for key in wanted:
+            if self.cache.get(key) is None:
+                raise SystemExit(f"bench: cache entry {key} is missing")
+        return time.perf_counter() - start
+
+
 def machine() -> str:
     model = ""
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -230,14 +309,23 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer rounds and compiles")
     parser.add_argument("--rounds", type=int, help="latency rounds (10; 3 with --quick)")
+    parser.add_argument(
+        "--bookkeeping-only", action="store_true", help="only the cache bookkeeping (no server)"
+    )
     options = parser.parse_args()
     settings = SETTINGS[options.quick]
-    rounds = options.rounds or settings.rounds
+    print(machine())
+    if not options.bookkeeping_only:
+        served(settings, options.rounds or settings.rounds)
+    cache_bookkeeping(settings.bookkeeping_ops)
+
+
+def served(settings: Settings, rounds: int) -> None:
+    """Sections 1-3, against real servers."""
     base = Path(tempfile.mkdtemp(prefix="emcc-trio-bench-"))
     base.chmod(0o711)  # the jail's unprivileged outside user must traverse it
     configs = {**VARIANTS, "cache on": CACHE_ON}
     servers = {name: start_server(base / f"s{i}", o) for i, (name, o) in enumerate(configs.items())}
-    print(machine())
     try:
         clients = {name: httpx.Client(base_url=servers[name].url, timeout=300) for name in VARIANTS}
         try:

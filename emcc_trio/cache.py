@@ -15,6 +15,8 @@ import contextlib
 import hashlib
 import json
 import os
+import threading
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -44,21 +46,26 @@ class Entry:
 
 @attrs.define
 class ResultCache:
+    """The index of the entries on disk, in memory. Every operation costs the same whatever
+    the number of entries: the byte total is kept as entries come and go, and the entries
+    are kept in use order, least recently used first."""
+
     root: Path
     artifacts_dir: Path
     max_bytes: int
-    _entries: dict[str, Entry] = attrs.field(factory=dict)
-    # key -> last use, on a logical clock: file times tie within a kernel tick.
-    _used: dict[str, int] = attrs.field(factory=dict)
-    _ids: dict[str, str] = attrs.field(factory=dict)  # key -> artifact id (successes)
-    _clock: int = 0
+    _entries: OrderedDict[str, Entry] = attrs.field(factory=OrderedDict)
+    _total: int = 0  # the sum of the entries' sizes
+    _live: Counter[str] = attrs.field(factory=Counter)  # artifact id -> entries naming it
+    # `put` runs in worker threads (trio.to_thread) while `get` runs on the event loop.
+    _lock: threading.Lock = attrs.field(factory=threading.Lock)
 
     @property
     def total_bytes(self) -> int:
-        return sum(entry.size for entry in self._entries.values())
+        return self._total
 
     def live_ids(self) -> set[str]:
-        return set(self._ids.values())
+        with self._lock:
+            return set(self._live)
 
     def load(self) -> None:
         """Rebuild the index from disk; drop entries whose artifacts are gone."""
@@ -74,8 +81,9 @@ class ResultCache:
                 continue
             found.append((path.stat().st_mtime, path.stem, entry))
         # File times (kept fresh by every hit) give the order across restarts.
-        for _, key, entry in sorted(found, key=lambda item: item[0]):
-            self._remember(key, entry)
+        with self._lock:
+            for _, key, entry in sorted(found, key=lambda item: item[0]):
+                self._add(key, entry)
 
     def get(self, key: str) -> Entry | None:
         path = self.root / f"{key}.json"
@@ -83,14 +91,18 @@ class ResultCache:
         if entry is None:
             return None
         if entry.ok and not self._artifact_exists(entry.job_id):
-            self._forget(key)
+            with self._lock:
+                if self._entries.get(key) is entry:
+                    self._forget(key)
             return None
         with contextlib.suppress(OSError):
             os.utime(path)
             if entry.ok:
                 # Handing the id out again restarts its artifact's TTL.
                 os.utime(self.artifacts_dir / entry.job_id)
-        self._remember(key, entry)
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
         return entry
 
     def put(self, key: str, job_id: str, ok: bool, output: str, usage: dict[str, Any]) -> None:
@@ -106,27 +118,36 @@ class ResultCache:
         temp = self.root / f".{key}.{os.getpid()}.tmp"
         temp.write_text(text)
         temp.rename(path)
-        self._remember(key, entry)
-        self._evict()
+        with self._lock:
+            self._add(key, entry)
+            self._evict()
 
-    def _remember(self, key: str, entry: Entry) -> None:
-        self._clock += 1
+    def _add(self, key: str, entry: Entry) -> None:
+        """Index `entry` as the most recently used (replacing what `key` held)."""
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._discount(old)
         self._entries[key] = entry
-        self._used[key] = self._clock
+        self._total += entry.size
         if entry.ok:
-            self._ids[key] = entry.job_id
+            self._live[entry.job_id] += 1
+
+    def _discount(self, entry: Entry) -> None:
+        self._total -= entry.size
+        if entry.ok:
+            self._live[entry.job_id] -= 1
+            if self._live[entry.job_id] == 0:
+                del self._live[entry.job_id]
 
     def _forget(self, key: str) -> None:
-        self._entries.pop(key, None)
-        self._used.pop(key, None)
-        self._ids.pop(key, None)
+        self._discount(self._entries.pop(key))
         (self.root / f"{key}.json").unlink(missing_ok=True)
 
     def _evict(self) -> None:
         """Least recently used first, until the cache fits. An evicted entry's artifact is
         not deleted (its URL was handed out): it falls back under artifactTTLDays."""
-        while self.total_bytes > self.max_bytes and len(self._entries) > 1:
-            self._forget(min(self._used, key=self._used.__getitem__))
+        while self._total > self.max_bytes and len(self._entries) > 1:
+            self._forget(next(iter(self._entries)))
 
     def _artifact_exists(self, job_id: str) -> bool:
         return all((self.artifacts_dir / job_id / name).is_file() for name in ARTIFACT_FILES)

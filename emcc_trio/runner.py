@@ -1,8 +1,10 @@
 """Run one command as a job: own process group, own cgroup, bounded output, hard limits.
 
-`run_job` returns when the command ends, a limit ends it, or its caller is cancelled. In
-every case, before it returns or re-raises, every process the command spawned is killed and
-its cgroup removed, under a shielded cancel scope with its own deadline.
+`run_job` returns when the command ends, a limit ends it, or its caller is cancelled. The
+command runs under `trio.run_process` in the job's nursery, whose cancellation (a limit, a
+caller gone) kills the whole process group and cgroup. In every case, before `run_job`
+returns or re-raises, every process the command spawned is killed and its cgroup removed,
+under a shielded cancel scope with its own deadline.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Final, Literal
 
@@ -103,81 +106,84 @@ async def run_job(
     output = _BoundedOutput(limits.max_output_bytes)
     usage = Usage()
     process: trio.Process | None = None
+    start_error: OSError | None = None
+    work = trio.CancelScope(deadline=start + limits.timeout_seconds)
+    output_done = trio.Event()
 
-    def kill_everything() -> None:
-        if process is not None:
-            _kill_process_group(process.pid)
+    async def kill_job(job: trio.Process) -> None:
+        """run_process's deliver_cancel: the whole job goes, not only its first process."""
+        _kill_process_group(job.pid)
         if group is not None:
             group.kill()
 
+    async def read_output(stdout: trio.abc.ReceiveStream) -> None:
+        nonlocal killed_for
+        async with stdout:
+            await output.fill_from(stdout)
+        if output.overflowed:
+            killed_for = "output"
+            work.cancel()
+        output_done.set()
+
+    async def watch_cpu(job_group: JobGroup) -> None:
+        nonlocal killed_for
+        while True:
+            await trio.sleep(_POLL_SECONDS)
+            cpu = job_group.usage().cpu_seconds
+            if cpu is not None and cpu > limits.cpu_seconds:
+                killed_for = "cpu"
+                work.cancel()
+
+    run = partial(
+        trio.run_process,
+        enter_argv(group.procs_files, argv) if group else list(argv),
+        cwd=cwd,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        check=False,
+        deliver_cancel=kill_job,
+    )
     try:
-        full_argv = enter_argv(group.procs_files, argv) if group else list(argv)
-        try:
-            process = await trio.lowlevel.open_process(
-                full_argv,
-                cwd=cwd,
-                env=dict(env),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise JobStartError(f"cannot start {argv[0]}: {exc.strerror}") from exc
-        stdout = process.stdout
-        assert stdout is not None
-        with trio.CancelScope(deadline=start + limits.timeout_seconds) as work:
-
-            async def read_output(task_status: trio.TaskStatus[trio.Event]) -> None:
-                nonlocal killed_for
-                done = trio.Event()
-                task_status.started(done)
-                await output.fill_from(stdout)
-                if output.overflowed:
-                    killed_for = "output"
-                    work.cancel()
-                done.set()
-
-            async def watch_cpu(job_group: JobGroup) -> None:
-                nonlocal killed_for
-                while True:
-                    await trio.sleep(_POLL_SECONDS)
-                    cpu = job_group.usage().cpu_seconds
-                    if cpu is not None and cpu > limits.cpu_seconds:
-                        killed_for = "cpu"
-                        work.cancel()
-
+        with work:
             async with trio.open_nursery() as nursery:
-                output_done = await nursery.start(read_output)
-                if group is not None:
-                    nursery.start_soon(watch_cpu, group)
-                await process.wait()
-                # The compile is over: stragglers go now, which also closes the pipe.
-                kill_everything()
-                with trio.move_on_after(_DRAIN_SECONDS):
-                    await output_done.wait()
-                nursery.cancel_scope.cancel()
+                try:
+                    process = await nursery.start(run)
+                except OSError as exc:
+                    start_error = exc  # raised below, where no nursery wraps it in a group
+                else:
+                    assert process.stdout is not None
+                    nursery.start_soon(read_output, process.stdout)
+                    if group is not None:
+                        nursery.start_soon(watch_cpu, group)
+                    await process.wait()
+                    # The compile is over: stragglers go now, which also closes the pipe.
+                    await kill_job(process)
+                    with trio.move_on_after(_DRAIN_SECONDS):
+                        await output_done.wait()
+                    nursery.cancel_scope.cancel()
         if work.cancelled_caught and killed_for is None:
             killed_for = "timeout"
     finally:
+        # run_process has already killed and reaped the job's first process; stragglers
+        # outside its process group die with the cgroup.
         with trio.CancelScope(shield=True, deadline=trio.current_time() + _CLEANUP_SECONDS):
-            kill_everything()
             if group is not None:
                 usage = group.usage()
                 await group.kill_and_remove()
-            if process is not None:
-                await process.wait()
-                if process.stdout is not None:
-                    await process.stdout.aclose()
-    exit_code = process.returncode if process is not None else None
+    if start_error is not None:
+        raise JobStartError(f"cannot start {argv[0]}: {start_error.strerror}") from start_error
+    assert process is not None
     text = output.data.decode("utf-8", errors="replace")
-    if exit_code == ENTER_FAILED_STATUS and text.startswith("emcc-trio-enter:"):
+    if process.returncode == ENTER_FAILED_STATUS and text.startswith("emcc-trio-enter:"):
         raise JobStartError(f"the job could not join its cgroup: {text}")
     return JobResult(
-        exit_code=exit_code,
+        exit_code=process.returncode,
         output=text,
         output_truncated=output.overflowed,
-        limit=classify(exit_code, killed_for, usage),
+        limit=classify(process.returncode, killed_for, usage),
         usage=usage,
         duration_seconds=trio.current_time() - start,
     )

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
+import shutil
 import socket
+import tempfile
 from pathlib import Path
 
 import httpx
 from conftest import HELLO_C, FifoGate, MakeServer, Server, eventually, program, run_artifact, spin
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from test_lifecycle import open_compile, wait_for_compiler
 
 from emcc_trio.cache import ResultCache, cache_key
@@ -209,3 +215,133 @@ def test_sweeper_keeps_what_a_live_entry_points_at(make_server: MakeServer) -> N
     eventually(lambda: not orphan.exists(), 10, "the sweeper to remove the orphan")
     assert (server.artifacts_dir / kept["id"] / "app.wasm").exists()
     assert server.compile(HELLO_C).json()["cached"] is True
+
+
+def test_a_hit_refreshes_the_entry_and_its_artifact_for_the_next_start(tmp_path: Path) -> None:
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    cache = ResultCache(tmp_path / "cache", artifacts, max_bytes=1 << 20)
+    cache.load()
+    key = cache_key("v", ["emcc"], "x")
+    _entry(cache, artifacts, key, 10)
+    stale = [tmp_path / "cache" / f"{key}.json", artifacts / key[:32]]
+    for path in stale:
+        os.utime(path, ns=(0, 0))
+    assert cache.get(key) is not None
+    assert all(path.stat().st_mtime_ns > 0 for path in stale)
+
+
+def test_a_restart_keeps_the_use_order_by_file_time(tmp_path: Path) -> None:
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    cache = ResultCache(tmp_path / "cache", artifacts, max_bytes=3500)
+    cache.load()
+    keys = [cache_key("v", ["emcc", str(i)], "code") for i in range(5)]
+    for key in keys[:3]:
+        _entry(cache, artifacts, key, 1000)
+    # Used last to first, a second apart.
+    for second, key in enumerate(reversed(keys[:3]), start=1):
+        os.utime(tmp_path / "cache" / f"{key}.json", (second, second))
+    restarted = ResultCache(tmp_path / "cache", artifacts, max_bytes=3500)
+    restarted.load()
+    assert restarted.total_bytes == cache.total_bytes
+    _entry(restarted, artifacts, keys[3], 1000)
+    assert restarted.get(keys[2]) is None, "the least recently used (oldest file) went first"
+    _entry(restarted, artifacts, keys[4], 1000)
+    assert restarted.get(keys[1]) is None
+    assert restarted.get(keys[0]) is not None
+
+
+CACHE_MAX = 2000
+KEYS = [cache_key("v", ["emcc", str(i)], "code") for i in range(4)]
+
+
+class CacheBookkeeping(RuleBasedStateMachine):
+    """ResultCache against a plain model: a dict of key -> (size, artifact id or None), least
+    recently used first, whose sizes are measured on disk when an entry is written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = Path(tempfile.mkdtemp(prefix="emcc-trio-cache-"))
+        self.artifacts = self.dir / "artifacts"
+        self.artifacts.mkdir()
+        self.cache = self._open()
+        self.model: dict[str, tuple[int, str | None]] = {}
+        self.serial = 0
+
+    def teardown(self) -> None:
+        shutil.rmtree(self.dir)
+
+    def _open(self) -> ResultCache:
+        cache = ResultCache(self.dir / "cache", self.artifacts, max_bytes=CACHE_MAX)
+        cache.load()
+        return cache
+
+    def _size_on_disk(self, key: str, job_id: str | None) -> int:
+        size = (self.dir / "cache" / f"{key}.json").stat().st_size
+        if job_id is not None:
+            size += sum(f.stat().st_size for f in (self.artifacts / job_id).iterdir())
+        return size
+
+    @rule(
+        k=st.sampled_from(KEYS),
+        ok=st.booleans(),
+        js_bytes=st.integers(300, 1000),
+        output=st.text(max_size=40),
+    )
+    def put(self, k: str, ok: bool, js_bytes: int, output: str) -> None:
+        self.serial += 1
+        job_id = f"{self.serial:032x}"
+        if ok:
+            (self.artifacts / job_id).mkdir()
+            (self.artifacts / job_id / "app.js").write_bytes(b"j" * js_bytes)
+            (self.artifacts / job_id / "app.wasm").write_bytes(b"w")
+        self.cache.put(k, job_id, ok, output, {"cpuSeconds": 0.5})
+        self.model.pop(k, None)
+        self.model[k] = (self._size_on_disk(k, job_id if ok else None), job_id if ok else None)
+        while sum(size for size, _ in self.model.values()) > CACHE_MAX and len(self.model) > 1:
+            del self.model[next(iter(self.model))]
+
+    @rule(k=st.sampled_from(KEYS))
+    def get(self, k: str) -> None:
+        entry = self.cache.get(k)
+        if k not in self.model:
+            assert entry is None
+            return
+        _, job_id = self.model[k]
+        if job_id is not None and not (self.artifacts / job_id).exists():
+            assert entry is None
+            del self.model[k]
+            return
+        assert entry is not None
+        assert entry.job_id == job_id or not entry.ok
+        self.model[k] = self.model.pop(k)
+
+    @precondition(lambda self: any(job_id for _, job_id in self.model.values()))
+    @rule(data=st.data())
+    def lose_an_artifact(self, data: st.DataObject) -> None:
+        ids = [job_id for _, job_id in self.model.values() if job_id is not None]
+        shutil.rmtree(self.artifacts / data.draw(st.sampled_from(ids)), ignore_errors=True)
+
+    @rule()
+    def restart(self) -> None:
+        # Time passes between uses: give the files distinct times in use order.
+        for second, key in enumerate(self.model, start=1):
+            os.utime(self.dir / "cache" / f"{key}.json", (second, second))
+        self.cache = self._open()
+        lost = [k for k, (_, j) in self.model.items() if j and not (self.artifacts / j).exists()]
+        for key in lost:
+            del self.model[key]
+
+    @invariant()
+    def bookkeeping_matches(self) -> None:
+        assert self.cache.total_bytes == sum(size for size, _ in self.model.values())
+        on_disk = {p.stem for p in (self.dir / "cache").iterdir()}
+        assert on_disk == set(self.model)
+        assert self.cache.live_ids() == {j for _, j in self.model.values() if j is not None}
+
+
+CacheBookkeeping.TestCase.settings = settings(
+    max_examples=50, stateful_step_count=30, deadline=None
+)
+TestCacheBookkeeping = CacheBookkeeping.TestCase

@@ -6,16 +6,19 @@ where EMCC_TRIO_TEST_V2_ROOT names a delegated group).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from conftest import HELLO_C, MakeServer, program
+import trio
+from conftest import HELLO_C, MakeServer, eventually, program
 
-from emcc_trio.cgroups import Caps, V1Driver, V2Driver, instance_tag, open_driver
-from emcc_trio.runner import Limits, run_job
+from emcc_trio.cgroups import Caps, JobGroup, V1Driver, V2Driver, instance_tag, open_driver
+from emcc_trio.runner import JobStartError, Limits, run_job
 
 MB = 1024 * 1024
 DRIVER_KIND = os.environ.get("EMCC_TRIO_TEST_DRIVER", "v1")
@@ -143,6 +146,169 @@ async def test_whole_group_is_killed_even_outside_the_process_group(
     )
     assert result.output == "spawned\n"
     assert _processes_running("sleep 300") == []
+
+
+async def test_timeout_kills_the_whole_group(driver: V1Driver | V2Driver, tmp_path: Path) -> None:
+    result = await run_job(
+        python(_ESCAPE_AND_HANG),
+        job_id="timeout",
+        cwd=tmp_path,
+        env={},
+        limits=limits(timeout=1),
+        driver=driver,
+    )
+    assert result.limit == "timeout"
+    assert _processes_naming(tmp_path) == []
+
+
+async def test_output_cap_kills_and_keeps_the_first_bytes(
+    driver: V1Driver | V2Driver, tmp_path: Path
+) -> None:
+    result = await run_job(
+        python("import sys\nwhile True: sys.stdout.write('y' * 4096)"),
+        job_id="output",
+        cwd=tmp_path,
+        env={},
+        limits=limits(),
+        driver=driver,
+    )
+    assert result.limit == "output"
+    assert result.output_truncated
+    assert result.output == "y" * 65536
+
+
+async def test_cancelled_caller_kills_the_whole_group_and_removes_it(
+    driver: V1Driver | V2Driver, tmp_path: Path
+) -> None:
+    returned = False
+    # A guard against a hang, not a verdict: under the VM's emulated CPU Python starts slowly.
+    with trio.fail_after(300), trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+
+            async def job() -> None:
+                nonlocal returned
+                await run_job(
+                    python(_ESCAPE_AND_HANG),
+                    job_id="cancelled",
+                    cwd=tmp_path,
+                    env={},
+                    limits=limits(),
+                    driver=driver,
+                )
+                returned = True
+
+            nursery.start_soon(job)
+            while not _processes_naming(tmp_path):
+                await trio.sleep(0.01)
+            scope.cancel()
+    assert scope.cancelled_caught
+    assert not returned
+    # The group is gone (the fixture checks), so every member has exited.
+    assert _processes_naming(tmp_path) == []
+
+
+async def test_unstartable_job_is_a_start_error_and_leaves_no_group(
+    driver: V1Driver | V2Driver, tmp_path: Path
+) -> None:
+    with pytest.raises(JobStartError, match="No such file or directory"):
+        await run_job(
+            ["true"],
+            job_id="nocwd",
+            cwd=tmp_path / "missing",
+            env={},
+            limits=limits(),
+            driver=driver,
+        )
+
+
+async def test_a_job_that_cannot_join_its_group_is_a_start_error(
+    driver: V1Driver | V2Driver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    create = type(driver).create
+
+    def create_then_remove_one(self: V1Driver | V2Driver, job_id: str, caps: Caps) -> JobGroup:
+        group = create(self, job_id, caps)  # type: ignore[arg-type]
+        group.procs_files[-1].parent.rmdir()
+        return group
+
+    monkeypatch.setattr(type(driver), "create", create_then_remove_one)
+    with pytest.raises(JobStartError, match="could not join its cgroup: emcc-trio-enter:"):
+        await run_job(
+            python("print('never runs')"),
+            job_id="nojoin",
+            cwd=tmp_path,
+            env={},
+            limits=limits(),
+            driver=driver,
+        )
+
+
+async def test_without_cgroups_stragglers_do_not_hold_the_job(tmp_path: Path) -> None:
+    # One child stays in the job's process group, one starts its own session and keeps
+    # the output pipe open: the job still ends when its main process does.
+    stragglers = (
+        "import subprocess, sys\n"
+        f"hang = [sys.executable, '-c', 'import time; time.sleep(300)', {str(tmp_path)!r}]\n"
+        "subprocess.Popen(hang + ['group'])\n"
+        "subprocess.Popen(hang + ['session'], start_new_session=True)\n"
+        "print('done', flush=True)\n"
+    )
+    try:
+        result = await run_job(
+            python(stragglers),
+            job_id="nogroup",
+            cwd=tmp_path,
+            env={},
+            limits=limits(timeout=60),
+            driver=None,
+        )
+        assert result.exit_code == 0
+        assert result.limit is None
+        assert result.output == "done\n"
+        eventually(
+            lambda: not any(c.endswith(" group") for c in _processes_naming(tmp_path)),
+            10,
+            "the straggler in the job's process group to die",
+        )
+    finally:
+        for pid in _pids_naming(tmp_path):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+async def test_without_cgroups_an_unknown_command_is_a_start_error(tmp_path: Path) -> None:
+    with pytest.raises(JobStartError, match="cannot start /nonexistent/emcc"):
+        await run_job(
+            ["/nonexistent/emcc"],
+            job_id="nocommand",
+            cwd=tmp_path,
+            env={},
+            limits=limits(),
+            driver=None,
+        )
+
+
+# Starts a child in its own session (out of the process group), says so, then hangs.
+_ESCAPE_AND_HANG = (
+    "import os, subprocess, sys, time\n"
+    "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)', os.getcwd()],\n"
+    "                 start_new_session=True)\n"
+    "print('escaped', flush=True)\n"
+    "time.sleep(300)\n"
+)
+
+
+def _pids_naming(path: Path) -> list[int]:
+    return [
+        int(p.name)
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and str(path) in _cmdline(p)
+    ]
+
+
+def _processes_naming(path: Path) -> list[str]:
+    """Command lines that name `path`: the test's own processes, told apart from others'."""
+    return [_cmdline(Path(f"/proc/{pid}")) for pid in _pids_naming(path)]
 
 
 def _processes_running(command: str) -> list[Path]:
