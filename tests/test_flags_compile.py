@@ -11,7 +11,8 @@ from pathlib import Path
 
 import attrs
 import httpx
-from conftest import RUN_ARTIFACT_JS, MakeServer, Server, program
+import pytest
+from conftest import REPO, RUN_ARTIFACT_JS, MakeServer, Server, program
 
 from emcc_trio.policy import (
     C_STANDARDS,
@@ -268,3 +269,65 @@ def test_a_path_reading_extra_arg_stops_the_server_at_start(tmp_path: Path) -> N
     )
     assert done.returncode == 2
     assert "config error: extraAllowedArgs: '-I/etc' can name a host path" in done.stderr
+
+
+PLAYGROUND = REPO / "emcc_trio" / "playground" / "static"
+RUN_IN_RUNNER_JS = Path(__file__).resolve().parent / "run_in_runner.js"
+
+
+def playground_examples() -> dict[str, dict[str, str]]:
+    """The playground's examples menu, evaluated by node from playground.js."""
+    script = (
+        "const s = require('fs').readFileSync(process.argv[1], 'utf8');"
+        "const start = s.indexOf('const EXAMPLES = [');"
+        "const body = s.slice(start, s.indexOf('\\n  ];\\n', start) + 5);"
+        "process.stdout.write(JSON.stringify(new Function(body + 'return EXAMPLES;')()));"
+    )
+    done = subprocess.run(
+        ["node", "-e", script, str(PLAYGROUND / "playground.js")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return {example["name"]: example for example in json.loads(done.stdout)}
+
+
+@pytest.mark.parametrize(
+    ("name", "printed"),
+    [
+        (
+            "a last line without a newline (EXIT_RUNTIME)",
+            "a whole line\nthe last line, without a newline\n",
+        ),
+        ("Embind: C++ called from JavaScript", "hello, Embind\n"),
+    ],
+)
+def test_playground_examples_print_everything_through_the_runner(
+    server: Server, tmp_path: Path, name: str, printed: str
+) -> None:
+    example = playground_examples()[name]
+    response = server.compile(example["code"], example["type"], example["args"].split())
+    body = response.json()
+    assert response.status_code == 200, body
+    with server.client() as client:
+        for key, file in (("js", "app.js"), ("wasm", "app.wasm")):
+            (tmp_path / file).write_bytes(client.get(body[key]).content)
+    done = subprocess.run(
+        [
+            "node",
+            str(RUN_IN_RUNNER_JS),
+            str(PLAYGROUND / "runner.js"),
+            str(tmp_path / "app.js"),
+            str(tmp_path / "app.wasm"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    messages = [json.loads(line) for line in done.stdout.splitlines()]
+    assert messages[0] == {"type": "ready"}
+    assert messages[-1] == {"type": "exit", "code": 0}
+    assert "".join(m["text"] for m in messages if m["type"] == "stdout") == printed
+    assert [m for m in messages if m["type"] == "stderr"] == []

@@ -28,9 +28,14 @@
       });
       let code;
       try {
-        // _main is exported by default; callMain only when asked for (a debug build has a
-        // callMain stub that aborts otherwise).
-        code = typeof module._main === "function" ? module._main(0, 0) : module.callMain([]);
+        // callMain when really exported (a debug build has a stub that aborts): under
+        // -sEXIT_RUNTIME=1 it exits the runtime, which flushes a last line without a newline.
+        // _main otherwise: it is exported by default.
+        const callMain = Object.getOwnPropertyDescriptor(module, "callMain");
+        code =
+          callMain && typeof callMain.value === "function"
+            ? module.callMain([])
+            : module._main(0, 0);
       } catch (error) {
         if (exitCode === null) throw error;
         code = exitCode;
