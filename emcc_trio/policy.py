@@ -75,6 +75,26 @@ PATH_PREFIXES: Final[Sequence[tuple[str, str]]] = (
     ("-M", "dependency files are written by path"),
     ("--config", "it reads a file by path"),
     ("--em-config", "it reads a file by path"),
+    # Catch-alls for the forms above that clang spells in other ways (-ivfsoverlay,
+    # -Xarch_, --include-directory=, --library-directory=, --output=, --prefix=, ...).
+    ("-i", "include paths and files could reach outside the job dir"),
+    ("-X", "options passed through are not filtered"),
+    ("--include", "it reads a file by path"),
+    ("--imacros", "it reads a file by path"),
+    ("--library-directory", "library paths could reach outside the job dir"),
+    ("--output", "the output file is fixed by the service"),
+    ("--prefix", "it points the compiler at other programs"),
+    ("--resource", "it points the compiler at another tree"),
+    ("--embed-dir", "it reads files by path"),
+    ("--ld-path", "it runs another linker"),
+    ("-fuse-ld", "it runs another linker"),
+    ("-working-directory", "it moves the compile out of the job dir"),
+    ("-fsanitize-coverage-", "it reads a file by path"),
+    ("-fsanitize-system-ignorelist", "it reads a file by path"),
+    ("-fxray", "it reads a file by path"),
+    ("-fcrash-diagnostics-dir", "it writes files by path"),
+    ("-foptimization-record-file", "it writes a file by path"),
+    ("-ftime-trace", "it writes a file by path"),
 )
 _SETTING_NAMES_A_PATH = "a setting value with @ or / can name a file"
 

@@ -5,6 +5,7 @@ its flags promise. Four compiles carry every newly allowed flag and setting betw
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -331,3 +332,27 @@ def test_playground_examples_print_everything_through_the_runner(
     assert messages[-1] == {"type": "exit", "code": 0}
     assert "".join(m["text"] for m in messages if m["type"] == "stdout") == printed
     assert [m for m in messages if m["type"] == "stderr"] == []
+
+
+def test_the_readme_policy_examples_work_verbatim(server: Server, tmp_path: Path) -> None:
+    """The curl examples under "The argument policy" give what the README shows."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### The argument policy", 1)[1].split("\n## ", 1)[0]
+    pairs = re.findall(r"```sh\n(curl [^\n]+)\n```\n```json\n(.*?)\n```", section, re.S)
+    assert len(pairs) == 3
+    for command, shown in pairs:
+        done = subprocess.run(
+            ["bash", "-c", command.replace("http://localhost:8080", server.url)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        expected, got = json.loads(shown), json.loads(done.stdout)
+        if not expected["ok"]:
+            assert got == expected
+            continue
+        assert sorted(got) == sorted(expected)
+        assert got["output"] == expected["output"]
+        result = run(server, httpx.Response(200, text=done.stdout), tmp_path, "add", "2", "3")
+        assert result.stdout == "add(2, 3) = 5\nno newline\n"

@@ -173,6 +173,12 @@ def test_config_chooses_the_policy_and_adds_the_operators_args() -> None:
         ('{"extraAllowedArgs": ["-Wa,-I/etc"]}', "assembler options"),
         ('{"extraAllowedArgs": ["-fprofile-use=/x"]}', "profile files"),
         ('{"extraAllowedArgs": ["-mllvm"]}', "raw LLVM options"),
+        ('{"extraAllowedArgs": ["-ivfsoverlay"]}', "include paths and files"),
+        ('{"extraAllowedArgs": ["-Xarch_wasm32"]}', "not filtered"),
+        ('{"extraAllowedArgs": ["--include-directory=/etc"]}', "reads a file"),
+        ('{"extraAllowedArgs": ["--output=x.js"]}', "output file is fixed"),
+        ('{"extraAllowedArgs": ["-fuse-ld=/tmp/ld"]}', "another linker"),
+        ('{"extraAllowedArgs": ["-fsanitize-coverage-allowlist=x"]}', "reads a file"),
     ],
 )
 def test_path_reading_extra_args_are_config_errors(text: str, message: str) -> None:
