@@ -19,12 +19,13 @@ async function loadFactory() {
   return (await import(pathToFileURL(copy).href)).default;
 }
 
-// callMain only when really exported: a debug build has a stub that aborts. callMain exits
-// the runtime (flushing a last line without a newline) under -sEXIT_RUNTIME=1; _main does not.
+// callMain only when really exported: a debug build puts an anonymous stub that aborts in its
+// place (or, in later releases, a getter). callMain exits the runtime (flushing a last line
+// without a newline) under -sEXIT_RUNTIME=1; _main does not.
 function runMain(module) {
   const callMain = Object.getOwnPropertyDescriptor(module, "callMain");
-  if (callMain && typeof callMain.value === "function") return module.callMain([]);
-  return module._main(0, 0);
+  const real = callMain && typeof callMain.value === "function" && callMain.value.name !== "";
+  return real ? module.callMain([]) : module._main(0, 0);
 }
 
 (async () => {

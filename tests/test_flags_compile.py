@@ -8,12 +8,21 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
 import httpx
 import pytest
-from conftest import REPO, RUN_ARTIFACT_JS, MakeServer, Server, program
+from conftest import (
+    REPO,
+    RUN_ARTIFACT_JS,
+    MakeServer,
+    Server,
+    program,
+    server_config,
+    start_server,
+)
 
 from emcc_trio.policy import (
     C_STANDARDS,
@@ -24,6 +33,16 @@ from emcc_trio.policy import (
     STANDARD_FLAGS,
     check_args,
 )
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for the module's compiles: each test starting its own costs more than
+    the compiles."""
+    workdir = tmp_path_factory.mktemp("flags")
+    started = start_server(workdir, server_config(workdir))
+    yield started
+    started.stop()
 
 
 @attrs.frozen
@@ -295,17 +314,21 @@ def playground_examples() -> dict[str, dict[str, str]]:
 
 
 @pytest.mark.parametrize(
-    ("name", "printed"),
+    ("name", "printed", "errors", "code"),
     [
         (
             "a last line without a newline (EXIT_RUNTIME)",
             "a whole line\nthe last line, without a newline\n",
+            "",
+            0,
         ),
-        ("Embind: C++ called from JavaScript", "hello, Embind\n"),
+        ("Embind: C++ called from JavaScript", "hello, Embind\n", "", 0),
+        # A debug build without callMain exported: the runner must not call its stub.
+        ("stdout, stderr and an exit code", "to stdout\n", "to stderr\n", 3),
     ],
 )
 def test_playground_examples_print_everything_through_the_runner(
-    server: Server, tmp_path: Path, name: str, printed: str
+    server: Server, tmp_path: Path, name: str, printed: str, errors: str, code: int
 ) -> None:
     example = playground_examples()[name]
     response = server.compile(example["code"], example["type"], example["args"].split())
@@ -329,9 +352,9 @@ def test_playground_examples_print_everything_through_the_runner(
     )
     messages = [json.loads(line) for line in done.stdout.splitlines()]
     assert messages[0] == {"type": "ready"}
-    assert messages[-1] == {"type": "exit", "code": 0}
+    assert messages[-1] == {"type": "exit", "code": code}
     assert "".join(m["text"] for m in messages if m["type"] == "stdout") == printed
-    assert [m for m in messages if m["type"] == "stderr"] == []
+    assert "".join(m["text"] for m in messages if m["type"] == "stderr") == errors
 
 
 def test_the_readme_policy_examples_work_verbatim(server: Server, tmp_path: Path) -> None:

@@ -28,14 +28,14 @@
       });
       let code;
       try {
-        // callMain when really exported (a debug build has a stub that aborts): under
-        // -sEXIT_RUNTIME=1 it exits the runtime, which flushes a last line without a newline.
-        // _main otherwise: it is exported by default.
+        // callMain when really exported (a debug build puts an anonymous stub that aborts in
+        // its place, or a getter in later releases): under -sEXIT_RUNTIME=1 it exits the
+        // runtime, which flushes a last line without a newline. _main otherwise: it is
+        // exported by default.
         const callMain = Object.getOwnPropertyDescriptor(module, "callMain");
-        code =
-          callMain && typeof callMain.value === "function"
-            ? module.callMain([])
-            : module._main(0, 0);
+        const real =
+          callMain && typeof callMain.value === "function" && callMain.value.name !== "";
+        code = real ? module.callMain([]) : module._main(0, 0);
       } catch (error) {
         if (exitCode === null) throw error;
         code = exitCode;
