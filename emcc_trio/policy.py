@@ -409,8 +409,8 @@ STANDARD_FLAGS: Final = frozenset(
     | {"-msimd128", "-mbulk-memory", "-mnontrapping-fptoint", "-msign-ext", "-mmutable-globals"}
 )
 # -Wall, -Wno-unused, -Werror=format, -Wframe-larger-than=4096, -W#warnings; no comma, so
-# never -Wl, -Wa, -Wp.
-_WARNING = re.compile(r"^-W[a-z#][A-Za-z0-9#+_.-]*(?:=[A-Za-z0-9#+_.-]+)?$")
+# never -Wl, -Wa, -Wp, nor their one-letter stems.
+_WARNING = re.compile(r"^-W[a-z#][A-Za-z0-9#+_.-]+(?:=[A-Za-z0-9#+_.-]+)?$")
 # What emcc reads as a setting (-std=, -shared, -static are not).
 _SETTING_FLAG = re.compile(r"^-s(?:[A-Z_]|$)")
 _SANITIZE = re.compile(r"^-f(?:no-)?sanitize=(.+)$")
@@ -491,6 +491,8 @@ class Policy:
         if name in REFUSED_SETTINGS:
             raise RequestError(f"argument {shown!r} is not allowed: {REFUSED_SETTINGS[name]}")
         rule = self.settings.get(name)
+        if rule is not None and not sep and not rule.bare and self.shapes:
+            raise RequestError(f"argument {shown!r} is not allowed: {name} takes {rule.hint}")
         if rule is None or (not sep and not rule.bare):
             if self.shapes and name in PORTS:
                 raise RequestError(f"argument {shown!r} is not allowed: {_PORTS_REASON}")

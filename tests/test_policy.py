@@ -284,6 +284,18 @@ def _paths_named(args: tuple[str, ...]) -> list[str]:
     return paths
 
 
+def test_the_standard_policy_accepts_what_the_seed_does() -> None:
+    assert SEED.flags <= STANDARD.flags
+    assert set(SEED.settings) <= set(STANDARD.settings)
+    values = ["0", "1", "2", "web", "web,worker", "[_main,_add]", "[callMain]", "x"]
+    for name, rule in SEED.settings.items():
+        for value in values:
+            if rule.check(value):
+                assert STANDARD.settings[name].check(value), (name, value)
+
+
+# The standard policy (the default here) accepts everything the seed's does, so this covers
+# both; tests/test_policy_standard.py has the standard policy's own property tests.
 @settings(max_examples=3000, deadline=None)
 @given(st.lists(_ARG, max_size=6))
 def test_no_accepted_argument_list_reaches_outside_the_job_dir(args: list[str]) -> None:
