@@ -491,26 +491,27 @@ class Policy:
         if name in REFUSED_SETTINGS:
             raise RequestError(f"argument {shown!r} is not allowed: {REFUSED_SETTINGS[name]}")
         rule = self.settings.get(name)
-        if rule is not None and not sep and not rule.bare and self.shapes:
-            raise RequestError(f"argument {shown!r} is not allowed: {name} takes {rule.hint}")
         if rule is None or (not sep and not rule.bare):
-            if self.shapes and name in PORTS:
-                raise RequestError(f"argument {shown!r} is not allowed: {_PORTS_REASON}")
-            if self.shapes:
-                raise RequestError(
-                    f"argument {shown!r} is not allowed: {name or '-s'} is not on the "
-                    "allowlist of settings (see the README for the ones that are)"
-                )
-            raise RequestError(
-                f"argument {shown!r} is not allowed: only the listed -sNAME=VALUE settings "
-                "are allowed"
-            )
+            raise RequestError(f"argument {shown!r} is not allowed: {self._unlisted(name, rule)}")
         if name == "ENVIRONMENT" and "node" in value.split(","):
             raise RequestError(
                 f"argument {shown!r} is not allowed: the node environment is blocked"
             )
         if sep and not rule.check(value):
             raise RequestError(f"argument {shown!r} is not allowed: {name} takes {rule.hint}")
+
+    def _unlisted(self, name: str, rule: Setting | None) -> str:
+        """Why a setting (or its bare `-sNAME` spelling) is not accepted."""
+        if not self.shapes:
+            return "only the listed -sNAME=VALUE settings are allowed"
+        if rule is not None:
+            return f"{name} takes {rule.hint}"
+        if name in PORTS:
+            return _PORTS_REASON
+        return (
+            f"{name or '-s'} is not on the allowlist of settings (see the README for the ones "
+            "that are)"
+        )
 
     def _refuse(self, arg: str) -> None:
         reason = REFUSED_FLAGS.get(arg) if self.shapes else None
