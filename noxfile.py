@@ -108,6 +108,7 @@ def browser(session: nox.Session) -> None:
     session.run(
         "pytest",
         "tests/test_playground.py",
+        "tests/test_playground_flags.py",
         "tests/test_openapi.py",
         *session.posargs,
         env={"PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"},

@@ -24,6 +24,7 @@ from .cgroups import Caps, CgroupError, instance_tag, open_driver, read_budget
 from .config import Config, ConfigError, Paths, load, parse_addr, resolve_paths
 from .gate import Gate
 from .jobs import Compiler
+from .policy import make_policy
 from .runner import Limits
 from .sandbox import Sandbox, SandboxError
 
@@ -153,6 +154,9 @@ async def build_service(config: Config, paths: Paths) -> Service:
         store=store,
         enable_static_artifacts=config.enable_static_artifacts,
         max_body_bytes=config.max_body_bytes,
+        policy=make_policy(
+            config.argument_policy, config.job_memory_max_mb, config.extra_allowed_args
+        ),
     )
 
 

@@ -30,7 +30,7 @@ from .cgroups import Driver, Usage
 from .gate import Gate, QueueFullError, QueueTimeoutError
 from .jobs import Compiler, CompileResult, InternalJobError, new_job_id
 from .metrics import Metrics, route_of
-from .policy import CompileRequest, RequestError, parse_request
+from .policy import STANDARD, CompileRequest, Policy, RequestError, parse_request
 from .runner import JobStartError
 
 LIMIT_STATUS: Final = 422
@@ -68,6 +68,7 @@ class Service:
     running: set[trio.CancelScope] = attrs.field(factory=set)
     shutting_down: bool = False
     flights: SingleFlight[CompileResult] | None = None
+    policy: Policy = STANDARD
 
     def __attrs_post_init__(self) -> None:
         self.metrics.watch_gate(self.gate)
@@ -230,7 +231,7 @@ def create_app(service: Service) -> QuartTrio:
         except ValueError as exc:
             return json_error(400, f"the body is not valid JSON: {exc}")
         try:
-            return parse_request(decoded)
+            return parse_request(decoded, service.policy)
         except RequestError as exc:
             return json_error(400, str(exc))
 

@@ -17,6 +17,8 @@ import cattrs
 from cattrs.errors import AttributeValidationNote, ForbiddenExtraKeysError
 from cattrs.gen import make_dict_structure_fn, override
 
+from .policy import POLICY_NAMES, path_reason
+
 DEFAULT_ARGS: Final = (
     "-sINVOKE_RUN=0",
     "-sENVIRONMENT=web",
@@ -68,6 +70,8 @@ class Config:
     cache_enabled: bool = attrs.field(default=True, metadata=_key("cacheEnabled"))
     cache_dir: str = attrs.field(default="cache", metadata=_key("cacheDir"))
     cache_max_mb: int = attrs.field(default=1024, metadata=_key("cacheMaxMB"))
+    argument_policy: str = attrs.field(default="standard", metadata=_key("argumentPolicy"))
+    extra_allowed_args: tuple[str, ...] = attrs.field(default=(), metadata=_key("extraAllowedArgs"))
 
 
 KEYS: Final = {f.name: f.metadata["key"] for f in attrs.fields(Config)}
@@ -161,6 +165,14 @@ def validate(config: Config) -> list[str]:
         "cgroup_driver",
         f"must be one of {', '.join(CGROUP_DRIVERS)}",
     )
+    check(
+        config.argument_policy in POLICY_NAMES,
+        "argument_policy",
+        f"must be one of {', '.join(POLICY_NAMES)}",
+    )
+    for arg in config.extra_allowed_args:
+        reason = path_reason(arg)
+        check(reason is None, "extra_allowed_args", f"{arg!r} can name a host path: {reason}")
     check(
         config.jobs_dir != config.artifacts_dir,
         "artifacts_dir",

@@ -59,10 +59,19 @@ SCHEMAS: Final[JsonObject] = {
                 "type": "array",
                 "maxItems": MAX_ARGS,
                 "description": (
-                    "Extra emcc arguments, checked by the closed argument policy (see the "
-                    "README): a refused one is a 400 that names it."
+                    "Extra emcc arguments, appended to the server's defaultArgs and checked "
+                    "by value by a closed argument policy (the README has the full table). "
+                    "The default policy, `standard`: -O and -g levels, -std=, -D NAME[=VALUE] "
+                    "and -U NAME (joined or split), -W<name>, -Werror, -w, a curated list of "
+                    "-f and -m flags (exceptions, RTTI, LTO, fast math, sanitizers, SIMD), "
+                    "-lembind/--bind, and listed -sNAME=VALUE settings with their values "
+                    "checked (sizes at most the job's memory cap). A server configured with "
+                    "argumentPolicy `seed` takes the seed's short allowlist only. Nothing "
+                    "that can name a host path is accepted; a refused argument, a port "
+                    "(-sUSE_*) included, is a 400 that names it and says why."
                 ),
                 "items": {"type": "string", "maxLength": MAX_ARG_LENGTH},
+                "example": ["-O2", "-std=c++20", "-lembind", "-sEXIT_RUNTIME=1"],
             },
         },
     },

@@ -1,7 +1,10 @@
 """Request validation and the argument policy, as data plus pure functions.
 
-The policy is closed: an argument is accepted only if a rule below matches it exactly,
-and nothing accepted can make emcc, clang or the linker read a file outside the job dir.
+A policy is closed: an argument is accepted only if a rule below matches it exactly, value
+included, and nothing accepted can make emcc, clang or the linker read a file outside the job
+dir. Two policies exist: `standard` (what real C and C++ programs need) and `seed` (the seed's
+short allowlist, exactly). An operator's `extraAllowedArgs` are added to either, as exact
+strings, after `path_reason` has found none of them able to name a host path.
 """
 
 from __future__ import annotations
@@ -14,18 +17,20 @@ import attrs
 
 MAX_ARGS: Final = 64
 MAX_ARG_LENGTH: Final = 4096
+MB: Final = 1024 * 1024
+WASM_PAGE: Final = 64 * 1024
+WASM32_MAX_MEMORY: Final = 4096 * MB
 
 LANGUAGES: Final[Mapping[str, str]] = {"": "c", "c": "c", "cpp": "cpp", "cc": "cpp", "c++": "cpp"}
 SOURCE_NAMES: Final[Mapping[str, str]] = {"c": "main.c", "cpp": "main.cpp"}
+POLICY_NAMES: Final = ("standard", "seed")
 
-EXACT_FLAGS: Final = frozenset(
-    {"-O0", "-O1", "-O2", "-O3", "-Os", "-Oz", "-g", "-g0", "-g1", "-g2", "-g3"}
-)
 # Flags that name a file in the job dir, given as the next argument or after `=`.
 PATH_FLAGS: Final = frozenset({"--preload-file", "--embed-file", "--source-map-base"})
 
-# Explained refusals, checked before the allowlist so the user learns why.
-BLOCKED_PREFIXES: Final[Sequence[tuple[str, str]]] = (
+# Every argument form that can make emcc, clang, the assembler or the linker read (or write)
+# a file by path, or run another program. No policy accepts these, nor may an operator add them.
+PATH_PREFIXES: Final[Sequence[tuple[str, str]]] = (
     ("@", "response files read a file by path"),
     ("-o", "the output file is fixed by the service"),
     ("--shell-file", "it reads a file by path"),
@@ -34,28 +39,113 @@ BLOCKED_PREFIXES: Final[Sequence[tuple[str, str]]] = (
     ("--post-js", "it reads a file by path"),
     ("--extern-pre-js", "it reads a file by path"),
     ("--extern-post-js", "it reads a file by path"),
+    ("--js-transform", "it runs a program"),
+    ("--closure-args", "it passes options to another program"),
+    ("--cache", "it points emscripten at another cache"),
     ("-I", "include paths could reach outside the job dir"),
     ("-include", "it reads a file by path"),
+    ("-imacros", "it reads a file by path"),
     ("-isystem", "include paths could reach outside the job dir"),
     ("-iquote", "include paths could reach outside the job dir"),
     ("-idirafter", "include paths could reach outside the job dir"),
+    ("-iprefix", "include paths could reach outside the job dir"),
+    ("-iwithprefix", "include paths could reach outside the job dir"),
+    ("-isysroot", "it points the compiler at another tree"),
     ("--sysroot", "it points the compiler at another tree"),
+    ("-B", "it points the compiler at other programs"),
+    ("--gcc-toolchain", "it points the compiler at another tree"),
+    ("-resource-dir", "it points the compiler at another tree"),
     ("-L", "library paths could reach outside the job dir"),
     ("-Wl,", "linker options can read files by path"),
     ("-Xlinker", "linker options can read files by path"),
+    ("-Wa,", "assembler options can read files by path"),
+    ("-Xassembler", "assembler options can read files by path"),
+    ("-Wp,", "preprocessor options can read files by path"),
+    ("-Xpreprocessor", "preprocessor options can read files by path"),
     ("-Xclang", "raw clang options are not filtered"),
+    ("-mllvm", "raw LLVM options are not filtered"),
+    ("-fplugin", "it loads a file by path"),
+    ("-fpass-plugin", "it loads a file by path"),
+    ("-fsanitize-ignorelist", "it reads a file by path"),
+    ("-fsanitize-blacklist", "it reads a file by path"),
+    ("-fprofile", "profile files are read or written by path"),
+    ("-fmodule", "module files are read by path"),
+    ("-fprebuilt-module-path", "module files are read by path"),
+    ("-gseparate-dwarf", "it writes a file by path"),
+    ("-M", "dependency files are written by path"),
     ("--config", "it reads a file by path"),
     ("--em-config", "it reads a file by path"),
-    ("-sFORCE_FILESYSTEM", "not allowed by the service"),
-    ("-s", "only the listed -sNAME=VALUE settings are allowed"),
+    # Catch-alls for the forms above that clang spells in other ways (-ivfsoverlay,
+    # -Xarch_, --include-directory=, --library-directory=, --output=, --prefix=, ...).
+    ("-i", "include paths and files could reach outside the job dir"),
+    ("-X", "options passed through are not filtered"),
+    ("--include", "it reads a file by path"),
+    ("--imacros", "it reads a file by path"),
+    ("--library-directory", "library paths could reach outside the job dir"),
+    ("--output", "the output file is fixed by the service"),
+    ("--prefix", "it points the compiler at other programs"),
+    ("--resource", "it points the compiler at another tree"),
+    ("--embed-dir", "it reads files by path"),
+    ("--ld-path", "it runs another linker"),
+    ("-fuse-ld", "it runs another linker"),
+    ("-working-directory", "it moves the compile out of the job dir"),
+    ("-fsanitize-coverage-", "it reads a file by path"),
+    ("-fsanitize-system-ignorelist", "it reads a file by path"),
+    ("-fxray", "it reads a file by path"),
+    ("-fcrash-diagnostics-dir", "it writes files by path"),
+    ("-foptimization-record-file", "it writes a file by path"),
+    ("-ftime-trace", "it writes a file by path"),
 )
+_SETTING_NAMES_A_PATH = "a setting value with @ or / can name a file"
+
+
+def path_reason(arg: str) -> str | None:
+    """Why `arg`, standing alone, could name a host path; None if it cannot.
+
+    This is the start-up check for `extraAllowedArgs`; the request policies never accept
+    anything it names either (see tests/test_policy_standard.py).
+    """
+    for prefix, why in PATH_PREFIXES:
+        if arg.startswith(prefix):
+            return why
+    if not arg.startswith("-"):
+        return "it is not a flag: emcc would read it as an input file"
+    if arg.startswith("-s"):
+        value = arg.partition("=")[2]
+        if "@" in value or "/" in value:
+            return _SETTING_NAMES_A_PATH
+    flag, sep, value = arg.partition("=")
+    if flag in PATH_FLAGS:
+        if not sep:
+            return "it takes a path as the next argument"
+        if not _path_value_ok(flag, value):
+            return "its path must be relative, inside the job dir, without '..'"
+    if "\n" in arg or "\x00" in arg:
+        return "it contains a newline or NUL"
+    return None
+
+
+# ---- value checkers ---------------------------------------------------------------------------
 
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _C_SYMBOL = r"_[A-Za-z0-9_]+"
-_BOOL = re.compile(r"^[01]$")
+_IDENT_RE = re.compile(rf"^{_IDENT}$")
+_JS_IDENT_RE = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*$")
 _PATH_CHARS = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._/-]*$")
 _VIRTUAL_PATH = re.compile(r"^/?[A-Za-z0-9._][A-Za-z0-9._/-]*$")
+_SIZE = re.compile(r"^([0-9]{1,10})(KB|MB|GB)?$")
+_SIZE_UNITS: Final[Mapping[str, int]] = {"": 1, "KB": 1024, "MB": MB, "GB": 1024 * MB}
 _ENVIRONMENTS = frozenset({"web", "webview", "worker", "shell"})
+# Debian's emscripten 3.1.6 keeps every one of these prebuilt in its cache.
+MALLOCS: Final = (
+    "dlmalloc",
+    "emmalloc",
+    "emmalloc-debug",
+    "emmalloc-memvalidate",
+    "emmalloc-verbose",
+    "emmalloc-memvalidate-verbose",
+    "none",
+)
 
 
 def _name_list(item: str) -> Callable[[str], bool]:
@@ -71,30 +161,418 @@ def _name_list(item: str) -> Callable[[str], bool]:
 
 
 def _environment(value: str) -> bool:
-    parts = value.split(",")
-    return all(part in _ENVIRONMENTS for part in parts)
+    return all(part in _ENVIRONMENTS for part in value.split(","))
 
 
-SETTINGS: Final[Mapping[str, Callable[[str], bool]]] = {
-    "MODULARIZE": lambda v: bool(_BOOL.match(v)),
-    "INVOKE_RUN": lambda v: bool(_BOOL.match(v)),
-    "ALLOW_MEMORY_GROWTH": lambda v: bool(_BOOL.match(v)),
-    "ENVIRONMENT": _environment,
-    "EXPORTED_FUNCTIONS": _name_list(_C_SYMBOL),
-    "EXPORTED_RUNTIME_METHODS": _name_list(_IDENT),
+def _one_of(*values: str) -> Callable[[str], bool]:
+    allowed = frozenset(values)
+    return lambda value: value in allowed
+
+
+def size_bytes(value: str) -> int | None:
+    """`1048576`, `64KB`, `16MB` or `1GB` (emcc's own units, powers of 1024) in bytes."""
+    match = _SIZE.match(value)
+    if match is None:
+        return None
+    return int(match[1]) * _SIZE_UNITS[match[2] or ""]
+
+
+def _size(maximum: int, multiple: int) -> Callable[[str], bool]:
+    def check(value: str) -> bool:
+        size = size_bytes(value)
+        return size is not None and 0 < size <= maximum and size % multiple == 0
+
+    return check
+
+
+@attrs.frozen
+class Setting:
+    """One `-sNAME=VALUE` setting: its value check, the hint a refusal shows, and whether the
+    bare `-sNAME` (emcc reads it as `=1`) is accepted."""
+
+    check: Callable[[str], bool]
+    hint: str
+    bare: bool = False
+
+
+_BOOL = Setting(_one_of("0", "1"), "0 or 1", bare=True)
+_LEVEL_0_2 = Setting(_one_of("0", "1", "2"), "0, 1 or 2", bare=True)
+
+SEED_SETTINGS: Final[Mapping[str, Setting]] = {
+    "MODULARIZE": Setting(_one_of("0", "1"), "0 or 1"),
+    "INVOKE_RUN": Setting(_one_of("0", "1"), "0 or 1"),
+    "ALLOW_MEMORY_GROWTH": Setting(_one_of("0", "1"), "0 or 1"),
+    "ENVIRONMENT": Setting(
+        _environment, "a comma list of web, webview, worker, shell (node is not allowed)"
+    ),
+    "EXPORTED_FUNCTIONS": Setting(
+        _name_list(_C_SYMBOL), "a list of C symbols such as [_main,_add]"
+    ),
+    "EXPORTED_RUNTIME_METHODS": Setting(
+        _name_list(_IDENT), "a list of names such as [callMain,ccall,cwrap]"
+    ),
 }
-SETTING_HINTS: Final[Mapping[str, str]] = {
-    "MODULARIZE": "0 or 1",
-    "INVOKE_RUN": "0 or 1",
-    "ALLOW_MEMORY_GROWTH": "0 or 1",
-    "ENVIRONMENT": "a comma list of web, webview, worker, shell (node is not allowed)",
-    "EXPORTED_FUNCTIONS": "a list of C symbols such as [_main,_add]",
-    "EXPORTED_RUNTIME_METHODS": "a list of names such as [callMain,ccall]",
+
+
+def _standard_settings(memory_cap_bytes: int) -> Mapping[str, Setting]:
+    memory_max = min(memory_cap_bytes, WASM32_MAX_MEMORY)
+    cap = f"at most jobMemoryMaxMB ({memory_max // MB} MB)"
+    memory = Setting(
+        _size(memory_max, WASM_PAGE),
+        f"a size in bytes (or KB, MB, GB), a multiple of 64KB, {cap}",
+    )
+    stack = Setting(_size(memory_max, 16), f"a size in bytes (or KB, MB), a multiple of 16, {cap}")
+    bools = (
+        "MODULARIZE",
+        "INVOKE_RUN",
+        "ALLOW_MEMORY_GROWTH",
+        "ALLOW_TABLE_GROWTH",
+        "EXIT_RUNTIME",
+        "EXPORT_ES6",
+        "USE_ES6_IMPORT_META",
+        "FILESYSTEM",
+        "STRICT",
+        "WASM_BIGINT",
+        "SAFE_HEAP",
+        "DEMANGLE_SUPPORT",
+        "ABORTING_MALLOC",
+        "ERROR_ON_UNDEFINED_SYMBOLS",
+        "DISABLE_EXCEPTION_CATCHING",
+    )
+    return {
+        **SEED_SETTINGS,
+        **dict.fromkeys(bools, _BOOL),
+        "ASSERTIONS": _LEVEL_0_2,
+        "STACK_OVERFLOW_CHECK": _LEVEL_0_2,
+        # 3.1.6 knows only TOTAL_STACK; later releases read it as an alias of STACK_SIZE.
+        "TOTAL_STACK": stack,
+        "INITIAL_MEMORY": memory,
+        "TOTAL_MEMORY": memory,
+        "MAXIMUM_MEMORY": memory,
+        "EXPORT_NAME": Setting(
+            lambda v: bool(_JS_IDENT_RE.match(v)), "a JavaScript identifier such as createModule"
+        ),
+        "MALLOC": Setting(_one_of(*MALLOCS), f"one of {', '.join(MALLOCS)}"),
+    }
+
+
+# Settings refused with a reason of their own rather than "not on the allowlist".
+PORTS: Final = frozenset(
+    {
+        "USE_BOOST_HEADERS",
+        "USE_BULLET",
+        "USE_BZIP2",
+        "USE_COCOS2D",
+        "USE_FREETYPE",
+        "USE_GIFLIB",
+        "USE_HARFBUZZ",
+        "USE_ICU",
+        "USE_LIBJPEG",
+        "USE_LIBPNG",
+        "USE_MODPLUG",
+        "USE_MPG123",
+        "USE_OGG",
+        "USE_REGAL",
+        "USE_SDL",
+        "USE_SDL_GFX",
+        "USE_SDL_IMAGE",
+        "USE_SDL_MIXER",
+        "USE_SDL_NET",
+        "USE_SDL_TTF",
+        "USE_VORBIS",
+        "USE_ZLIB",
+    }
+)
+_PORTS_REASON = (
+    "emscripten ports (-sUSE_*) are not installed on this service and cannot be downloaded "
+    "at compile time"
+)
+_ARTIFACT_REASON = "the service publishes exactly app.js + app.wasm"
+REFUSED_SETTINGS: Final[Mapping[str, str]] = {
+    "FORCE_FILESYSTEM": "not allowed by the service",
+    "STACK_SIZE": "use -sTOTAL_STACK, which every emscripten reads (3.1.6 has no STACK_SIZE)",
+    "SINGLE_FILE": f"{_ARTIFACT_REASON}, and SINGLE_FILE writes no app.wasm",
+    "WASM": f"{_ARTIFACT_REASON}, and WASM=0 writes no app.wasm",
+    "USE_PTHREADS": f"{_ARTIFACT_REASON}, and threads need app.worker.js too",
+    "PROXY_TO_PTHREAD": f"{_ARTIFACT_REASON}, and threads need app.worker.js too",
 }
+REFUSED_FLAGS: Final[Mapping[str, str]] = {
+    "-pthread": f"{_ARTIFACT_REASON}, and threads need app.worker.js too",
+    "-flto=thin": "the prebuilt library cache has no ThinLTO build (use -flto)",
+}
+
+# ---- flags --------------------------------------------------------------------------------
+
+SEED_FLAGS: Final = frozenset(
+    {"-O0", "-O1", "-O2", "-O3", "-Os", "-Oz", "-g", "-g0", "-g1", "-g2", "-g3"}
+)
+C_STANDARDS: Final = (
+    "c89",
+    "c90",
+    "iso9899:1990",
+    "iso9899:199409",
+    "gnu89",
+    "gnu90",
+    "c99",
+    "iso9899:1999",
+    "gnu99",
+    "c11",
+    "iso9899:2011",
+    "gnu11",
+    "c17",
+    "iso9899:2017",
+    "c18",
+    "iso9899:2018",
+    "gnu17",
+    "gnu18",
+    "c2x",
+    "gnu2x",
+)
+CXX_STANDARDS: Final = (
+    "c++98",
+    "c++03",
+    "gnu++98",
+    "gnu++03",
+    "c++11",
+    "gnu++11",
+    "c++14",
+    "gnu++14",
+    "c++17",
+    "gnu++17",
+    "c++20",
+    "gnu++20",
+    "c++2b",
+    "gnu++2b",
+)
+# The runtimes each needs are in the prebuilt cache (libasan_rt, libubsan_rt, liblsan_rt).
+SANITIZERS: Final = frozenset(
+    {
+        "address",
+        "undefined",
+        "leak",
+        "alignment",
+        "bool",
+        "bounds",
+        "builtin",
+        "enum",
+        "float-cast-overflow",
+        "float-divide-by-zero",
+        "function",
+        "integer-divide-by-zero",
+        "nonnull-attribute",
+        "null",
+        "object-size",
+        "pointer-overflow",
+        "return",
+        "returns-nonnull-attribute",
+        "shift",
+        "signed-integer-overflow",
+        "unreachable",
+        "vla-bound",
+        "vptr",
+    }
+)
+F_FLAGS: Final = frozenset(
+    {
+        "-fexceptions",
+        "-fno-exceptions",
+        "-fwasm-exceptions",
+        "-fignore-exceptions",
+        "-frtti",
+        "-fno-rtti",
+        "-flto",
+        "-flto=full",
+        "-fno-lto",
+        "-ffast-math",
+        "-fno-fast-math",
+        "-fno-strict-aliasing",
+        "-fwrapv",
+        "-fsigned-char",
+        "-funsigned-char",
+        "-fno-builtin",
+        "-fno-inline",
+        "-fno-omit-frame-pointer",
+        "-fvisibility=default",
+        "-fvisibility=hidden",
+        "-fsanitize-minimal-runtime",
+        "-fno-sanitize-recover",
+        "-fcolor-diagnostics",
+        "-fno-color-diagnostics",
+    }
+)
+STANDARD_FLAGS: Final = frozenset(
+    SEED_FLAGS
+    | F_FLAGS
+    | {f"-std={value}" for value in (*C_STANDARDS, *CXX_STANDARDS)}
+    | {"-w", "-Werror", "-pedantic", "-pedantic-errors"}
+    | {"-lembind", "--bind"}
+    | {"-msimd128", "-mbulk-memory", "-mnontrapping-fptoint", "-msign-ext", "-mmutable-globals"}
+)
+# -Wall, -Wno-unused, -Werror=format, -Wframe-larger-than=4096, -W#warnings; no comma, so
+# never -Wl, -Wa, -Wp, nor their one-letter stems.
+_WARNING = re.compile(r"^-W[a-z#][A-Za-z0-9#+_.-]+(?:=[A-Za-z0-9#+_.-]+)?$")
+# What emcc reads as a setting (-std=, -shared, -static are not).
+_SETTING_FLAG = re.compile(r"^-s(?:[A-Z_]|$)")
+_SANITIZE = re.compile(r"^-f(?:no-)?sanitize=(.+)$")
+
+
+def _macro_ok(text: str, with_value: bool) -> bool:
+    """`NAME` or (for -D) `NAME=VALUE`: the name an identifier, the value on one line."""
+    name, sep, value = text.partition("=")
+    if sep and not with_value:
+        return False
+    return bool(_IDENT_RE.match(name)) and not any(c in value for c in "\n\r\x00")
 
 
 class RequestError(Exception):
     """The request is unacceptable; the message says which part and why."""
+
+
+@attrs.frozen
+class Policy:
+    """A closed argument policy. `check` returns the args unchanged or names the first refused."""
+
+    name: str
+    flags: frozenset[str] = attrs.field(repr=False)
+    settings: Mapping[str, Setting] = attrs.field(repr=False)
+    # The standard policy's shapes: -D/-U, -W<name>, -fsanitize= lists, `-s NAME=VALUE` split.
+    shapes: bool
+    extra: frozenset[str] = frozenset()
+
+    def with_extra(self, extra: Sequence[str]) -> Policy:
+        return attrs.evolve(self, extra=frozenset(extra))
+
+    def check(self, args: Sequence[str]) -> tuple[str, ...]:
+        if len(args) > MAX_ARGS:
+            raise RequestError(f"too many args: {len(args)} (at most {MAX_ARGS})")
+        pending: str | None = None
+        for arg in args:
+            if len(arg) > MAX_ARG_LENGTH:
+                raise RequestError(f"an argument is longer than {MAX_ARG_LENGTH} characters")
+            if "\x00" in arg:
+                raise RequestError("an argument contains a NUL character")
+            if pending is not None:
+                self._check_value(pending, arg)
+                pending = None
+            elif arg in self.flags or arg in self.extra:
+                pass
+            elif arg in PATH_FLAGS or (self.shapes and arg in ("-D", "-U", "-s")):
+                pending = arg
+            elif arg.partition("=")[0] in PATH_FLAGS:
+                flag, _, value = arg.partition("=")
+                _check_path_value(flag, value, arg)
+            elif _SETTING_FLAG.match(arg):
+                self._check_setting(arg[2:], arg)
+            elif self.shapes and arg.startswith(("-D", "-U")):
+                _check_macro(arg[:2], arg[2:], arg)
+            elif not (self.shapes and self._shape_ok(arg)):
+                self._refuse(arg)
+        if pending is not None:
+            raise RequestError(f"argument {pending} needs a value after it")
+        return tuple(args)
+
+    def _check_value(self, flag: str, value: str) -> None:
+        shown = f"{flag} {value}"
+        if flag in PATH_FLAGS:
+            _check_path_value(flag, value, shown)
+        elif flag == "-s":
+            self._check_setting(value, shown)
+        else:
+            _check_macro(flag, value, shown)
+
+    def _shape_ok(self, arg: str) -> bool:
+        if _WARNING.match(arg):
+            return True
+        sanitize = _SANITIZE.match(arg)
+        return sanitize is not None and all(s in SANITIZERS for s in sanitize[1].split(","))
+
+    def _check_setting(self, setting: str, shown: str) -> None:
+        name, sep, value = setting.partition("=")
+        if name in REFUSED_SETTINGS:
+            raise RequestError(f"argument {shown!r} is not allowed: {REFUSED_SETTINGS[name]}")
+        rule = self.settings.get(name)
+        if rule is None or (not sep and not rule.bare):
+            raise RequestError(f"argument {shown!r} is not allowed: {self._unlisted(name, rule)}")
+        if name == "ENVIRONMENT" and "node" in value.split(","):
+            raise RequestError(
+                f"argument {shown!r} is not allowed: the node environment is blocked"
+            )
+        if sep and not rule.check(value):
+            raise RequestError(f"argument {shown!r} is not allowed: {name} takes {rule.hint}")
+
+    def _unlisted(self, name: str, rule: Setting | None) -> str:
+        """Why a setting (or its bare `-sNAME` spelling) is not accepted."""
+        if not self.shapes:
+            return "only the listed -sNAME=VALUE settings are allowed"
+        if rule is not None:
+            return f"{name} takes {rule.hint}"
+        if name in PORTS:
+            return _PORTS_REASON
+        return (
+            f"{name or '-s'} is not on the allowlist of settings (see the README for the ones "
+            "that are)"
+        )
+
+    def _refuse(self, arg: str) -> None:
+        reason = REFUSED_FLAGS.get(arg) if self.shapes else None
+        reason = reason or path_reason(arg)
+        if reason is None or reason.startswith("it is not a flag"):
+            reason = "it is not on the allowlist"
+        raise RequestError(f"argument {arg!r} is not allowed: {reason}")
+
+
+def _check_macro(flag: str, text: str, shown: str) -> None:
+    if not _macro_ok(text, with_value=flag == "-D"):
+        what = "NAME or NAME=VALUE" if flag == "-D" else "NAME"
+        raise RequestError(
+            f"argument {shown!r} is not allowed: {flag} takes {what}, NAME a C identifier "
+            "and VALUE on one line"
+        )
+
+
+def is_safe_relative_path(path: str) -> bool:
+    """A path that stays inside the directory it is resolved from."""
+    if not _PATH_CHARS.match(path):
+        return False
+    return all(part != ".." for part in path.split("/"))
+
+
+def _path_value_ok(flag: str, value: str) -> bool:
+    if flag == "--source-map-base":
+        return is_safe_relative_path(value)
+    # `src@dst`: src is a host path (must stay in the job dir); dst lives in the virtual FS.
+    src, sep, dst = value.partition("@")
+    return is_safe_relative_path(src) and (
+        not sep or (bool(_VIRTUAL_PATH.match(dst)) and ".." not in dst.split("/"))
+    )
+
+
+def _check_path_value(flag: str, value: str, shown: str) -> None:
+    if not _path_value_ok(flag, value):
+        raise RequestError(
+            f"argument {shown!r} is not allowed: the path must be relative, "
+            "inside the job dir, without '..', and use only letters, digits and ._/-"
+        )
+
+
+def standard_policy(memory_cap_mb: int = 1024) -> Policy:
+    """The default policy; sizes (stack, initial and maximum memory) are bounded by the job's
+    memory cap, `jobMemoryMaxMB`."""
+    return Policy(
+        name="standard",
+        flags=STANDARD_FLAGS,
+        settings=_standard_settings(memory_cap_mb * MB),
+        shapes=True,
+    )
+
+
+SEED: Final = Policy(name="seed", flags=SEED_FLAGS, settings=SEED_SETTINGS, shapes=False)
+STANDARD: Final = standard_policy()
+
+
+def make_policy(name: str, memory_cap_mb: int, extra: Sequence[str] = ()) -> Policy:
+    base = SEED if name == "seed" else standard_policy(memory_cap_mb)
+    return base.with_extra(extra)
 
 
 @attrs.frozen
@@ -108,79 +586,12 @@ class CompileRequest:
         return SOURCE_NAMES[self.language]
 
 
-def is_safe_relative_path(path: str) -> bool:
-    """A path that stays inside the directory it is resolved from."""
-    if not _PATH_CHARS.match(path):
-        return False
-    return all(part not in ("..",) for part in path.split("/"))
+def check_args(args: Sequence[str], policy: Policy = STANDARD) -> tuple[str, ...]:
+    """Return `args` unchanged if `policy` accepts each; else raise naming the first refused."""
+    return policy.check(args)
 
 
-def _check_path_value(flag: str, value: str, shown: str) -> None:
-    if flag == "--source-map-base":
-        ok = is_safe_relative_path(value)
-    else:
-        # `src@dst`: src is a host path (must stay in the job dir); dst lives in the virtual FS.
-        src, sep, dst = value.partition("@")
-        ok = is_safe_relative_path(src) and (
-            not sep or (bool(_VIRTUAL_PATH.match(dst)) and ".." not in dst.split("/"))
-        )
-    if not ok:
-        raise RequestError(
-            f"argument {shown!r} is not allowed: the path must be relative, "
-            "inside the job dir, without '..', and use only letters, digits and ._/-"
-        )
-
-
-def _check_setting(arg: str) -> None:
-    name, sep, value = arg[2:].partition("=")
-    if not sep or name not in SETTINGS:
-        return _refuse(arg)
-    if name == "ENVIRONMENT" and "node" in value.split(","):
-        raise RequestError(f"argument {arg!r} is not allowed: the node environment is blocked")
-    if not SETTINGS[name](value):
-        raise RequestError(f"argument {arg!r} is not allowed: {name} takes {SETTING_HINTS[name]}")
-    return None
-
-
-def _refuse(arg: str) -> None:
-    for prefix, why in BLOCKED_PREFIXES:
-        if arg.startswith(prefix):
-            raise RequestError(f"argument {arg!r} is not allowed: {why}")
-    raise RequestError(f"argument {arg!r} is not allowed: it is not on the allowlist")
-
-
-def check_args(args: Sequence[str]) -> tuple[str, ...]:
-    """Return `args` unchanged if every one is allowed; else raise naming the first refused."""
-    if len(args) > MAX_ARGS:
-        raise RequestError(f"too many args: {len(args)} (at most {MAX_ARGS})")
-    accepted: list[str] = []
-    pending_flag: str | None = None
-    for arg in args:
-        if len(arg) > MAX_ARG_LENGTH:
-            raise RequestError(f"an argument is longer than {MAX_ARG_LENGTH} characters")
-        if "\x00" in arg:
-            raise RequestError("an argument contains a NUL character")
-        if pending_flag is not None:
-            _check_path_value(pending_flag, arg, f"{pending_flag} {arg}")
-            pending_flag = None
-        elif arg in EXACT_FLAGS:
-            pass
-        elif arg in PATH_FLAGS:
-            pending_flag = arg
-        elif "=" in arg and arg.partition("=")[0] in PATH_FLAGS:
-            flag, _, value = arg.partition("=")
-            _check_path_value(flag, value, arg)
-        elif arg.startswith("-s"):
-            _check_setting(arg)
-        else:
-            _refuse(arg)
-        accepted.append(arg)
-    if pending_flag is not None:
-        raise RequestError(f"argument {pending_flag} needs a value after it")
-    return tuple(accepted)
-
-
-def parse_request(body: Any) -> CompileRequest:
+def parse_request(body: Any, policy: Policy = STANDARD) -> CompileRequest:
     """Validate a decoded JSON body into a CompileRequest."""
     if not isinstance(body, dict):
         raise RequestError("the body must be a JSON object")
@@ -204,7 +615,7 @@ def parse_request(body: Any) -> CompileRequest:
         args = []
     if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
         raise RequestError('"args" must be a list of strings')
-    return CompileRequest(code=code, language=LANGUAGES[kind.lower()], args=check_args(args))
+    return CompileRequest(code=code, language=LANGUAGES[kind.lower()], args=policy.check(args))
 
 
 def compiler_argv(compiler: str, request: CompileRequest, default_args: Sequence[str]) -> list[str]:

@@ -109,9 +109,9 @@ def static_8mb_source() -> str:
     )
 
 
-# 48 MB of initialised static data, from a tiny source. This emscripten links with a fixed
-# 16 MB INITIAL_MEMORY (the policy does not let users raise it), so wasm-ld refuses it: a
-# deterministic compile error, not a cap, and no memory blow-up on the way.
+# 48 MB of initialised static data, from a tiny source. This emscripten links with a 16 MB
+# INITIAL_MEMORY by default (this request sends no -sINITIAL_MEMORY to raise it), so wasm-ld
+# refuses it: a deterministic compile error, not a cap, and no memory blow-up on the way.
 STATIC_48MB: Final = (
     "#include <stdio.h>\nstatic char big[48 << 20] = {1, 2, 3};\n"
     'int main(void) { printf("%d\\n", big[2]); return 0; }\n'

@@ -8,14 +8,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from emcc_trio.config import ConfigError, parse
 from emcc_trio.policy import (
     PATH_FLAGS,
+    SEED,
+    STANDARD,
     CompileRequest,
+    Policy,
     RequestError,
     check_args,
     compiler_argv,
+    make_policy,
     parse_request,
 )
+
+POLICIES = [STANDARD, SEED]
 
 ALLOWED = [
     ["-O0"],
@@ -44,6 +51,7 @@ ALLOWED = [
     ["--source-map-base=static/maps/"],
 ]
 
+# The held-out probes: refused by both policies, each with its reason.
 BLOCKED = [
     (["-O2x"], "not on the allowlist"),
     (["-O"], "not on the allowlist"),
@@ -67,15 +75,12 @@ BLOCKED = [
     (["-Wl,--whole-archive"], "linker"),
     (["-Xclang", "-load"], "raw clang"),
     (["-L/lib"], "library paths"),
-    (["-s", "MODULARIZE=1"], "only the listed"),
     (["-sMODULARIZE=2"], "MODULARIZE takes 0 or 1"),
-    (["-sMODULARIZE"], "only the listed"),
     (["-sINVOKE_RUN=yes"], "INVOKE_RUN takes"),
     (["-sEXPORTED_FUNCTIONS=@/etc/passwd"], "EXPORTED_FUNCTIONS takes"),
     (["-sEXPORTED_FUNCTIONS=[main]"], "EXPORTED_FUNCTIONS takes"),
     (["-sEXPORTED_RUNTIME_METHODS=@x.txt"], "EXPORTED_RUNTIME_METHODS takes"),
-    (["-sEXPORT_NAME=Foo"], "only the listed"),
-    (["-sSINGLE_FILE=1"], "only the listed"),
+    (["-sSINGLE_FILE=1"], "writes no app.wasm"),
     (["--preload-file", "/etc/passwd"], "path must be relative"),
     (["--preload-file", "../secret"], "path must be relative"),
     (["--preload-file", "a/../../secret"], "path must be relative"),
@@ -86,7 +91,7 @@ BLOCKED = [
     (["--source-map-base", "../maps"], "path must be relative"),
     (["--source-map-base", "http://evil/"], "path must be relative"),
     (["--preload-file"], "needs a value"),
-    (["-fplugin=/tmp/x.so"], "not on the allowlist"),
+    (["-fplugin=/tmp/x.so"], "loads a file by path"),
     (["main.c"], "not on the allowlist"),
     (["/etc/passwd"], "not on the allowlist"),
     (["-x", "c"], "not on the allowlist"),
@@ -94,23 +99,92 @@ BLOCKED = [
 ]
 
 
+# What the seed refuses and the standard policy (tests/test_policy_standard.py) accepts.
+SEED_ONLY_BLOCKED = [
+    (["-sEXPORT_NAME=Foo"], "only the listed"),
+    (["-s", "MODULARIZE=1"], "only the listed"),
+    (["-sMODULARIZE"], "only the listed"),
+    (["-std=c++20"], "not on the allowlist"),
+    (["-DFOO=1"], "not on the allowlist"),
+    (["-lembind"], "not on the allowlist"),
+    (["-Wall"], "not on the allowlist"),
+    (["-sEXIT_RUNTIME=1"], "only the listed"),
+]
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=lambda p: p.name)
 @pytest.mark.parametrize("args", ALLOWED, ids=lambda a: " ".join(a))
-def test_allowed_args_pass_unchanged(args: list[str]) -> None:
-    assert check_args(args) == tuple(args)
+def test_allowed_args_pass_unchanged(policy: Policy, args: list[str]) -> None:
+    assert check_args(args, policy) == tuple(args)
 
 
+@pytest.mark.parametrize("policy", POLICIES, ids=lambda p: p.name)
 @pytest.mark.parametrize(("args", "reason"), BLOCKED, ids=lambda a: str(a))
-def test_blocked_args_are_named_with_a_reason(args: list[str], reason: str) -> None:
+def test_blocked_args_are_named_with_a_reason(policy: Policy, args: list[str], reason: str) -> None:
     with pytest.raises(RequestError) as info:
-        check_args(args)
+        check_args(args, policy)
     message = str(info.value)
     assert reason in message
     assert args[0] in message
 
 
+@pytest.mark.parametrize(("args", "reason"), SEED_ONLY_BLOCKED, ids=lambda a: str(a))
+def test_the_seed_policy_is_the_seed_allowlist(args: list[str], reason: str) -> None:
+    with pytest.raises(RequestError, match=reason):
+        check_args(args, SEED)
+    assert check_args(args, STANDARD) == tuple(args)
+
+
 def test_too_many_args() -> None:
     with pytest.raises(RequestError, match="too many args"):
         check_args(["-O2"] * 65)
+
+
+def test_config_chooses_the_policy_and_adds_the_operators_args() -> None:
+    assert parse("{}").argument_policy == "standard"
+    config = parse('{"argumentPolicy": "seed", "extraAllowedArgs": ["-sUSE_ZLIB=1", "-Wall"]}')
+    policy = make_policy(
+        config.argument_policy, config.job_memory_max_mb, config.extra_allowed_args
+    )
+    assert policy.name == "seed"
+    assert check_args(["-O2", "-sUSE_ZLIB=1", "-Wall"], policy) == ("-O2", "-sUSE_ZLIB=1", "-Wall")
+    # Exact strings: the operator's `-Wall` does not open -W<name> in the seed policy.
+    with pytest.raises(RequestError, match="'-Wextra' is not allowed"):
+        check_args(["-Wextra"], policy)
+    with pytest.raises(RequestError, match="ports"):
+        check_args(["-sUSE_ZLIB=1"], make_policy("standard", 1024))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"argumentPolicy": "open"}', "argumentPolicy: must be one of standard, seed"),
+        ('{"argumentPolicy": 1}', "argumentPolicy: expected a string"),
+        ('{"extraAllowedArgs": "-Wall"}', "extraAllowedArgs: expected a list of strings"),
+        ('{"extraAllowedArgs": ["-I/usr/include"]}', "extraAllowedArgs: '-I/usr/include' can"),
+        ('{"extraAllowedArgs": ["--js-library=lib.js"]}', "extraAllowedArgs: '--js-library"),
+        ('{"extraAllowedArgs": ["@args.txt"]}', "response files"),
+        ('{"extraAllowedArgs": ["-sEXPORTED_FUNCTIONS=@f.txt"]}', "@ or / can name a file"),
+        ('{"extraAllowedArgs": ["-sSHELL_FILE=/x.html"]}', "@ or / can name a file"),
+        ('{"extraAllowedArgs": ["--embed-file"]}', "path as the next argument"),
+        ('{"extraAllowedArgs": ["--embed-file=/etc/passwd"]}', "must be relative"),
+        ('{"extraAllowedArgs": ["lib.a"]}', "input file"),
+        ('{"extraAllowedArgs": ["-Wl,--whole-archive"]}', "linker options"),
+        ('{"extraAllowedArgs": ["-Wa,-I/etc"]}', "assembler options"),
+        ('{"extraAllowedArgs": ["-fprofile-use=/x"]}', "profile files"),
+        ('{"extraAllowedArgs": ["-mllvm"]}', "raw LLVM options"),
+        ('{"extraAllowedArgs": ["-ivfsoverlay"]}', "include paths and files"),
+        ('{"extraAllowedArgs": ["-Xarch_wasm32"]}', "not filtered"),
+        ('{"extraAllowedArgs": ["--include-directory=/etc"]}', "reads a file"),
+        ('{"extraAllowedArgs": ["--output=x.js"]}', "output file is fixed"),
+        ('{"extraAllowedArgs": ["-fuse-ld=/tmp/ld"]}', "another linker"),
+        ('{"extraAllowedArgs": ["-fsanitize-coverage-allowlist=x"]}', "reads a file"),
+    ],
+)
+def test_path_reading_extra_args_are_config_errors(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(text)
+    assert message in str(info.value)
 
 
 def test_command_line_order_forces_output_last() -> None:
@@ -210,6 +284,18 @@ def _paths_named(args: tuple[str, ...]) -> list[str]:
     return paths
 
 
+def test_the_standard_policy_accepts_what_the_seed_does() -> None:
+    assert SEED.flags <= STANDARD.flags
+    assert set(SEED.settings) <= set(STANDARD.settings)
+    values = ["0", "1", "2", "web", "web,worker", "[_main,_add]", "[callMain]", "x"]
+    for name, rule in SEED.settings.items():
+        for value in values:
+            if rule.check(value):
+                assert STANDARD.settings[name].check(value), (name, value)
+
+
+# The standard policy (the default here) accepts everything the seed's does, so this covers
+# both; tests/test_policy_standard.py has the standard policy's own property tests.
 @settings(max_examples=3000, deadline=None)
 @given(st.lists(_ARG, max_size=6))
 def test_no_accepted_argument_list_reaches_outside_the_job_dir(args: list[str]) -> None:

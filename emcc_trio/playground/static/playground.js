@@ -36,6 +36,33 @@
         "    return 3;\n}\n",
     },
     {
+      name: "a last line without a newline (EXIT_RUNTIME)",
+      type: "c",
+      args: "-sEXIT_RUNTIME=1 -sEXPORTED_RUNTIME_METHODS=[callMain]",
+      code:
+        "#include <stdio.h>\n\nint main(void) {\n" +
+        '    printf("a whole line\\n");\n' +
+        "    // Without -sEXIT_RUNTIME=1 this stays in the runtime's buffer.\n" +
+        '    printf("the last line, without a newline");\n' +
+        "    return 0;\n}\n",
+    },
+    {
+      name: "Embind: C++ called from JavaScript",
+      type: "cpp",
+      args: "-std=c++20 -lembind -sEXIT_RUNTIME=1 -sEXPORTED_RUNTIME_METHODS=[callMain]",
+      code:
+        "#include <cstdio>\n#include <string>\n\n" +
+        "#include <emscripten/bind.h>\n#include <emscripten/val.h>\n\n" +
+        "std::string greet(const std::string& name) { return \"hello, \" + name; }\n\n" +
+        "// After loading, JavaScript can call Module.greet(\"web\").\n" +
+        "EMSCRIPTEN_BINDINGS(example) { emscripten::function(\"greet\", &greet); }\n\n" +
+        "int main() {\n" +
+        "    // The same call, made through JavaScript from C++.\n" +
+        '    auto greeting = emscripten::val::module_property("greet")(std::string("Embind"));\n' +
+        '    std::printf("%s\\n", greeting.as<std::string>().c_str());\n' +
+        "    return 0;\n}\n",
+    },
+    {
       name: "a compile error",
       type: "c",
       args: "",

@@ -28,9 +28,14 @@
       });
       let code;
       try {
-        // _main is exported by default; callMain only when asked for (a debug build has a
-        // callMain stub that aborts otherwise).
-        code = typeof module._main === "function" ? module._main(0, 0) : module.callMain([]);
+        // callMain when really exported (a debug build puts an anonymous stub that aborts in
+        // its place, or a getter in later releases): under -sEXIT_RUNTIME=1 it exits the
+        // runtime, which flushes a last line without a newline. _main otherwise: it is
+        // exported by default.
+        const callMain = Object.getOwnPropertyDescriptor(module, "callMain");
+        const real =
+          callMain && typeof callMain.value === "function" && callMain.value.name !== "";
+        code = real ? module.callMain([]) : module._main(0, 0);
       } catch (error) {
         if (exitCode === null) throw error;
         code = exitCode;
