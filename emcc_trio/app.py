@@ -229,6 +229,8 @@ def create_app(service: Service) -> QuartTrio:
             decoded = json.loads(body)
         except ValueError as exc:
             return json_error(400, f"the body is not valid JSON: {exc}")
+        except RecursionError:
+            return json_error(400, "the body is nested too deeply to be a compile request")
         try:
             return parse_request(decoded)
         except RequestError as exc:
