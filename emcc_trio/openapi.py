@@ -153,6 +153,10 @@ RESPONSES: Final[JsonObject] = {
             }
         },
     },
+    "RequestTimeout": _json(
+        _ref("Error"),
+        "The body did not fully arrive within `bodyTimeoutSeconds`; the connection is closed.",
+    ),
     "PayloadTooLarge": _json(
         _ref("Error"), "The body is larger than `maxBodyBytes`; the connection is closed."
     ),
@@ -305,6 +309,7 @@ PATHS: Final[JsonObject] = {
                     "request: not JSON, wrong types, unknown field, refused argument (the "
                     "error names it).",
                 ),
+                "408": _error("RequestTimeout"),
                 "413": _error("PayloadTooLarge"),
                 "422": _json(_ref("LimitExceeded"), "A cap ended the job."),
                 "503": _error("Busy"),
