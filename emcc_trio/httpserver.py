@@ -4,8 +4,8 @@ hypercorn accepts every connection it can, bounded only by the file descriptor l
 `serve` has no hook on the accept loop. `serve` here runs hypercorn's own parts (the ASGI
 lifespan, one `TCPServer` per connection, the graceful shutdown of `hypercorn.trio.run`) around
 listeners that take a slot before each accept: past `max_connections`, new connections wait in
-the kernel's listen backlog until one closes (and once the backlog is full the kernel refuses
-them). Nothing in the server fails for want of a file descriptor.
+the kernel's listen backlog until one closes (and once the backlog is full the kernel drops new
+attempts, which clients retry). Nothing in the server fails for want of a file descriptor.
 """
 
 from __future__ import annotations
