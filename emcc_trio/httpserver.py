@@ -84,7 +84,7 @@ def _shield_sends(app: ASGIFramework) -> ASGIFramework:
 
 
 def raise_open_files_limit(max_connections: int) -> int:
-    """Raise RLIMIT_NOFILE's soft limit to its hard limit; return it.
+    """Raise RLIMIT_NOFILE's soft limit to its hard limit; return the new soft limit.
 
     Raises ValueError when even the hard limit is too low for `max_connections` connections
     plus the server's own files.
@@ -96,9 +96,14 @@ def raise_open_files_limit(max_connections: int) -> int:
             f"maxConnections {max_connections} needs {needed} open files "
             f"({RESERVED_FDS} for the server itself), but the hard RLIMIT_NOFILE is {hard}"
         )
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
+    # An unlimited hard limit still has the kernel's nr_open above it: ask for what is needed.
+    target = max(soft, needed) if hard == resource.RLIM_INFINITY else hard
+    if soft != target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot raise RLIMIT_NOFILE to {target}: {exc}") from exc
+    return target
 
 
 async def serve(
