@@ -14,9 +14,8 @@ from typing import Final
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 
-from . import logs
+from . import httpserver, logs
 from .app import AccessLog, Service, create_app
 from .artifacts import ArtifactStore, run_sweeper
 from .cache import ResultCache
@@ -30,6 +29,9 @@ from .sandbox import Sandbox, SandboxError
 
 log = logging.getLogger("emcc_trio")
 _GRACEFUL_SECONDS: Final = 5.0
+# A connection must send a whole request head within this, and is closed after this long idle
+# between requests (hypercorn's keep_alive_timeout).
+_KEEP_ALIVE_SECONDS: Final = 5.0
 MB: Final = 1024 * 1024
 
 
@@ -157,16 +159,22 @@ async def build_service(config: Config, paths: Paths) -> Service:
         policy=make_policy(
             config.argument_policy, config.job_memory_max_mb, config.extra_allowed_args
         ),
+        body_timeout_seconds=config.body_timeout_seconds,
     )
 
 
 async def serve(config: Config, start_dir: Path) -> None:
     paths = resolve_paths(config, start_dir)
+    try:
+        open_files = httpserver.raise_open_files_limit(config.max_connections)
+    except ValueError as exc:
+        raise StartupError(f"{exc}: lower maxConnections or raise the limit") from exc
     service = await build_service(config, paths)
     host, port = parse_addr(config.addr)
     hypercorn_config = HypercornConfig()
     hypercorn_config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     hypercorn_config.graceful_timeout = _GRACEFUL_SECONDS
+    hypercorn_config.keep_alive_timeout = _KEEP_ALIVE_SECONDS
     hypercorn_config.accesslog = None
     hypercorn_config.errorlog = logging.getLogger("hypercorn.error")
     app = AccessLog(create_app(service), service.metrics)
@@ -183,8 +191,12 @@ async def serve(config: Config, start_dir: Path) -> None:
     async with trio.open_nursery() as nursery:
 
         async def run_http(task_status: trio.TaskStatus[list[str]]) -> None:
-            await hypercorn_serve(
-                app, hypercorn_config, shutdown_trigger=shutdown.wait, task_status=task_status
+            await httpserver.serve(
+                app,
+                hypercorn_config,
+                config.max_connections,
+                shutdown_trigger=shutdown.wait,
+                task_status=task_status,
             )
             # In-flight requests are done: stop the background tasks too.
             nursery.cancel_scope.cancel()
@@ -200,7 +212,16 @@ async def serve(config: Config, start_dir: Path) -> None:
         )
         service.start(nursery)
         binds = await nursery.start(run_http)
-        log.info("listening", extra={"fields": {"urls": binds}})
+        log.info(
+            "listening",
+            extra={
+                "fields": {
+                    "urls": binds,
+                    "max_connections": config.max_connections,
+                    "open_files_limit": open_files,
+                }
+            },
+        )
     if service.driver is not None:
         service.driver.close()
     log.info("stopped")

@@ -61,6 +61,7 @@ class Service:
     store: ArtifactStore
     enable_static_artifacts: bool
     max_body_bytes: int
+    body_timeout_seconds: float = 30
     cache: ResultCache | None = None
     emscripten_version: str = ""
     metrics: Metrics = attrs.field(factory=Metrics)
@@ -191,6 +192,7 @@ def create_app(service: Service) -> QuartTrio:
     # No implicit /static route: every path the app serves is one of ours, and documented.
     app = QuartTrio(__name__, root_path=str(Path(__file__).parent), static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = service.max_body_bytes
+    app.config["BODY_TIMEOUT"] = service.body_timeout_seconds
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
@@ -198,12 +200,16 @@ def create_app(service: Service) -> QuartTrio:
         message = {
             404: "not found",
             405: f"method {request.method} not allowed for {request.path}",
+            408: (
+                "the request body did not arrive within bodyTimeoutSeconds "
+                f"({service.body_timeout_seconds:g} s)"
+            ),
             413: f"request body too large (maxBodyBytes is {service.max_body_bytes})",
         }.get(status, exc.description or exc.name)
         response = json_error(status, message)
         if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
             response.headers["Allow"] = ", ".join(sorted(exc.valid_methods))
-        if status == 413:
+        if status in (408, 413):
             # The rest of the body was never read: the connection cannot carry another
             # request (the next one would wait behind the unread bytes forever).
             response.headers["Connection"] = "close"
@@ -230,6 +236,8 @@ def create_app(service: Service) -> QuartTrio:
             decoded = json.loads(body)
         except ValueError as exc:
             return json_error(400, f"the body is not valid JSON: {exc}")
+        except RecursionError:
+            return json_error(400, "the body is nested too deeply to be a compile request")
         try:
             return parse_request(decoded, service.policy)
         except RequestError as exc:

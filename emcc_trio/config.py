@@ -57,6 +57,8 @@ class Config:
     node_path: str = attrs.field(default="/usr/share/nodejs", metadata=_key("nodePath"))
     nsjail_config: str = attrs.field(default="", metadata=_key("nsjailConfig"))
     max_body_bytes: int = attrs.field(default=1024 * 1024, metadata=_key("maxBodyBytes"))
+    body_timeout_seconds: float = attrs.field(default=30, metadata=_key("bodyTimeoutSeconds"))
+    max_connections: int = attrs.field(default=1000, metadata=_key("maxConnections"))
     max_output_bytes: int = attrs.field(default=64 * 1024, metadata=_key("maxOutputBytes"))
     job_timeout_seconds: float = attrs.field(default=120, metadata=_key("jobTimeoutSeconds"))
     cgroup_driver: str = attrs.field(default="auto", metadata=_key("cgroupDriver"))
@@ -145,6 +147,8 @@ def validate(config: Config) -> list[str]:
     for name in (
         "job_memory_estimate_mb",
         "max_body_bytes",
+        "body_timeout_seconds",
+        "max_connections",
         "max_output_bytes",
         "job_timeout_seconds",
         "job_memory_max_mb",

@@ -47,7 +47,7 @@ SCHEMAS: Final[JsonObject] = {
                 "type": "string",
                 "minLength": 1,
                 "pattern": r"\S",
-                "description": "The source. Not empty, no NUL character.",
+                "description": "The source. Not empty, no NUL character, no lone surrogate.",
             },
             "type": {
                 "type": "string",
@@ -162,6 +162,10 @@ RESPONSES: Final[JsonObject] = {
             }
         },
     },
+    "RequestTimeout": _json(
+        _ref("Error"),
+        "The body did not fully arrive within `bodyTimeoutSeconds`; the connection is closed.",
+    ),
     "PayloadTooLarge": _json(
         _ref("Error"), "The body is larger than `maxBodyBytes`; the connection is closed."
     ),
@@ -311,9 +315,10 @@ PATHS: Final[JsonObject] = {
                 "400": _json(
                     {"anyOf": [_ref("CompileFailure"), _ref("Error")]},
                     "A compile error (with `id`, `usage` and the compiler's output), or a bad "
-                    "request: not JSON, wrong types, unknown field, refused argument (the "
-                    "error names it).",
+                    "request: not JSON, nested too deeply, wrong types, unknown field, lone "
+                    "surrogate in `code`, refused argument (the error names it).",
                 ),
+                "408": _error("RequestTimeout"),
                 "413": _error("PayloadTooLarge"),
                 "422": _json(_ref("LimitExceeded"), "A cap ended the job."),
                 "503": _error("Busy"),

@@ -605,6 +605,14 @@ def parse_request(body: Any, policy: Policy = STANDARD) -> CompileRequest:
         raise RequestError('"code" must not be empty')
     if "\x00" in code:
         raise RequestError('"code" contains a NUL character')
+    try:
+        code.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # A JSON escape such as "\ud800" decodes to a lone surrogate: not text a file can hold.
+        raise RequestError(
+            f'"code" contains a lone surrogate ({code[exc.start]!r} at character {exc.start}): '
+            "the source must be valid UTF-8"
+        ) from None
     kind = body.get("type", "")
     if not isinstance(kind, str):
         raise RequestError('"type" must be a string')

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -79,6 +80,10 @@ def test_every_key_round_trips() -> None:
         ('{"jobPidsMax": 4}', "jobPidsMax: emcc needs at least 16 processes"),
         ('{"jobsDir": "same", "artifactsDir": "same"}', "artifactsDir: must differ"),
         ('{"maxBodyBytes": 0}', "maxBodyBytes: must be greater than 0"),
+        ('{"bodyTimeoutSeconds": 0}', "bodyTimeoutSeconds: must be greater than 0"),
+        ('{"bodyTimeoutSeconds": "30"}', "bodyTimeoutSeconds: expected a number"),
+        ('{"maxConnections": 0}', "maxConnections: must be greater than 0"),
+        ('{"maxConnections": 10.5}', "maxConnections: expected a whole number"),
         ('{"cacheMaxMB": 0}', "cacheMaxMB: must be greater than 0"),
         ('{"cacheDir": "jobs"}', "cacheDir: must differ from jobsDir and artifactsDir"),
         ('{"cacheEnabled": "no"}', "cacheEnabled: expected true or false"),
@@ -154,6 +159,30 @@ def test_server_refuses_to_start_when_caps_cannot_be_enforced(tmp_path: Path) ->
     assert "refusing to start" in done.stderr
     assert f"{not_a_cgroup} is not a cgroup v2 directory" in done.stderr
     assert '"cgroupDriver": "none"' in done.stderr
+
+
+def test_server_refuses_to_start_when_max_connections_exceeds_the_open_files_limit(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(
+        json.dumps({"workingDir": str(tmp_path), "addr": "127.0.0.1:0", "maxConnections": 1000})
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "emcc_trio", "serve", "--config", str(path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        # 1 000 connections and the server's own files do not fit in 1 024 descriptors.
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024)),
+    )
+    assert done.returncode == 2
+    assert (
+        "refusing to start: maxConnections 1000 needs 1256 open files (256 for the server "
+        "itself), but the hard RLIMIT_NOFILE is 1024: lower maxConnections or raise the limit"
+    ) in done.stderr
 
 
 def test_server_refuses_to_start_without_the_compiler(tmp_path: Path) -> None:

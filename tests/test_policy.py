@@ -224,6 +224,11 @@ def test_type_defaults_to_c_and_args_to_empty() -> None:
         ({"code": "x", "args": [1]}, '"args" must be a list of strings'),
         ({"code": "x", "extra": 1}, "unknown field(s): extra"),
         ({"code": "x", "args": ["-I/"]}, "'-I/' is not allowed"),
+        (
+            {"code": "int x; // \ud800"},
+            "\"code\" contains a lone surrogate ('\\ud800' at character 10)",
+        ),
+        ({"code": "x", "args": ["-O2\udfff"]}, "'-O2\\udfff' is not allowed"),
     ],
 )
 def test_bad_requests(body: object, message: str) -> None:

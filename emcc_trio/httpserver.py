@@ -1,0 +1,159 @@
+"""The HTTP server: hypercorn's trio worker, with a cap on open connections.
+
+hypercorn accepts every connection it can, bounded only by the file descriptor limit, and its
+`serve` has no hook on the accept loop. `serve` here runs hypercorn's own parts (the ASGI
+lifespan, one `TCPServer` per connection, the graceful shutdown of `hypercorn.trio.run`) around
+listeners that take a slot before each accept: past `max_connections`, new connections wait in
+the kernel's listen backlog until one closes (and once the backlog is full the kernel drops new
+attempts, which clients retry). Nothing in the server fails for want of a file descriptor.
+"""
+
+from __future__ import annotations
+
+import resource
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Final
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import (
+    ASGIFramework,
+    ASGIReceiveCallable,
+    ASGISendCallable,
+    ASGISendEvent,
+    ConnectionState,
+    LifespanState,
+    Scope,
+)
+from hypercorn.utils import repr_socket_addr, wrap_app
+
+# Descriptors the server needs besides its connections: listeners, logs, the cache, cgroup
+# files, and a few pipes and files per running compile.
+RESERVED_FDS: Final = 256
+
+
+class _CappedListener(trio.abc.Listener[trio.SocketStream]):
+    """A listener that accepts only while a slot is free; the connection's handler frees it."""
+
+    def __init__(self, listener: trio.SocketListener, slots: trio.Semaphore) -> None:
+        self.listener = listener
+        self.slots = slots
+
+    async def accept(self) -> trio.SocketStream:
+        await self.slots.acquire()
+        try:
+            return await self.listener.accept()
+        except BaseException:
+            self.slots.release()
+            raise
+
+    async def aclose(self) -> None:
+        await self.listener.aclose()
+
+
+def _shield_sends(app: ASGIFramework) -> ASGIFramework:
+    """`app` with each `send` of an HTTP request shielded from cancellation.
+
+    hypercorn does a connection's bookkeeping inside the app's `send`: the last body message
+    recycles the connection for the next request and starts its keep-alive timer, or closes it
+    when it cannot carry another request (a 408 or 413 with the body unread). quart-trio
+    cancels the request's task as soon as hypercorn reports the request stream closed, which
+    happens early in that same call, so unshielded, the timer never started (idle connections
+    stayed open forever) and the close never ran (the connection stayed open until shutdown).
+    hypercorn already shields the socket writes themselves, so this adds no new wait.
+    """
+
+    async def shielded_app(
+        scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+
+        async def shielded_send(message: ASGISendEvent) -> None:
+            with trio.CancelScope(shield=True):
+                await send(message)
+
+        await app(scope, receive, shielded_send)
+
+    return shielded_app
+
+
+def raise_open_files_limit(max_connections: int) -> int:
+    """Raise RLIMIT_NOFILE's soft limit to its hard limit; return the new soft limit.
+
+    Raises ValueError when even the hard limit is too low for `max_connections` connections
+    plus the server's own files.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = max_connections + RESERVED_FDS
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise ValueError(
+            f"maxConnections {max_connections} needs {needed} open files "
+            f"({RESERVED_FDS} for the server itself), but the hard RLIMIT_NOFILE is {hard}"
+        )
+    # An unlimited hard limit still has the kernel's nr_open above it: ask for what is needed.
+    target = max(soft, needed) if hard == resource.RLIM_INFINITY else hard
+    if soft != target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot raise RLIMIT_NOFILE to {target}: {exc}") from exc
+    return target
+
+
+async def serve(
+    app: ASGIFramework,
+    config: HypercornConfig,
+    max_connections: int,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[None]],
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve `app` on `config.bind` (plain HTTP) until `shutdown_trigger` returns.
+
+    Then, as hypercorn does: stop accepting, give open requests `config.graceful_timeout`
+    seconds, cancel what is left, and run the app's lifespan shutdown.
+    """
+    wrapped = wrap_app(_shield_sends(app), config.wsgi_max_body_size, "asgi")
+    state: LifespanState = {}
+    lifespan = Lifespan(wrapped, config, state)
+    context = WorkerContext(None)
+    slots = trio.Semaphore(max_connections)
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        async with trio.open_nursery() as connections:
+            sockets = config.create_sockets()
+            listeners = []
+            binds = []
+            for sock in sockets.insecure_sockets:
+                sock.listen(config.backlog)
+                listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+                listeners.append(_CappedListener(listener, slots))
+                binds.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")
+            connection = partial(TCPServer, wrapped, config, context, ConnectionState(state.copy()))
+
+            async def handle(stream: trio.SocketStream) -> None:
+                try:
+                    # Annotated as an SSLStream; hypercorn.trio.run passes plain streams too.
+                    await connection(stream).run()  # type: ignore[arg-type]
+                finally:
+                    slots.release()
+
+            accept = partial(trio.serve_listeners, handle, listeners, handler_nursery=connections)
+            task_status.started(binds)
+            try:
+                async with trio.open_nursery() as accepting:
+                    accepting.start_soon(accept)
+                    await shutdown_trigger()
+                    accepting.cancel_scope.cancel()
+            finally:
+                await context.terminated.set()
+                connections.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()
