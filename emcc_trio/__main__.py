@@ -1,4 +1,5 @@
-"""`emcc-trio serve [--config PATH]`: the server and its background tasks in one nursery."""
+"""`emcc-trio serve [--config PATH]`: the server and its background tasks in one nursery;
+`emcc-trio compile ...` is the client (cli.py)."""
 
 from __future__ import annotations
 
@@ -16,12 +17,13 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
-from . import logs
+from . import cli, logs
 from .app import AccessLog, Service, create_app
 from .artifacts import ArtifactStore, run_sweeper
 from .cache import ResultCache
 from .cgroups import Caps, CgroupError, instance_tag, open_driver, read_budget
 from .config import Config, ConfigError, Paths, load, parse_addr, resolve_paths
+from .cors import Cors
 from .gate import Gate
 from .jobs import Compiler
 from .runner import Limits
@@ -165,7 +167,7 @@ async def serve(config: Config, start_dir: Path) -> None:
     hypercorn_config.graceful_timeout = _GRACEFUL_SECONDS
     hypercorn_config.accesslog = None
     hypercorn_config.errorlog = logging.getLogger("hypercorn.error")
-    app = AccessLog(create_app(service), service.metrics)
+    app = AccessLog(Cors(create_app(service), config.cors_allowed_origins), service.metrics)
     shutdown = trio.Event()
 
     async def watch_signals() -> None:
@@ -207,9 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command")
     serve_parser = sub.add_parser("serve", help="run the HTTP service")
     serve_parser.add_argument("--config", default="config.json", help="path to config.json")
+    sub.add_parser("compile", help="compile files on a server: emcc-trio compile --help")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["compile"]:
+        return cli.main(argv[1:])
     args = parser.parse_args(argv)
     if args.command is None:
-        args = parser.parse_args(["serve", *(argv if argv is not None else sys.argv[1:])])
+        args = parser.parse_args(["serve", *argv])
     logs.configure()
     try:
         config = load(Path(args.config))
