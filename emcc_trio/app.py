@@ -186,7 +186,14 @@ def compile_response(result: CompileResult, cached: bool) -> Response:
         message = LIMIT_MESSAGES[result.limit]
         if result.output:
             message += "\n" + result.output
-        return json_error(LIMIT_STATUS, message, id=result.job_id, limit=result.limit, usage=usage)
+        return json_error(
+            LIMIT_STATUS,
+            message,
+            id=result.job_id,
+            limit=result.limit,
+            diagnostics=found,
+            usage=usage,
+        )
     error = diagnostics.human_text(result.output)
     if result.output_truncated:
         error += "\n[output truncated]"

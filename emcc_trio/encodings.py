@@ -4,7 +4,9 @@
 - multipart/form-data: plain fields `code`, `type`, `args` (repeated); every uploaded file is a
   project file whose path is its field name (`curl -F main.c=@main.c -F util.h=@util.h`).
 - raw body: the body is the one source, options in the query (`?type=c&args=-O2&args=-g`).
-  Chosen when the query string has options or the body is `text/*` or octet-stream.
+  Chosen when the query string has options or the body is `text/*` or octet-stream (curl's
+  `--data-binary` sends form-urlencoded); options in the query with a JSON or multipart body
+  are refused, so nothing meant as JSON is ever compiled as C.
 
 `code` may be left out when `files` holds `main.c` or `main.cpp`: that file is the main source
 (and gives the language unless `type` says otherwise). The body size bound (`maxBodyBytes`) is
@@ -126,12 +128,17 @@ def from_form(
 async def read(request: Request) -> CompileRequest:
     """The compile request in whatever encoding it came; RequestError says what is wrong."""
     content_type = request.mimetype
-    if content_type == "multipart/form-data":
+    if content_type == "multipart/form-data" and not request.args:
         form = await request.form
         uploads = await request.files
         return from_form(
             {key: form.getlist(key) for key in form},
             {key: [upload.read() for upload in uploads.getlist(key)] for key in uploads},
+        )
+    if request.args and content_type in ("application/json", "multipart/form-data"):
+        raise RequestError(
+            "options in the query string go with a raw source body only "
+            f"(not {content_type}): send type and args in the body"
         )
     body = await request.get_data(cache=False, as_text=False)
     assert isinstance(body, bytes)
