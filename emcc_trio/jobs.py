@@ -114,8 +114,11 @@ class Compiler:
         return all(os.path.lexists(job_dir / name) for name in ARTIFACT_FILES)
 
     def command(self, request: CompileRequest) -> list[str]:
-        """The compile command, before sandboxing: what decides the output."""
-        compiler = self.emcc if request.language == "c" else self.emxx
+        """The compile command, before sandboxing: what decides the output. em++ would compile
+        a `.c` file as C++, so a project with any C file goes to emcc, which compiles each file
+        by its extension and still links libc++ (emscripten's DEFAULT_TO_CXX)."""
+        all_cxx = not any(path.endswith(".c") for path in request.sources)
+        compiler = self.emxx if request.language == "cpp" and all_cxx else self.emcc
         return compiler_argv(compiler, request, self.default_args)
 
     async def compile(self, request: CompileRequest, job_id: str | None = None) -> CompileResult:

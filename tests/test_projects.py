@@ -76,6 +76,22 @@ def test_multipart_takes_args_and_type_fields(server: Server, tmp_path: Path) ->
     }
 
 
+def test_a_cpp_main_links_with_a_c_source(server: Server, tmp_path: Path) -> None:
+    code = (
+        '#include <iostream>\nextern "C" {\n#include "util.h"\n}\n'
+        'int main() { std::cout << "c++ sees " << sum_of_squares(4) << std::endl; }\n'
+    )
+    files = project()
+    body = {
+        "code": code,
+        "type": "cpp",
+        "files": {"util.h": files["util.h"], "util.c": files["util.c"]},
+    }
+    response = post_json(server, body)
+    assert response.status_code == 200, response.text
+    assert run_artifact(server, response, tmp_path) == "c++ sees 30\n"
+
+
 def test_raw_body_with_options_in_the_query(server: Server, tmp_path: Path) -> None:
     source = '#include <stdio.h>\nint main(void) { printf("raw %d\\n", 7); return 0; }\n'
     response = post(server, content=source.encode(), params={"type": "c", "args": ["-O2", "-g"]})
@@ -141,6 +157,11 @@ def test_files_larger_than_the_body_bound_are_refused(make_server: MakeServer) -
     response = post_json(server, body)
     assert response.status_code == 413
     assert "maxBodyBytes" in response.json()["error"]
+    upload = post(
+        server, files=[("main.c", ("m", b"int main(void){}")), ("a.h", ("a", b"x" * 5000))]
+    )
+    assert upload.status_code == 413
+    assert "maxBodyBytes" in upload.json()["error"]
 
 
 def test_the_cache_tells_different_files_apart(server: Server, tmp_path: Path) -> None:
