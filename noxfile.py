@@ -95,9 +95,10 @@ def load(session: nox.Session) -> None:
 
 @nox.session
 def browser(session: nox.Session) -> None:
-    """The playground in Debian's Chromium (Playwright) and schemathesis against /openapi.json of
-    a live server. Installs chromium with apt-get when root and missing; Playwright's own browser
-    download is never used. Screenshots go to test-artifacts/. Needs root, like `tests`."""
+    """The playground and CORS in Debian's Chromium (Playwright) and schemathesis against
+    /openapi.json of a live server. Installs chromium with apt-get when root and missing;
+    Playwright's own browser download is never used. Screenshots go to test-artifacts/.
+    Needs root, like `tests`."""
     if not os.path.exists("/usr/bin/chromium"):
         if os.geteuid() != 0:
             session.error("/usr/bin/chromium is missing: apt-get install chromium (as root)")
@@ -110,6 +111,7 @@ def browser(session: nox.Session) -> None:
         "tests/test_playground.py",
         "tests/test_playground_flags.py",
         "tests/test_openapi.py",
+        "tests/test_cors.py",
         *session.posargs,
         env={"PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"},
     )

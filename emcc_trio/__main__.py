@@ -1,4 +1,5 @@
-"""`emcc-trio serve [--config PATH]`: the server and its background tasks in one nursery."""
+"""`emcc-trio serve [--config PATH]`: the server and its background tasks in one nursery;
+`emcc-trio compile ...` is the client (cli.py)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ from typing import Final
 import trio
 from hypercorn.config import Config as HypercornConfig
 
-from . import httpserver, logs
+from . import cli, httpserver, logs
 from .app import AccessLog, Service, create_app
 from .artifacts import ArtifactStore, run_sweeper
 from .cache import ResultCache
 from .cgroups import Caps, CgroupError, instance_tag, open_driver, read_budget
 from .config import Config, ConfigError, Paths, load, parse_addr, resolve_paths
+from .cors import Cors
 from .gate import Gate
 from .jobs import Compiler
 from .policy import make_policy
@@ -177,7 +179,7 @@ async def serve(config: Config, start_dir: Path) -> None:
     hypercorn_config.keep_alive_timeout = _KEEP_ALIVE_SECONDS
     hypercorn_config.accesslog = None
     hypercorn_config.errorlog = logging.getLogger("hypercorn.error")
-    app = AccessLog(create_app(service), service.metrics)
+    app = AccessLog(Cors(create_app(service), config.cors_allowed_origins), service.metrics)
     shutdown = trio.Event()
 
     async def watch_signals() -> None:
@@ -232,9 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command")
     serve_parser = sub.add_parser("serve", help="run the HTTP service")
     serve_parser.add_argument("--config", default="config.json", help="path to config.json")
+    sub.add_parser("compile", help="compile files on a server: emcc-trio compile --help")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["compile"]:
+        return cli.main(argv[1:])
     args = parser.parse_args(argv)
     if args.command is None:
-        args = parser.parse_args(["serve", *(argv if argv is not None else sys.argv[1:])])
+        args = parser.parse_args(["serve", *argv])
     logs.configure()
     try:
         config = load(Path(args.config))

@@ -23,14 +23,14 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from . import openapi, playground
+from . import diagnostics, encodings, openapi, playground
 from .artifacts import ARTIFACT_FILES, ArtifactStore
 from .cache import Entry, FlightCancelledError, ResultCache, SingleFlight, cache_key
 from .cgroups import Driver, Usage
 from .gate import Gate, QueueFullError, QueueTimeoutError
 from .jobs import Compiler, CompileResult, InternalJobError, new_job_id
 from .metrics import Metrics, route_of
-from .policy import STANDARD, CompileRequest, Policy, RequestError, parse_request
+from .policy import STANDARD, CompileRequest, Policy, RequestError
 from .runner import JobStartError
 
 LIMIT_STATUS: Final = 422
@@ -89,7 +89,12 @@ class Service:
         assert self.flights is not None, "Service.start was not called"
         key = None
         if self.cache is not None:
-            key = cache_key(self.emscripten_version, self.compiler.command(request), request.code)
+            key = cache_key(
+                self.emscripten_version,
+                self.compiler.command(request),
+                request.code,
+                request.files,
+            )
             entry = self.cache.get(key)
             if entry is not None:
                 self.metrics.cache_requests.labels("hit").inc()
@@ -165,6 +170,7 @@ def usage_json(usage: Usage, duration_seconds: float) -> dict[str, Any]:
 
 def compile_response(result: CompileResult, cached: bool) -> Response:
     usage = usage_json(result.usage, result.duration_seconds)
+    found = [d.to_json() for d in diagnostics.parse(result.output)]
     if result.ok:
         return json_ok(
             {
@@ -173,6 +179,7 @@ def compile_response(result: CompileResult, cached: bool) -> Response:
                 "js": f"/artifacts/{result.job_id}/app.js",
                 "wasm": f"/artifacts/{result.job_id}/app.wasm",
                 "output": result.output,
+                "diagnostics": found,
                 "usage": usage,
                 "cached": cached,
             }
@@ -181,11 +188,18 @@ def compile_response(result: CompileResult, cached: bool) -> Response:
         message = LIMIT_MESSAGES[result.limit]
         if result.output:
             message += "\n" + result.output
-        return json_error(LIMIT_STATUS, message, id=result.job_id, limit=result.limit, usage=usage)
-    error = result.output
+        return json_error(
+            LIMIT_STATUS,
+            message,
+            id=result.job_id,
+            limit=result.limit,
+            diagnostics=found,
+            usage=usage,
+        )
+    error = diagnostics.human_text(result.output)
     if result.output_truncated:
         error += "\n[output truncated]"
-    return json_error(400, error, id=result.job_id, usage=usage, cached=cached)
+    return json_error(400, error, id=result.job_id, diagnostics=found, usage=usage, cached=cached)
 
 
 def create_app(service: Service) -> QuartTrio:
@@ -229,17 +243,10 @@ def create_app(service: Service) -> QuartTrio:
         return Response(service.metrics.render(), mimetype="text/plain; version=0.0.4")
 
     async def read_compile_request() -> CompileRequest | Response:
-        """The parsed request, or the 400 that says what is wrong with it. The raw body and
-        the decoded JSON die here: a request waiting in the queue holds its source once."""
-        body = await request.get_data(cache=False)
+        """The parsed request (JSON, multipart or raw body), or the 400 that says what is wrong
+        with it. The raw body dies here: a request waiting in the queue holds its source once."""
         try:
-            decoded = json.loads(body)
-        except ValueError as exc:
-            return json_error(400, f"the body is not valid JSON: {exc}")
-        except RecursionError:
-            return json_error(400, "the body is nested too deeply to be a compile request")
-        try:
-            return parse_request(decoded, service.policy)
+            return await encodings.read(request, service.policy)
         except RequestError as exc:
             return json_error(400, str(exc))
 

@@ -29,9 +29,18 @@ from .artifacts import ARTIFACT_FILES
 T = TypeVar("T")
 
 
-def cache_key(emscripten_version: str, argv: Sequence[str], source: str) -> str:
-    """argv is the full compile command (compiler, source name, every argument)."""
-    material = json.dumps([emscripten_version, list(argv), source], separators=(",", ":"))
+def cache_key(
+    emscripten_version: str,
+    argv: Sequence[str],
+    source: str,
+    files: Sequence[tuple[str, bytes]] = (),
+) -> str:
+    """argv is the full compile command (compiler, source names, every argument); `files`
+    the project's other files, each path with its content's digest."""
+    parts: list[Any] = [emscripten_version, list(argv), source]
+    if files:  # keys of single-file compiles stay what they were
+        parts.append([[path, hashlib.sha256(content).hexdigest()] for path, content in files])
+    material = json.dumps(parts, separators=(",", ":"))
     return hashlib.sha256(material.encode()).hexdigest()
 
 

@@ -74,6 +74,9 @@ class Config:
     cache_max_mb: int = attrs.field(default=1024, metadata=_key("cacheMaxMB"))
     argument_policy: str = attrs.field(default="standard", metadata=_key("argumentPolicy"))
     extra_allowed_args: tuple[str, ...] = attrs.field(default=(), metadata=_key("extraAllowedArgs"))
+    cors_allowed_origins: tuple[str, ...] = attrs.field(
+        default=(), metadata=_key("corsAllowedOrigins")
+    )
 
 
 KEYS: Final = {f.name: f.metadata["key"] for f in attrs.fields(Config)}
@@ -118,6 +121,9 @@ def _converter() -> cattrs.Converter:
 
 
 _CONVERTER: Final = _converter()
+_ORIGIN = re.compile(
+    r"^https?://(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$"
+)
 _ADDR = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):(?P<port>[0-9]{1,5})$")
 
 
@@ -187,6 +193,13 @@ def validate(config: Config) -> list[str]:
         "cache_dir",
         "must differ from jobsDir and artifactsDir",
     )
+    for origin in config.cors_allowed_origins:
+        check(
+            origin == "*" or bool(_ORIGIN.match(origin)),
+            "cors_allowed_origins",
+            f"{origin!r} is not '*' or an origin like https://example.com:8443 "
+            "(scheme and host, no path)",
+        )
     return errors
 
 

@@ -7,6 +7,7 @@ before control leaves it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -53,6 +54,26 @@ def compile_env(
     return env
 
 
+def write_file(root: Path, path: str, content: bytes) -> None:
+    """Create `root/path` and its parent dirs without following any link on the way: the
+    path was checked by sources.check_files, this is the second lock."""
+    *dirs, name = path.split("/")
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        for part in dirs:
+            with contextlib.suppress(FileExistsError):  # made for an earlier file
+                os.mkdir(part, 0o755, dir_fd=fd)
+            child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        out = os.open(name, flags, 0o644, dir_fd=fd)
+        with os.fdopen(out, "wb") as stream:
+            stream.write(content)
+    finally:
+        os.close(fd)
+
+
 @attrs.frozen
 class CompileResult:
     job_id: str
@@ -83,6 +104,8 @@ class Compiler:
     def _prepare(self, job_dir: Path, request: CompileRequest) -> None:
         job_dir.mkdir(mode=0o700)
         (job_dir / request.source_name).write_text(request.code, encoding="utf-8")
+        for path, content in request.files:
+            write_file(job_dir, path, content)
         (job_dir / TMP_SUBDIR).mkdir()
         if self.sandbox is not None:
             self.sandbox.prepare(job_dir)
@@ -91,8 +114,11 @@ class Compiler:
         return all(os.path.lexists(job_dir / name) for name in ARTIFACT_FILES)
 
     def command(self, request: CompileRequest) -> list[str]:
-        """The compile command, before sandboxing: what decides the output."""
-        compiler = self.emcc if request.language == "c" else self.emxx
+        """The compile command, before sandboxing: what decides the output. em++ would compile
+        a `.c` file as C++, so a project with any C file goes to emcc, which compiles each file
+        by its extension and still links libc++ (emscripten's DEFAULT_TO_CXX)."""
+        all_cxx = not any(path.endswith(".c") for path in request.sources)
+        compiler = self.emxx if request.language == "cpp" and all_cxx else self.emcc
         return compiler_argv(compiler, request, self.default_args)
 
     async def compile(self, request: CompileRequest, job_id: str | None = None) -> CompileResult:

@@ -14,6 +14,7 @@ from quart_trio import QuartTrio
 
 from .artifacts import ARTIFACT_FILES
 from .policy import MAX_ARG_LENGTH, MAX_ARGS
+from .sources import MAX_DEPTH, MAX_FILES, MAX_PATH_LENGTH
 
 JsonObject = dict[str, Any]
 
@@ -37,17 +38,40 @@ def _error(description: str) -> JsonObject:
     return {"$ref": f"#/components/responses/{description}"}
 
 
+_FILES_RULES: Final = (
+    f"A path is relative, at most {MAX_DEPTH} levels and {MAX_PATH_LENGTH} characters, each "
+    "component of letters, digits and `._-` starting with a letter, digit or `_` (no `..`, "
+    "no hidden or flag-like names), never `app.js`/`app.wasm`; at most "
+    f"{MAX_FILES} files, all within `maxBodyBytes`. A refused path is a 400 that names it."
+)
+_ARGS_DESCRIPTION: Final = (
+    "Extra emcc arguments, checked by the closed argument policy (see the "
+    "README): a refused one is a 400 that names it."
+)
+
 SCHEMAS: Final[JsonObject] = {
     "CompileRequest": {
         "type": "object",
         "additionalProperties": False,
-        "required": ["code"],
         "properties": {
             "code": {
                 "type": "string",
                 "minLength": 1,
                 "pattern": r"\S",
-                "description": "The source. Not empty, no NUL character, no lone surrogate.",
+                "description": (
+                    "The main source (`main.c` or `main.cpp`). Not empty, no NUL character, no "
+                    "lone surrogate. May be left out when `files` holds `main.c` or `main.cpp`."
+                ),
+            },
+            "files": {
+                "type": "object",
+                "maxProperties": MAX_FILES,
+                "additionalProperties": {"type": "string"},
+                "description": (
+                    "More files of the project, path to text: headers, sources (every `.c`, "
+                    "`.cpp` and `.cc` is compiled and linked with `code`) and data for "
+                    "`--embed-file`/`--preload-file`. " + _FILES_RULES
+                ),
             },
             "type": {
                 "type": "string",
@@ -75,6 +99,40 @@ SCHEMAS: Final[JsonObject] = {
             },
         },
     },
+    "CompileUpload": {
+        "type": "object",
+        "description": (
+            "The same compile as multipart/form-data: `code`, `type` and `args` (repeated) "
+            "are plain fields; every uploaded file is a project file whose path is its field "
+            "name (`curl -F main.c=@main.c -F util.h=@util.h -F args=-O2`). " + _FILES_RULES
+        ),
+        "properties": {
+            "code": {"type": "string"},
+            "type": {"type": "string"},
+            "args": {"type": "array", "items": {"type": "string"}},
+        },
+        "additionalProperties": {"type": "string", "format": "binary"},
+    },
+    "Diagnostic": {
+        "type": "object",
+        "description": (
+            "One of clang's diagnostics (`file:line:col: severity: message`); a linker "
+            "diagnostic has no file, line or column."
+        ),
+        "additionalProperties": False,
+        "required": ["file", "line", "column", "severity", "message"],
+        "properties": {
+            "file": {
+                "type": "string",
+                "nullable": True,
+                "description": "`main.c`/`main.cpp` or a path of `files`.",
+            },
+            "line": {"type": "integer", "minimum": 1, "nullable": True},
+            "column": {"type": "integer", "minimum": 1, "nullable": True},
+            "severity": {"type": "string", "enum": ["error", "warning", "note", "remark"]},
+            "message": {"type": "string"},
+        },
+    },
     "Usage": {
         "type": "object",
         "description": "Measured from the job's cgroup; null where the driver is `none`.",
@@ -95,26 +153,31 @@ SCHEMAS: Final[JsonObject] = {
     "CompileSuccess": {
         "type": "object",
         "additionalProperties": False,
-        "required": ["ok", "id", "js", "wasm", "output", "usage", "cached"],
+        "required": ["ok", "id", "js", "wasm", "output", "diagnostics", "usage", "cached"],
         "properties": {
             "ok": {"type": "boolean", "enum": [True]},
             "id": _ref("JobId"),
             "js": {"type": "string", "pattern": r"^/artifacts/[0-9a-f]{32}/app\.js$"},
             "wasm": {"type": "string", "pattern": r"^/artifacts/[0-9a-f]{32}/app\.wasm$"},
             "output": {"type": "string", "description": "The compiler's warnings."},
+            "diagnostics": {"type": "array", "items": _ref("Diagnostic")},
             "usage": _ref("Usage"),
             "cached": {"type": "boolean"},
         },
     },
     "CompileFailure": {
         "type": "object",
-        "description": "The code did not compile; `error` is the compiler's output (bounded).",
+        "description": (
+            "The code did not compile; `error` is the compiler's output (bounded, emcc's "
+            "internal clang command line left out), `diagnostics` the same read line by line."
+        ),
         "additionalProperties": False,
-        "required": ["ok", "id", "error", "usage", "cached"],
+        "required": ["ok", "id", "error", "diagnostics", "usage", "cached"],
         "properties": {
             "ok": {"type": "boolean", "enum": [False]},
             "id": _ref("JobId"),
             "error": {"type": "string"},
+            "diagnostics": {"type": "array", "items": _ref("Diagnostic")},
             "usage": _ref("Usage"),
             "cached": {"type": "boolean"},
         },
@@ -123,12 +186,17 @@ SCHEMAS: Final[JsonObject] = {
         "type": "object",
         "description": "A cap ended the job; `limit` says which.",
         "additionalProperties": False,
-        "required": ["ok", "id", "limit", "error", "usage"],
+        "required": ["ok", "id", "limit", "error", "diagnostics", "usage"],
         "properties": {
             "ok": {"type": "boolean", "enum": [False]},
             "id": _ref("JobId"),
             "limit": {"type": "string", "enum": LIMITS},
             "error": {"type": "string"},
+            "diagnostics": {
+                "type": "array",
+                "items": _ref("Diagnostic"),
+                "description": "Those in the output up to the cap.",
+            },
             "usage": _ref("Usage"),
         },
     },
@@ -300,23 +368,56 @@ PATHS: Final[JsonObject] = {
             "operationId": "compile",
             "summary": "Compile C or C++ into an app.js + app.wasm pair",
             "description": (
-                "Runs `emcc main.c <defaultArgs> <args> -o app.js` (or `em++ main.cpp ...`) in "
-                "a fresh job dir, in the sandbox, under per-job caps. Any content type is "
-                "accepted; the body must be JSON of at most `maxBodyBytes`. Unknown fields "
-                "are refused."
+                "Runs `emcc main.c <other sources> <defaultArgs> <args> -o app.js` (or `em++ "
+                "main.cpp ...`) in a fresh job dir holding `files`, in the sandbox, under "
+                "per-job caps. Three encodings, one answer: JSON (also when sent without a "
+                "JSON content type, as the seed allowed), multipart/form-data, or the one "
+                "source as a raw body (`text/*`, octet-stream, or any body with `type`/`args` "
+                "in the query). The body is at most `maxBodyBytes`; unknown fields are refused."
             ),
             "tags": ["compile"],
+            "parameters": [
+                {
+                    "name": "type",
+                    "in": "query",
+                    "required": False,
+                    "description": "With a raw body only: the language, as in the JSON body.",
+                    "schema": {"type": "string"},
+                },
+                {
+                    "name": "args",
+                    "in": "query",
+                    "required": False,
+                    "description": "With a raw body only, repeated: " + _ARGS_DESCRIPTION,
+                    "schema": {"type": "array", "items": {"type": "string"}},
+                    "style": "form",
+                    "explode": True,
+                },
+            ],
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": _ref("CompileRequest")}},
+                "content": {
+                    "application/json": {"schema": _ref("CompileRequest")},
+                    "multipart/form-data": {
+                        "schema": _ref("CompileUpload"),
+                        "encoding": {"args": {"style": "form", "explode": True}},
+                    },
+                    "text/plain": {
+                        "schema": {
+                            "type": "string",
+                            "description": "The one source (`main.c` unless `type` says).",
+                        }
+                    },
+                },
             },
             "responses": {
                 "200": _json(_ref("CompileSuccess"), "Compiled."),
                 "400": _json(
                     {"anyOf": [_ref("CompileFailure"), _ref("Error")]},
-                    "A compile error (with `id`, `usage` and the compiler's output), or a bad "
-                    "request: not JSON, nested too deeply, wrong types, unknown field, lone "
-                    "surrogate in `code`, refused argument (the error names it).",
+                    "A compile error (with `id`, `usage`, the compiler's output and "
+                    "`diagnostics`), or a bad request: not JSON, nested too deeply, wrong types, "
+                    "unknown field, lone surrogate, refused argument or file path (the error "
+                    "names it).",
                 ),
                 "408": _error("RequestTimeout"),
                 "413": _error("PayloadTooLarge"),
@@ -340,7 +441,11 @@ SPEC: Final[JsonObject] = {
         "description": (
             "A sandboxed Emscripten compilation service. Every answer of the API is JSON "
             '`{"ok": ...}` except the text, HTML and artifact routes; errors are never an '
-            "HTML page or a traceback."
+            "HTML page or a traceback. With `corsAllowedOrigins` set, pages from those "
+            "origins may call it: a preflight (`OPTIONS` with `Origin` and "
+            "`Access-Control-Request-Method`) is a bodiless 204 for an allowed origin and a "
+            "JSON 403 for any other, and every answer to an allowed origin carries "
+            "`Access-Control-Allow-Origin` (artifacts included, for streaming compilation)."
         ),
         "license": {"name": "MIT"},
     },

@@ -15,6 +15,8 @@ from typing import Any, Final
 
 import attrs
 
+from .sources import Files, extra_sources
+
 MAX_ARGS: Final = 64
 MAX_ARG_LENGTH: Final = 4096
 MB: Final = 1024 * 1024
@@ -580,10 +582,16 @@ class CompileRequest:
     code: str
     language: str  # "c" or "cpp"
     args: tuple[str, ...]
+    files: Files = ()  # checked by sources.check_files: (path, content), sorted by path
 
     @property
     def source_name(self) -> str:
         return SOURCE_NAMES[self.language]
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """Every source compiled and linked: the main one first."""
+        return (self.source_name, *extra_sources(self.files, self.source_name))
 
 
 def check_args(args: Sequence[str], policy: Policy = STANDARD) -> tuple[str, ...]:
@@ -628,4 +636,4 @@ def parse_request(body: Any, policy: Policy = STANDARD) -> CompileRequest:
 
 def compiler_argv(compiler: str, request: CompileRequest, default_args: Sequence[str]) -> list[str]:
     """The full command: defaults, then the user's accepted args, then the forced output."""
-    return [compiler, request.source_name, *default_args, *request.args, "-o", "app.js"]
+    return [compiler, *request.sources, *default_args, *request.args, "-o", "app.js"]

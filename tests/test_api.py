@@ -210,6 +210,7 @@ def test_readme_examples_work_verbatim(server: Server, tmp_path: Path) -> None:
     for command, shown in examples:
         done = subprocess.run(
             ["bash", "-c", command.replace("http://localhost:8080", server.url)],
+            cwd=REPO / "examples",  # where the README runs them: the upload examples' files
             capture_output=True,
             text=True,
             timeout=120,
@@ -227,4 +228,11 @@ def test_readme_examples_work_verbatim(server: Server, tmp_path: Path) -> None:
             assert got == expected
         else:
             assert got["error"].split("\n")[0] == expected["error"].split("\n")[0]
-    assert printed == ["hello from C\n", "hello from C++\n", "sqrt(2) = 1.414\n"]
+    assert printed == [
+        "hello from C\n",
+        "hello from C++\n",
+        "sqrt(2) = 1.414\n",
+        "sum of squares 1..4 = 30\n",
+        "14\n",
+        "hello from a raw body\n",
+    ]

@@ -61,6 +61,13 @@ def test_every_key_round_trips() -> None:
     assert config.job_pids_max == 32
 
 
+def test_cors_origins_are_exact_origins_or_a_star() -> None:
+    origins = ["https://example.com", "http://127.0.0.1:8443", "http://[::1]:9000", "*"]
+    config = parse(json.dumps({"corsAllowedOrigins": origins}))
+    assert config.cors_allowed_origins == tuple(origins)
+    assert Config().cors_allowed_origins == ()
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -87,6 +94,12 @@ def test_every_key_round_trips() -> None:
         ('{"cacheMaxMB": 0}', "cacheMaxMB: must be greater than 0"),
         ('{"cacheDir": "jobs"}', "cacheDir: must differ from jobsDir and artifactsDir"),
         ('{"cacheEnabled": "no"}', "cacheEnabled: expected true or false"),
+        ('{"corsAllowedOrigins": "*"}', "corsAllowedOrigins: expected a list of strings"),
+        (
+            '{"corsAllowedOrigins": ["https://example.com/"]}',
+            "corsAllowedOrigins: 'https://example.com/' is not '*' or an origin",
+        ),
+        ('{"corsAllowedOrigins": ["example.com"]}', "corsAllowedOrigins: 'example.com' is not"),
         ("[]", "config must be a JSON object"),
         ("{", "config is not valid JSON"),
     ],

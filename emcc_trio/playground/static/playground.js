@@ -70,8 +70,8 @@
     },
   ];
 
-  // `main.c:5:12: error: message` (also main.cpp, warnings and notes).
-  const DIAGNOSTIC = /^main\.c(?:pp)?:(\d+):(\d+): (fatal error|error|warning|note): (.*)$/;
+  // The editor holds the main source; diagnostics in other files are not marked in it.
+  const MAIN_FILES = new Set(["main.c", "main.cpp"]);
   const RUN_TIMEOUT_MS = 20000;
 
   const state = {
@@ -138,16 +138,12 @@
     }
   }
 
-  function parseDiagnostics(text) {
-    const found = [];
-    for (const line of (text || "").split("\n")) {
-      const match = DIAGNOSTIC.exec(line);
-      if (match) {
-        const severity = match[3] === "fatal error" ? "error" : match[3];
-        found.push({ line: Number(match[1]), col: Number(match[2]), severity, message: match[4] });
-      }
-    }
-    return found;
+  // The server's structured diagnostics, reduced to the ones in the editor's file (the
+  // playground sends one file: main.c or main.cpp).
+  function editorDiagnostics(diagnostics) {
+    return (diagnostics || [])
+      .filter((d) => MAIN_FILES.has(d.file))
+      .map((d) => ({ line: d.line, col: d.column, severity: d.severity, message: d.message }));
   }
 
   function showDiagnostics(diagnostics, rawOutput) {
@@ -244,7 +240,7 @@
     if (status === 200 && answer.ok) {
       state.compiled = { id: answer.id, js: answer.js, wasm: answer.wasm };
       $("run").disabled = false;
-      const warnings = parseDiagnostics(answer.output);
+      const warnings = editorDiagnostics(answer.diagnostics);
       showDiagnostics(warnings, answer.output);
       setStatus(
         warnings.length ? `Compiled with ${warnings.length} warning(s).` : "Compiled.",
@@ -255,7 +251,7 @@
       return true;
     }
     if (status === 400 && answer.id) {
-      const diagnostics = parseDiagnostics(answer.error);
+      const diagnostics = editorDiagnostics(answer.diagnostics);
       showDiagnostics(diagnostics, answer.error);
       const errors = diagnostics.filter((d) => d.severity === "error").length;
       setStatus(`Compile failed: ${errors} error(s).`, "error");
@@ -276,7 +272,7 @@
       limit.textContent = `Stopped by the ${answer.limit} cap (limit: ${answer.limit}).`;
       limit.dataset.limit = answer.limit;
       limit.hidden = false;
-      showDiagnostics(parseDiagnostics(answer.error), answer.error);
+      showDiagnostics(editorDiagnostics(answer.diagnostics), answer.error);
       setStatus("A resource cap ended the compile.", "error");
       return false;
     }

@@ -1,0 +1,181 @@
+"""`emcc-trio compile [--server URL] [-o DIR] FILE... [-- EMCC ARGS]`: a compile from a shell.
+
+The first C/C++ file is the main source; the other files (headers, more sources, data for
+`--embed-file`) are sent with their paths relative to the main file's directory, as
+multipart/form-data. Diagnostics are printed the way compilers print them, under the names
+given on the command line. Exit status: 0 built, 1 compile error or cap hit, 2 anything else
+(refused request, server unreachable, busy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+import attrs
+import httpx
+import trio
+
+from .sources import is_source
+
+DEFAULT_SERVER: Final = "http://localhost:8080"
+PROGRESS_AFTER_SECONDS: Final = 2.0
+PROGRESS_EVERY_SECONDS: Final = 2.0
+_TIMEOUT: Final = httpx.Timeout(30.0, read=900.0)  # a compile may queue, then run for minutes
+_LANGUAGES: Final = {".c": "c", ".cpp": "cpp", ".cc": "cpp"}
+_MAIN_NAMES: Final = {"c": "main.c", "cpp": "main.cpp"}
+
+
+class UsageError(Exception):
+    """The command line cannot be sent; the message says why."""
+
+
+@attrs.frozen
+class Upload:
+    """What goes to the server and how to name the server's paths back."""
+
+    code: str
+    language: str
+    files: tuple[tuple[str, bytes], ...]
+    names: dict[str, str]  # server path -> the name the user gave
+
+
+def plan_upload(paths: list[str]) -> Upload:
+    sources = [p for p in paths if is_source(p)]
+    if not sources:
+        raise UsageError("no C/C++ source among the files (.c, .cpp, .cc)")
+    main = Path(sources[0])
+    language = _LANGUAGES[main.suffix]
+    base = main.resolve().parent
+    names = {_MAIN_NAMES[language]: sources[0]}
+    files = []
+    for given in paths:
+        if given == sources[0]:
+            continue
+        resolved = Path(given).resolve()
+        if not resolved.is_relative_to(base):
+            raise UsageError(f"{given}: not inside the main file's directory ({base})")
+        relative = resolved.relative_to(base).as_posix()
+        try:
+            files.append((relative, resolved.read_bytes()))
+        except OSError as exc:
+            raise UsageError(f"{given}: {exc.strerror}") from exc
+        names[relative] = given
+    try:
+        code = main.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{sources[0]}: {exc}") from exc
+    return Upload(code=code, language=language, files=tuple(files), names=names)
+
+
+def format_diagnostic(diagnostic: dict[str, Any], names: dict[str, str]) -> str:
+    where = "emcc-trio"
+    if diagnostic.get("file") is not None:
+        name = names.get(diagnostic["file"], diagnostic["file"])
+        where = f"{name}:{diagnostic['line']}:{diagnostic['column']}"
+    return f"{where}: {diagnostic['severity']}: {diagnostic['message']}"
+
+
+async def _progress(server: str, stderr: TextIO) -> None:
+    """Tell a person at a terminal that a slow compile is still going (cancelled at the end)."""
+    started = trio.current_time()
+    await trio.sleep(PROGRESS_AFTER_SECONDS)
+    while True:
+        seconds = round(trio.current_time() - started)
+        print(f"emcc-trio: compiling on {server}... {seconds} s", file=stderr, flush=True)
+        await trio.sleep(PROGRESS_EVERY_SECONDS)
+
+
+async def run(
+    server: str, token: str | None, out_dir: Path, upload: Upload, args: list[str], stderr: TextIO
+) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    data: dict[str, Any] = {"code": upload.code, "type": upload.language, "args": args}
+    files = [(path, (path, content)) for path, content in upload.files]
+    async with httpx.AsyncClient(base_url=server, timeout=_TIMEOUT, headers=headers) as client:
+        response: httpx.Response | httpx.HTTPError
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_progress, server, stderr)
+            try:
+                if files:
+                    response = await client.post("/compile", data=data, files=files)
+                else:
+                    response = await client.post("/compile", json=data)
+            except httpx.HTTPError as exc:
+                response = exc
+            nursery.cancel_scope.cancel()
+        if isinstance(response, httpx.HTTPError):
+            print(f"emcc-trio: error: cannot reach {server}: {response}", file=stderr)
+            return 2
+        try:
+            body = response.json()
+        except ValueError:
+            print(f"emcc-trio: error: HTTP {response.status_code} from {server}", file=stderr)
+            return 2
+        for diagnostic in body.get("diagnostics", []):
+            print(format_diagnostic(diagnostic, upload.names), file=stderr)
+        if not body.get("ok"):
+            if "id" not in body or not body.get("diagnostics"):
+                print(f"emcc-trio: error: {body.get('error')}", file=stderr)
+            # A compile error or a cap kill is the program's fault; the rest is the request's.
+            return 1 if "id" in body else 2
+        fetched = {}
+        for key, name in (("js", "app.js"), ("wasm", "app.wasm")):
+            try:
+                got = await client.get(body[key])
+            except httpx.HTTPError as exc:
+                print(f"emcc-trio: error: GET {body[key]}: {exc}", file=stderr)
+                return 2
+            if got.status_code != 200:
+                print(f"emcc-trio: error: GET {body[key]}: HTTP {got.status_code}", file=stderr)
+                return 2
+            fetched[name] = got.content
+    await trio.to_thread.run_sync(_save, out_dir, fetched)
+    return 0
+
+
+def _save(out_dir: Path, fetched: dict[str, bytes]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, content in fetched.items():
+        (out_dir / name).write_bytes(content)
+        print(out_dir / name)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="emcc-trio compile",
+        description="Compile C/C++ files on an emcc-trio server and download app.js and app.wasm.",
+        epilog="Arguments after -- go to emcc (the server's allowlist applies).",
+    )
+    parser.add_argument(
+        "--server",
+        default=os.environ.get("EMCC_TRIO_SERVER", DEFAULT_SERVER),
+        help=f"server URL (default: $EMCC_TRIO_SERVER or {DEFAULT_SERVER})",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("EMCC_TRIO_TOKEN"),
+        help="API token, sent as a Bearer token (default: $EMCC_TRIO_TOKEN)",
+    )
+    parser.add_argument("-o", "--out-dir", default=".", help="where app.js and app.wasm go")
+    parser.add_argument("files", nargs="+", metavar="FILE", help="the main source first")
+    return parser
+
+
+def main(argv: list[str], stderr: TextIO = sys.stderr) -> int:
+    own, emcc_args = argv, []
+    if "--" in argv:
+        split = argv.index("--")
+        own, emcc_args = argv[:split], argv[split + 1 :]
+    options = _parser().parse_args(own)
+    try:
+        upload = plan_upload(options.files)
+    except UsageError as exc:
+        print(f"emcc-trio: error: {exc}", file=stderr)
+        return 2
+    return trio.run(
+        run, options.server, options.token, Path(options.out_dir), upload, emcc_args, stderr
+    )

@@ -1,0 +1,174 @@
+"""The three ways to send a compile, ending in the one `CompileRequest` the policy checks.
+
+- JSON: `{"code", "type", "args", "files": {path: text}}` (the seed's shape plus `files`).
+- multipart/form-data: plain fields `code`, `type`, `args` (repeated); every uploaded file is a
+  project file whose path is its field name (`curl -F main.c=@main.c -F util.h=@util.h`).
+- raw body: the body is the one source, options in the query (`?type=c&args=-O2&args=-g`).
+  Chosen when the query string has options or the body is `text/*` or octet-stream (curl's
+  `--data-binary` sends form-urlencoded); options in the query with a JSON or multipart body
+  are refused, so nothing meant as JSON is ever compiled as C.
+
+`code` may be left out when `files` holds `main.c` or `main.cpp`: that file is the main source
+(and gives the language unless `type` says otherwise). The body size bound (`maxBodyBytes`) is
+applied before any of this, so it covers every file of every encoding.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+
+import attrs
+from quart import Request
+
+from .policy import (
+    LANGUAGES,
+    SOURCE_NAMES,
+    STANDARD,
+    CompileRequest,
+    Policy,
+    RequestError,
+    parse_request,
+)
+from .sources import MAIN_NAMES, FileError, check_files
+
+FIELDS: Final = frozenset({"code", "type", "args"})
+_RAW_TYPES: Final = ("text/", "application/octet-stream")
+
+
+def _text(content: bytes, what: str) -> str:
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestError(f"{what} is not UTF-8 text: {exc}") from exc
+
+
+def assemble(
+    code: str | None,
+    kind: Any,
+    args: Any,
+    files: list[tuple[str, bytes]],
+    policy: Policy = STANDARD,
+) -> CompileRequest:
+    """One request from the parts every encoding has; raise RequestError naming the fault."""
+    try:
+        checked = dict(check_files(files))
+    except FileError as exc:
+        raise RequestError(str(exc)) from exc
+    if code is None:
+        if kind not in (None, ""):
+            if not isinstance(kind, str) or kind.lower() not in LANGUAGES:
+                raise RequestError(f'"type" must be one of c, cpp, cc, c++ (got {kind!r})')
+            candidates = [SOURCE_NAMES[LANGUAGES[kind.lower()]]]
+        else:
+            candidates = [name for name in MAIN_NAMES if name in checked]
+            if len(candidates) > 1:
+                raise RequestError('both main.c and main.cpp are given: say which with "type"')
+        main = next((name for name in candidates if name in checked), None)
+        if main is None:
+            wanted = " or ".join(candidates or list(MAIN_NAMES))
+            raise RequestError(f'"code" is missing and there is no {wanted} in "files"')
+        code = _text(checked.pop(main), f"file {main!r}")
+        kind = MAIN_NAMES[main]
+    request = parse_request(
+        {"code": code, "type": "" if kind is None else kind, "args": args}, policy
+    )
+    if request.source_name in checked:
+        raise RequestError(
+            f"file {request.source_name!r} is not allowed: it is the main source, sent as"
+            ' "code" (leave "code" out to compile this file)'
+        )
+    return attrs.evolve(request, files=tuple(sorted(checked.items())))
+
+
+def from_json(body: bytes, policy: Policy = STANDARD) -> CompileRequest:
+    try:
+        decoded = json.loads(body)
+    except ValueError as exc:
+        raise RequestError(f"the body is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise RequestError("the body is nested too deeply to be a compile request") from None
+    if not isinstance(decoded, dict):
+        raise RequestError("the body must be a JSON object")
+    files = decoded.pop("files", None) or {}
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise RequestError('"files" must be an object of path: text')
+    unknown = sorted(set(decoded) - FIELDS)
+    if unknown:
+        raise RequestError(f"unknown field(s): {', '.join(unknown)}")
+    encoded = []
+    for path, text in files.items():
+        try:
+            encoded.append((path, text.encode("utf-8")))
+        except UnicodeEncodeError as exc:
+            raise RequestError(
+                f"file {path!r} contains a lone surrogate at character {exc.start}:"
+                " files must be valid UTF-8"
+            ) from None
+    return assemble(decoded.get("code"), decoded.get("type"), decoded.get("args"), encoded, policy)
+
+
+def from_raw(
+    body: bytes, query: Mapping[str, list[str]], policy: Policy = STANDARD
+) -> CompileRequest:
+    unknown = sorted(set(query) - {"type", "args"})
+    if unknown:
+        raise RequestError(f"unknown query parameter(s): {', '.join(unknown)}")
+    kinds = query.get("type", [])
+    if len(kinds) > 1:
+        raise RequestError('"type" is given more than once')
+    kind = kinds[0] if kinds else ""
+    return assemble(_text(body, "the body"), kind, query.get("args", []), [], policy)
+
+
+def from_form(
+    fields: Mapping[str, list[str]], uploads: Mapping[str, list[bytes]], policy: Policy = STANDARD
+) -> CompileRequest:
+    unknown = sorted(set(fields) - FIELDS)
+    if unknown:
+        raise RequestError(
+            f"unknown form field(s): {', '.join(unknown)} (upload project files as files: "
+            "-F path=@file)"
+        )
+    for name in ("code", "type"):
+        if len(fields.get(name, [])) > 1:
+            raise RequestError(f'"{name}" is given more than once')
+    code = fields["code"][0] if "code" in fields else None
+    files: list[tuple[str, bytes]] = []
+    for path, contents in uploads.items():
+        if path in ("type", "args"):
+            raise RequestError(f'"{path}" must be a plain form field, not a file')
+        if len(contents) > 1:
+            raise RequestError(f"file {path!r} is given twice")
+        if path == "code":
+            if code is not None:
+                raise RequestError('"code" is given more than once')
+            code = _text(contents[0], '"code"')
+        else:
+            files.append((path, contents[0]))
+    kind = fields["type"][0] if "type" in fields else None
+    return assemble(code, kind, fields.get("args", []), files, policy)
+
+
+async def read(request: Request, policy: Policy = STANDARD) -> CompileRequest:
+    """The compile request in whatever encoding it came; RequestError says what is wrong."""
+    content_type = request.mimetype
+    if content_type == "multipart/form-data" and not request.args:
+        form = await request.form
+        uploads = await request.files
+        return from_form(
+            {key: form.getlist(key) for key in form},
+            {key: [upload.read() for upload in uploads.getlist(key)] for key in uploads},
+            policy,
+        )
+    if request.args and content_type in ("application/json", "multipart/form-data"):
+        raise RequestError(
+            "options in the query string go with a raw source body only "
+            f"(not {content_type}): send type and args in the body"
+        )
+    body = await request.get_data(cache=False, as_text=False)
+    assert isinstance(body, bytes)
+    if request.args or content_type.startswith(_RAW_TYPES):
+        return from_raw(body, {key: request.args.getlist(key) for key in request.args}, policy)
+    return from_json(body, policy)

@@ -1,0 +1,167 @@
+"""`emcc-trio compile`, the command-line client, against a live server with the real emcc."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import RUN_ARTIFACT_JS, FifoGate, Server
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "emcc_trio", "compile", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def run_node(out: Path) -> str:
+    done = subprocess.run(
+        ["node", str(RUN_ARTIFACT_JS), str(out / "app.js"), str(out / "app.wasm")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """The example program, its main renamed and its sources in a subdir."""
+    root = tmp_path / "project"
+    (root / "src").mkdir(parents=True)
+    shutil.copy(EXAMPLES / "main.c", root / "src" / "prog.c")
+    shutil.copy(EXAMPLES / "util.c", root / "src" / "util.c")
+    shutil.copy(EXAMPLES / "util.h", root / "src" / "util.h")
+    return root
+
+
+def test_multi_file_round_trip(server: Server, project: Path) -> None:
+    done = cli(
+        "--server",
+        server.url,
+        "-o",
+        "build",
+        "src/prog.c",
+        "src/util.c",
+        "src/util.h",
+        "--",
+        "-O1",
+        cwd=project,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["build/app.js", "build/app.wasm"]
+    assert run_node(project / "build") == "sum of squares 1..4 = 30\n"
+
+
+def test_errors_print_like_a_compiler_under_the_given_names(server: Server, project: Path) -> None:
+    src = project / "src"
+    (src / "util.h").write_text("int sum_of_squares(int n)\n")  # no semicolon
+    (src / "prog.c").write_text('#include "util.h"\nint main(void) {\n  return  missing;\n}\n')
+    done = cli("src/prog.c", "src/util.h", cwd=project, env={"EMCC_TRIO_SERVER": server.url})
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert "src/util.h:1:26: error: expected ';' after top level declarator" in lines
+    assert "src/prog.c:3:11: error: use of undeclared identifier 'missing'" in lines
+    assert not (project / "app.js").exists()
+
+
+def test_a_refused_argument_exits_2_with_the_servers_message(server: Server, project: Path) -> None:
+    done = cli(
+        "--server", server.url, "src/prog.c", "--", "--js-library", "/etc/passwd", cwd=project
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "emcc-trio: error: argument '--js-library' is not allowed: it reads a file by path"
+    )
+
+
+def test_no_source_and_an_unreachable_server_are_errors(project: Path) -> None:
+    no_source = cli("src/util.h", cwd=project)
+    assert no_source.returncode == 2
+    assert no_source.stderr.strip() == (
+        "emcc-trio: error: no C/C++ source among the files (.c, .cpp, .cc)"
+    )
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    unreachable = cli("--server", f"http://127.0.0.1:{port}", "src/prog.c", cwd=project)
+    assert unreachable.returncode == 2
+    assert f"cannot reach http://127.0.0.1:{port}" in unreachable.stderr
+
+
+def test_token_from_the_environment_is_a_bearer_token(project: Path) -> None:
+    """What goes over the wire, read by a one-shot listener that answers like a busy server."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.settimeout(60)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "emcc_trio", "compile", "src/prog.c"],
+            cwd=project,
+            env={**os.environ, "EMCC_TRIO_SERVER": url, "EMCC_TRIO_TOKEN": "s3cret"},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        conn, _ = listener.accept()
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(65536)
+            body = json.dumps({"ok": False, "error": "too many compiles are waiting"}).encode()
+            conn.sendall(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+        _, stderr = proc.communicate(timeout=60)
+    head = request.split(b"\r\n\r\n")[0].decode().lower().splitlines()
+    assert head[0] == "post /compile http/1.1"
+    assert "authorization: bearer s3cret" in head
+    assert proc.returncode == 2
+    assert stderr.strip() == "emcc-trio: error: too many compiles are waiting"
+
+
+def test_progress_is_shown_while_a_slow_compile_runs(server: Server, tmp_path: Path) -> None:
+    gate = FifoGate(tmp_path / "gate.h")
+    source = tmp_path / "gated.c"
+    source.write_text(gate.code)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emcc_trio", "compile", "--server", server.url, str(source)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    first = proc.stderr.readline()  # the compile cannot end before the gate opens
+    assert first.startswith(f"emcc-trio: compiling on {server.url}... ")
+    gate.open()
+    stdout, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0
+    assert stdout.split() == ["app.js", "app.wasm"]
+    assert run_node(tmp_path) == "gated 42\n"
+
+
+def test_compile_is_listed_in_the_help() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "emcc_trio", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "compile files on a server" in done.stdout
