@@ -17,7 +17,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from . import logs
-from .app import AccessLog, Service, create_app
+from .app import AccessLog, create_app
 from .artifacts import ArtifactStore, run_sweeper
 from .cache import ResultCache
 from .cgroups import Caps, CgroupError, instance_tag, open_driver, read_budget
@@ -26,6 +26,7 @@ from .gate import Gate
 from .jobs import Compiler
 from .runner import Limits
 from .sandbox import Sandbox, SandboxError
+from .service import Service
 
 log = logging.getLogger("emcc_trio")
 _GRACEFUL_SECONDS: Final = 5.0

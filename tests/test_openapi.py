@@ -25,10 +25,11 @@ from schemathesis.checks import (
 from schemathesis.core.result import Ok
 
 from emcc_trio import openapi
-from emcc_trio.app import Service, create_app
+from emcc_trio.app import create_app
 from emcc_trio.artifacts import ARTIFACT_FILES, ArtifactStore
 from emcc_trio.gate import Gate
 from emcc_trio.jobs import Compiler
+from emcc_trio.service import Service
 
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 # Examples per operation; /compile runs the real emcc for every well-formed body.
