@@ -30,6 +30,7 @@ from .metrics import Metrics, route_of
 from .policy import CompileRequest, RequestError, parse_request
 from .runner import JobStartError
 from .service import Service, usage_json
+from .store import FlightWaitTimeoutError, StoreUnavailableError
 
 LIMIT_STATUS: Final = 422
 BUSY_STATUS: Final = 503
@@ -114,6 +115,14 @@ def create_app(service: Service) -> QuartTrio:
     async def healthz() -> Response:
         return Response("ok", mimetype="text/plain")
 
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        """For the balancer: can this replica take a compile now?"""
+        reason = service.not_ready()
+        if reason is not None:
+            return _busy(f"not ready: {reason}")
+        return Response("ready", mimetype="text/plain")
+
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(service.metrics.render(), mimetype="text/plain; version=0.0.4")
@@ -153,6 +162,11 @@ def create_app(service: Service) -> QuartTrio:
             return _busy("too many compiles are waiting; try again later")
         except QueueTimeoutError:
             return _busy("no capacity became free in time; try again later")
+        except FlightWaitTimeoutError:
+            return _busy("an identical compile on another replica did not finish in time")
+        except StoreUnavailableError:
+            log.warning("store unreachable", extra={"fields": {"job": job_id}})
+            return _busy("the artifact store is unreachable; try again later")
         except (InternalJobError, JobStartError) as exc:
             log.error("job failed to run", extra={"fields": {"job": job_id, "error": str(exc)}})
             return json_error(500, f"internal error: {exc}", id=job_id)
@@ -168,7 +182,10 @@ def create_app(service: Service) -> QuartTrio:
 
         @app.get("/artifacts/<job_id>/<name>")
         async def artifact(job_id: str, name: str) -> Response:
-            data = await service.store.read(job_id, name)
+            try:
+                data = await service.store.read(job_id, name)
+            except StoreUnavailableError:
+                return _busy("the artifact store is unreachable; try again later")
             if data is None:
                 return json_error(404, "no such artifact")
             response = Response(data, mimetype=ARTIFACT_FILES[name])

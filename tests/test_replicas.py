@@ -1,0 +1,95 @@
+"""Two real servers that share a real redis-server: any replica serves any artifact, one cache,
+readiness, and a Redis outage answered with 503 and recovered from without a restart."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import HELLO_C, REDIS_PASSWORD, MakeServer, RedisServer, eventually, run_artifact
+
+COMPILE_SAMPLES = re.compile(r"^emcc_trio_compile_duration_seconds_count (\S+)$", re.M)
+
+
+def compiles(server_url: str) -> float:
+    metrics = httpx.get(f"{server_url}/metrics").text
+    match = COMPILE_SAMPLES.search(metrics)
+    assert match is not None, metrics
+    return float(match[1])
+
+
+def test_replicas_share_artifacts_and_cache(
+    make_server: MakeServer, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    one = make_server(redisUrl=redis_server.url)
+    two = make_server(redisUrl=redis_server.url)
+    first = one.compile(HELLO_C)
+    assert first.status_code == 200, first.text
+    assert first.json()["cached"] is False
+    # The other replica serves the artifacts it never built, with the same headers.
+    assert run_artifact(two, first, tmp_path) == "hello from C\n"
+    with two.client() as client:
+        js = client.get(first.json()["js"])
+    assert js.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert js.headers["content-type"].startswith("application/javascript")
+    # ... and answers the same request from the shared cache.
+    again = two.compile(HELLO_C)
+    assert again.status_code == 200, again.text
+    assert again.json()["cached"] is True
+    assert again.json()["id"] == first.json()["id"]
+    assert compiles(one.url) == 1
+    assert compiles(two.url) == 0
+    # Nothing on either replica's disk: the artifacts live in Redis.
+    assert not any((one.workdir / "artifacts").iterdir())
+    assert not any((two.workdir / "artifacts").iterdir())
+    one.assert_clean()
+    # The password never reaches a log.
+    assert REDIS_PASSWORD not in one.log()
+    assert ":***@" in one.log()
+
+
+def test_redis_outage_is_503_then_recovers(
+    make_server: MakeServer, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    server = make_server(redisUrl=redis_server.url)
+    with server.client() as client:
+        eventually(lambda: client.get("/readyz").status_code == 200, 30, "ready")
+        assert client.get("/readyz").text == "ready"
+    built = server.compile(HELLO_C)
+    assert built.status_code == 200, built.text
+    redis_server.stop()
+    with server.client() as client:
+        refused = server.compile("int main(void) { return 1; }\n")
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"] == "the artifact store is unreachable; try again later"
+        assert int(refused.headers["retry-after"]) > 0
+        artifact = client.get(built.json()["js"])
+        assert artifact.status_code == 503
+        assert artifact.json()["ok"] is False
+        not_ready = client.get("/readyz")
+        assert not_ready.status_code == 503
+        assert not_ready.json()["error"] == "not ready: the store is unreachable"
+        assert client.get("/healthz").status_code == 200
+    redis_server.start()
+    with server.client() as client:
+        eventually(lambda: client.get("/readyz").status_code == 200, 30, "ready again")
+    recovered = server.compile(HELLO_C)
+    assert recovered.status_code == 200, recovered.text
+    assert run_artifact(server, recovered, tmp_path) == "hello from C\n"
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert re.search(r'^emcc_trio_store_errors_total\{op="cache_get"\} [1-9]', metrics, re.M)
+    server.assert_clean()
+
+
+def test_redis_url_from_the_environment_is_used(
+    make_server: MakeServer, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EMCC_TRIO_REDIS_URL provides the URL (secrets stay out of config.json)."""
+    monkeypatch.setenv("EMCC_TRIO_REDIS_URL", redis_server.url)
+    server = make_server()
+    response = server.compile(HELLO_C)
+    assert response.status_code == 200, response.text
+    stored = redis_server.cli("exists", f"emcc-trio:artifact:{response.json()['id']}")
+    assert stored.stdout.strip() == "1"
