@@ -8,8 +8,6 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Final
@@ -69,26 +67,23 @@ async def _emscripten_version(emcc: str) -> str:
     return f"{emcc} " + done.stdout.decode(errors="replace").partition("\n")[0]
 
 
-@asynccontextmanager
-async def open_store(config: Config, paths: Paths) -> AsyncIterator[Store]:
+async def open_store(config: Config, paths: Paths) -> Store:
     """The one place that knows which store runs: Redis when a URL is set, else local disk."""
     if config.redis_url:
         log.info("store", extra={"fields": {"redis": redact_url(config.redis_url)}})
-        async with open_client(config.redis_url) as client:
-            yield RedisStore(
-                client,
-                artifact_ttl_days=config.artifact_ttl_days,
-                # A holder's lock lasts its queue wait plus its run; then waiters give up.
-                max_wait_seconds=config.queue_timeout_seconds + config.job_timeout_seconds + 30,
-            )
-        return
+        return RedisStore(
+            open_client(config.redis_url),
+            artifact_ttl_days=config.artifact_ttl_days,
+            # A holder's lock lasts its queue wait plus its run; then waiters give up.
+            max_wait_seconds=config.queue_timeout_seconds + config.job_timeout_seconds + 30,
+        )
     for directory in (paths.artifacts_dir, paths.cache_dir):
         directory.mkdir(parents=True, exist_ok=True)
     cache = None
     if config.cache_enabled:
         cache = ResultCache(paths.cache_dir, paths.artifacts_dir, config.cache_max_mb * MB)
         await trio.to_thread.run_sync(cache.load)
-    yield LocalStore(
+    return LocalStore(
         ArtifactStore(paths.artifacts_dir),
         cache,
         artifact_ttl_days=config.artifact_ttl_days,
@@ -185,8 +180,9 @@ async def build_service(config: Config, paths: Paths, store: Store) -> Service:
 
 async def serve(config: Config, start_dir: Path) -> None:
     paths = resolve_paths(config, start_dir)
-    async with open_store(config, paths) as store:
-        service = await build_service(config, paths, store)
+    store = await open_store(config, paths)
+    service = await build_service(config, paths, store)
+    async with store.session():
         await _serve(config, service)
     if service.driver is not None:
         service.driver.close()

@@ -21,13 +21,15 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import attrs
 import coredis
 import coredis.exceptions
+import outcome
 import trio
 from coredis.tokens import PureToken
 
@@ -218,13 +220,14 @@ class RedisStore:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._renew, lock, token)
-                outcome = await work()
-                await self._call(
-                    "outcome",
-                    lambda: self.client.set(outcome_key(key, token), outcome, px=OUTCOME_MS),
-                )
+                # Captured, so that its exceptions leave unwrapped by the nursery.
+                result = await outcome.acapture(work)
                 nursery.cancel_scope.cancel()
-            return outcome
+            value = result.unwrap()
+            await self._call(
+                "outcome", lambda: self.client.set(outcome_key(key, token), value, px=OUTCOME_MS)
+            )
+            return value
         finally:
             # On failure the lock expires by itself within LOCK_MS.
             deadline = trio.current_time() + OP_TIMEOUT_SECONDS
@@ -244,6 +247,12 @@ class RedisStore:
                 await self._call(
                     "renew", lambda: self.client.eval(_RENEW, keys=[lock], args=[token, LOCK_MS])
                 )
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[None]:
+        """The client's connection pool lives as long as the server; it connects lazily."""
+        async with self.client:
+            yield
 
     async def run(self) -> None:
         """Keep `reachable` current while no request touches the store."""

@@ -7,7 +7,8 @@ replicas, in `redis_store.py`); everything else sees only `Store`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -51,6 +52,9 @@ class Store(Protocol):
         """Run `work` once for every caller with this key that shares the store, and give each
         its outcome. Within one process the caller already shares work (SingleFlight)."""
 
+    def session(self) -> AbstractAsyncContextManager[None]:
+        """Hold the store's connections while the server runs."""
+
     async def run(self) -> None:
         """Background upkeep (sweeping, health checks), run in the server's nursery."""
 
@@ -88,6 +92,10 @@ class LocalStore:
 
     async def once(self, key: str, work: Callable[[], Awaitable[bytes]]) -> bytes:
         return await work()
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[None]:
+        yield
 
     async def run(self) -> None:
         await run_sweeper(

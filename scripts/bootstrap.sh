@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what emcc_trio needs on a fresh Debian machine: Debian's emscripten, redis-server and
-# haproxy (as root) and a
-# virtualenv at .venv with the project and its test tools. Safe to run again: it skips what is there.
+# haproxy (as root) and a virtualenv at .venv with the project and its test tools. Safe to run
+# again: it skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

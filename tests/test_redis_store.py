@@ -195,3 +195,22 @@ async def test_an_outage_is_an_error_then_recovers(
             "emcc_trio_store_duration_seconds_count", {"op": "read"}
         )
         assert timed == 2
+
+
+async def test_a_holder_that_loses_the_store_gets_the_store_error(
+    redis_server: RedisServer,
+) -> None:
+    """Not wrapped in an exception group: the service answers it with a 503."""
+
+    async def work() -> bytes:
+        redis_server.stop()
+        return b"done, but nowhere to put it"
+
+    async def failing() -> bytes:
+        raise KeyError("the work's own error")
+
+    async with redis_store(redis_server) as store:
+        with pytest.raises(KeyError):
+            await store.once("e" * 64, failing)
+        with pytest.raises(StoreUnavailableError):
+            await store.once("e" * 64, work)
