@@ -7,7 +7,9 @@
    off) against the same number of raw emcc runs in parallel; compiles per second and ratio.
 3. Cache hits: one identical request repeated; p50/p99 latency and hits per second.
 
-Usage: python -m bench.bench [--quick] [--rounds N]
+4. With `--cluster` (only that): 2 replicas sharing Redis behind HAProxy vs 1 (bench.cluster).
+
+Usage: python -m bench.bench [--quick] [--rounds N] [--cluster]
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 import attrs
 import httpx
 
+from bench import cluster
 from load.server import LoadServer, start
 
 REPO = Path(__file__).resolve().parent.parent
@@ -230,7 +233,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer rounds and compiles")
     parser.add_argument("--rounds", type=int, help="latency rounds (10; 3 with --quick)")
+    parser.add_argument(
+        "--cluster", action="store_true", help="2 replicas + Redis + HAProxy vs 1, only"
+    )
     options = parser.parse_args()
+    if options.cluster:
+        print(machine())
+        cluster.run(options.quick)
+        return
     settings = SETTINGS[options.quick]
     rounds = options.rounds or settings.rounds
     base = Path(tempfile.mkdtemp(prefix="emcc-trio-bench-"))

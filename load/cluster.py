@@ -43,13 +43,14 @@ REPLICAS = 3
 REPLICA_PORT = 8080
 REDIS_PASSWORD = secrets.token_hex(12)
 # Per replica: one compile at a time (three replicas share this machine's cores).
-# The wall-clock cap is longer than load's: three replicas' jobs share two cores, and a memory
-# bomb must reach its memory cap before its time is up.
+# The wall-clock and CPU caps are longer than load's: three replicas' jobs share two cores, and
+# a memory bomb must reach its memory cap before its time or CPU time is up.
 REPLICA_CAPS: Mapping[str, Any] = {
     **mix.LOAD_CAPS,
     "maxConcurrentJobs": 1,
     "queueMax": 16,
     "jobTimeoutSeconds": 30,
+    "jobCpuSeconds": 10,
 }
 OUTAGE_SECONDS = 4.0
 WAIT_SECONDS = 60.0
@@ -66,10 +67,12 @@ class Timed:
 
 @attrs.define
 class Window:
-    """A disruption, from when it began until the cluster was whole again."""
+    """A disruption: from the fault (`started`) to its repair (`repaired`: the replica restarted,
+    the link back, Redis started), and until the cluster was whole again (`ended`)."""
 
     what: str
     started: float
+    repaired: float = float("inf")
     ended: float = float("inf")
 
 
@@ -288,6 +291,7 @@ async def chaos(cluster: Cluster, seconds: float, seen: Seen) -> None:
     seen.windows.append(window)
     victim.proc.send_signal(signal.SIGKILL)
     await trio.to_thread.run_sync(victim.proc.wait)
+    window.repaired = time.monotonic()
     restarted = await trio.to_thread.run_sync(cluster.restart, 1)
     await trio.to_thread.run_sync(cluster.wait_whole)
     window.ended = time.monotonic()
@@ -310,6 +314,7 @@ async def chaos(cluster: Cluster, seconds: float, seen: Seen) -> None:
         await trio.sleep(OUTAGE_SECONDS)
     finally:
         host.mend()
+        window.repaired = time.monotonic()
     await trio.to_thread.run_sync(cluster.wait_whole)
     window.ended = time.monotonic()
 
@@ -320,6 +325,7 @@ async def chaos(cluster: Cluster, seconds: float, seen: Seen) -> None:
     await trio.to_thread.run_sync(cluster.redis.stop)
     await trio.sleep(OUTAGE_SECONDS)
     await trio.to_thread.run_sync(cluster.redis.start)
+    window.repaired = time.monotonic()
     await trio.to_thread.run_sync(cluster.wait_whole)
     window.ended = time.monotonic()
 
@@ -341,25 +347,27 @@ async def drive(cluster: Cluster, budget: run.Budget, seed: int) -> Seen:
     return seen
 
 
-def in_window(timed: Timed, windows: list[Window], *whats: str) -> bool:
+def in_window(timed: Timed, windows: list[Window], *whats: str, faulty: bool = False) -> bool:
+    """Whether `timed` overlapped a disruption (`faulty`: while the fault itself lasted)."""
     return any(
-        timed.started <= w.ended and timed.ended >= w.started
+        timed.started <= (w.repaired if faulty else w.ended) and timed.ended >= w.started
         for w in windows
         if not whats or w.what.startswith(whats)
     )
 
 
 def judge(timed: Timed, windows: list[Window]) -> str | None:
-    """load.mix's verdict, except for the documented answers of a disruption: 503 with
-    Retry-After while it lasted, and 502/504 for requests in flight on a replica killed or cut
-    off."""
+    """load.mix's verdict, except for the documented answers of a disruption: a 503 with
+    Retry-After until the cluster is whole again, and a failed request (502, 504, a closed
+    connection) in flight while a replica was dead or cut off."""
     answer = timed.answer
     why = mix.judge(answer)
     if why is None:
         return None
     if answer.status == 503 and answer.retry_after and in_window(timed, windows):
         return None
-    if answer.status in (502, 504) and in_window(timed, windows, "SIGKILL", "link"):
+    failed = answer.status in (502, 504, -1)
+    if failed and in_window(timed, windows, "SIGKILL", "link", faulty=True):
         return None
     return why
 
@@ -474,13 +482,14 @@ def print_answers(seen: Seen, windows: list[Window]) -> None:
     for kind in mix.MIX:
         shown = ", ".join(f"{label} x{n}" for (k, label), n in sorted(counts.items()) if k == kind)
         print(f"{kind:<12} {shown}")
-    print("\ndisruptions:")
+    origin = min((t.started for t in seen.answers), default=0.0)
+    print("\ndisruptions (seconds into the run: fault, repaired, whole again):")
     for window in windows:
         during = [t for t in seen.answers if in_window(t, [window])]
         statuses = Counter(str(t.answer.status) for t in during)
-        print(
-            f"  {window.what:<24} {window.ended - window.started:5.1f} s  answers {dict(statuses)}"
-        )
+        times = [window.started, window.repaired, window.ended]
+        shown = " ".join(f"{t - origin:5.1f}" for t in times)
+        print(f"  {window.what:<24} {shown}  answers {dict(statuses)}")
 
 
 def main(argv: list[str] | None = None) -> int:
