@@ -3,13 +3,14 @@ across clients (as across replicas), and outages."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import trio
-from conftest import RedisServer
+from conftest import REDIS_PASSWORD, RedisServer, free_port
 
 from emcc_trio.artifacts import UnsafeOutputError
 from emcc_trio.metrics import Metrics
@@ -21,7 +22,7 @@ from emcc_trio.redis_store import (
     lock_key,
     open_client,
 )
-from emcc_trio.store import StoreUnavailableError
+from emcc_trio.store import FlightWaitTimeoutError, StoreUnavailableError
 
 JOB = "a" * 32
 DAY_MS = 86_400_000
@@ -214,3 +215,60 @@ async def test_a_holder_that_loses_the_store_gets_the_store_error(
             await store.once("e" * 64, failing)
         with pytest.raises(StoreUnavailableError):
             await store.once("e" * 64, work)
+
+
+async def test_waiters_give_up_on_a_holder_that_never_finishes(redis_server: RedisServer) -> None:
+    """A lock renewed forever (a stuck holder elsewhere): the wait is bounded."""
+    key = "w" * 64
+    redis_server.cli("set", lock_key(key), "stuck-holder", "px", "600000")
+    async with open_client(redis_server.url) as client:
+        store = RedisStore(client, artifact_ttl_days=3, max_wait_seconds=0.5)
+
+        async def work() -> bytes:
+            raise AssertionError("the lock is held elsewhere")
+
+        with pytest.raises(FlightWaitTimeoutError):
+            await store.once(key, work)
+
+
+def test_tls_and_a_password(tmp_path: Path) -> None:
+    """rediss:// with the CA in the URL (coredis's ssl_ca_certs) against a TLS-only Redis."""
+    cert, key = tmp_path / "redis.crt", tmp_path / "redis.key"
+    openssl = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    openssl += ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+    subprocess.run(
+        [*openssl, "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    command = ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1"]
+    command += ["--tls-cert-file", str(cert), "--tls-key-file", str(key)]
+    command += ["--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"]
+    command += ["--requirepass", REDIS_PASSWORD, "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"rediss://:{REDIS_PASSWORD}@127.0.0.1:{port}/0?ssl_ca_certs={cert}"
+    published: list[bytes | None] = []
+
+    async def roundtrip() -> None:
+        async with open_client(url) as client:
+            store = RedisStore(client, artifact_ttl_days=1, max_wait_seconds=60)
+            while True:  # until redis-server listens
+                try:
+                    await store.publish(JOB, job_dir(tmp_path, b"over tls"))
+                    break
+                except StoreUnavailableError:
+                    await trio.sleep(0.05)
+            published.append(await store.read(JOB, "app.js"))
+
+    try:
+        trio.run(trio_fail_after, 30, roundtrip)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert published == [b"over tls"]
+
+
+async def trio_fail_after(seconds: float, work: Callable[[], Awaitable[None]]) -> None:
+    with trio.fail_after(seconds):
+        await work()
