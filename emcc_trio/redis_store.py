@@ -31,6 +31,7 @@ import coredis
 import coredis.exceptions
 import outcome
 import trio
+from coredis.commands import Script
 from coredis.tokens import PureToken
 
 from .artifacts import ARTIFACT_FILES, is_valid_id, read_job_outputs
@@ -60,6 +61,31 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('del', KEYS[1])
 end
 return 0
+"""
+
+# A cache lookup in one round trip: the entry, and for a success its artifact's expiry
+# restarted (a gone artifact makes the entry a miss, and drops it); then the entry's own.
+# ARGV: artifact key prefix, artifact TTL ms, entry TTL ms (0: no expiry).
+_CACHE_GET = """
+local raw = redis.call('get', KEYS[1])
+if not raw then return false end
+local ok, entry = pcall(cjson.decode, raw)
+if not ok or type(entry) ~= 'table' then return false end
+if entry['ok'] then
+  local artifact = ARGV[1] .. tostring(entry['id'])
+  local found
+  if tonumber(ARGV[2]) > 0 then
+    found = redis.call('pexpire', artifact, ARGV[2])
+  else
+    found = redis.call('exists', artifact)
+  end
+  if found == 0 then
+    redis.call('del', KEYS[1])
+    return false
+  end
+end
+if tonumber(ARGV[3]) > 0 then redis.call('pexpire', KEYS[1], ARGV[3]) end
+return raw
 """
 
 log = logging.getLogger("emcc_trio.redis_store")
@@ -103,6 +129,15 @@ class RedisStore:
     max_wait_seconds: float  # the longest a compile can hold a key: queue wait plus run
     metrics: Metrics = attrs.field(factory=Metrics)
     reachable: bool = False
+    # EVALSHA, falling back to EVAL once per connection that has not seen the script.
+    _cache_get: Script[bytes] = attrs.field(init=False)
+    _renew_lock: Script[bytes] = attrs.field(init=False)
+    _release_lock: Script[bytes] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._cache_get = self.client.register_script(_CACHE_GET)
+        self._renew_lock = self.client.register_script(_RENEW)
+        self._release_lock = self.client.register_script(_RELEASE)
 
     @property
     def artifact_ttl_ms(self) -> int:
@@ -126,12 +161,6 @@ class RedisStore:
         self.reachable = True
         return value
 
-    async def _expire(self, key: str, ttl_ms: int) -> bool:
-        """Restart `key`'s expiry; False if it does not exist."""
-        if ttl_ms > 0:
-            return bool(await self.client.pexpire(key, ttl_ms))
-        return bool(await self.client.exists([key]))
-
     async def publish(self, job_id: str, job_dir: Path) -> None:
         files = await trio.to_thread.run_sync(read_job_outputs, job_dir)
         key = artifact_key(job_id)
@@ -150,28 +179,21 @@ class RedisStore:
         return await self._call("read", lambda: self.client.hget(artifact_key(job_id), name))
 
     async def cache_get(self, key: str) -> Entry | None:
-        raw = await self._call("cache_get", lambda: self.client.get(entry_key(key)))
-        if raw is None:
+        args: tuple[str, int, int] = (
+            artifact_key(""),
+            self.artifact_ttl_ms,
+            entry_ttl_ms(self.artifact_ttl_ms),
+        )
+        raw: object = await self._call(
+            "cache_get", lambda: self._cache_get(keys=[entry_key(key)], args=args)
+        )
+        if not isinstance(raw, bytes):
             return None
         try:
             body = json.loads(raw)
-            entry = Entry(body["id"], bool(body["ok"]), body["output"], body["usage"], len(raw))
+            return Entry(body["id"], bool(body["ok"]), body["output"], body["usage"], len(raw))
         except (ValueError, KeyError, TypeError):
             return None
-        if entry.ok:
-            # Handing the id out again restarts its artifact's TTL; a gone artifact is a miss.
-            found = await self._call(
-                "cache_touch",
-                lambda: self._expire(artifact_key(entry.job_id), self.artifact_ttl_ms),
-            )
-            if not found:
-                await self._call("cache_drop", lambda: self.client.delete([entry_key(key)]))
-                return None
-        await self._call(
-            "cache_touch",
-            lambda: self._expire(entry_key(key), entry_ttl_ms(self.artifact_ttl_ms)),
-        )
-        return entry
 
     async def cache_put(
         self, key: str, job_id: str, ok: bool, output: str, usage: dict[str, Any]
@@ -235,9 +257,7 @@ class RedisStore:
                 trio.CancelScope(shield=True, deadline=deadline),
                 contextlib.suppress(StoreUnavailableError),
             ):
-                await self._call(
-                    "unlock", lambda: self.client.eval(_RELEASE, keys=[lock], args=[token])
-                )
+                await self._call("unlock", lambda: self._release_lock(keys=[lock], args=[token]))
 
     async def _renew(self, lock: str, token: str) -> None:
         while True:
@@ -245,7 +265,7 @@ class RedisStore:
             # On failure the compile goes on; storing its result will tell.
             with contextlib.suppress(StoreUnavailableError):
                 await self._call(
-                    "renew", lambda: self.client.eval(_RENEW, keys=[lock], args=[token, LOCK_MS])
+                    "renew", lambda: self._renew_lock(keys=[lock], args=[token, LOCK_MS])
                 )
 
     @asynccontextmanager
