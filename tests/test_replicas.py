@@ -1,14 +1,30 @@
 """Two real servers that share a real redis-server: any replica serves any artifact, one cache,
-readiness, and a Redis outage answered with 503 and recovered from without a restart."""
+and a Redis outage answered with 503 and recovered from without a restart; readiness."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
-from conftest import HELLO_C, REDIS_PASSWORD, MakeServer, RedisServer, eventually, run_artifact
+from conftest import (
+    HELLO_C,
+    REDIS_PASSWORD,
+    MakeServer,
+    RedisServer,
+    eventually,
+    program,
+    run_artifact,
+)
+from test_lifecycle import open_compile, wait_for_compiler
+
+from emcc_trio.artifacts import ArtifactStore
+from emcc_trio.gate import Gate
+from emcc_trio.jobs import Compiler
+from emcc_trio.service import Service
+from emcc_trio.store import LocalStore
 
 COMPILE_SAMPLES = re.compile(r"^emcc_trio_compile_duration_seconds_count (\S+)$", re.M)
 
@@ -93,3 +109,43 @@ def test_redis_url_from_the_environment_is_used(
     assert response.status_code == 200, response.text
     stored = redis_server.cli("exists", f"emcc-trio:artifact:{response.json()['id']}")
     assert stored.stdout.strip() == "1"
+
+
+def test_readyz_fails_while_the_queue_is_full(make_server: MakeServer) -> None:
+    """No Redis here: readiness is also about this replica's own queue."""
+    server = make_server(maxConcurrentJobs=1, queueMax=1)
+    with server.client() as client:
+        assert client.get("/readyz").status_code == 200
+        running = open_compile(server, program("slow.c"))
+        wait_for_compiler(server)
+        # A different source: an identical one would join the first compile, not queue.
+        waiting = open_compile(server, program("slow.c") + "/* another */\n")
+        eventually(
+            lambda: "emcc_trio_queue_waiting 1.0" in client.get("/metrics").text,
+            10,
+            "the second request to wait in the queue",
+        )
+        full = client.get("/readyz")
+        assert full.status_code == 503
+        assert full.json()["error"] == "not ready: the queue is full"
+        assert full.headers["retry-after"] == "5"
+        waiting.close()
+        running.close()
+        eventually(lambda: client.get("/readyz").status_code == 200, 30, "ready again")
+    server.assert_clean(timeout=3)
+
+
+def test_not_ready_while_shutting_down(tmp_path: Path) -> None:
+    service = Service(
+        driver=None,
+        compiler=cast(Compiler, None),  # readiness only: nothing is compiled
+        gate=Gate(
+            estimate_bytes=1, max_concurrent=1, queue_max=1, queue_timeout_seconds=1, budget=None
+        ),
+        store=LocalStore(ArtifactStore(tmp_path), None, 3, 30),
+        enable_static_artifacts=True,
+        max_body_bytes=1024,
+    )
+    assert service.not_ready() is None
+    service.shutdown()
+    assert service.not_ready() == "the server is shutting down"
