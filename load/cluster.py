@@ -82,6 +82,8 @@ class Seen:
     windows: list[Window] = attrs.Factory(list)
     issued: int = 0
     notes: list[str] = attrs.Factory(list)
+    chaos_done: bool = False
+    probe_failures: list[str] = attrs.Factory(list)
 
 
 @attrs.define
@@ -268,7 +270,10 @@ async def worker(
     big = mix.static_8mb_source()
     deadline = trio.current_time() + budget.seconds
     kinds, weights = list(mix.MIX), list(mix.MIX.values())
-    while trio.current_time() < deadline and seen.issued < budget.max_requests:
+    # The load goes on until every disruption is over, so that each one meets requests.
+    while (
+        trio.current_time() < deadline or not seen.chaos_done
+    ) and seen.issued < budget.max_requests:
         seen.issued += 1
         kind = rng.choices(kinds, weights)[0]
         request = mix.make_request(kind, rng, programs, big)
@@ -323,11 +328,38 @@ async def chaos(cluster: Cluster, seconds: float, seen: Seen) -> None:
     window = Window("Redis stopped", time.monotonic())
     seen.windows.append(window)
     await trio.to_thread.run_sync(cluster.redis.stop)
-    await trio.sleep(OUTAGE_SECONDS)
+    async with trio.open_nursery() as probes:
+        probes.start_soon(probe_outage, cluster, seen)
+        await trio.sleep(OUTAGE_SECONDS)
     await trio.to_thread.run_sync(cluster.redis.start)
     window.repaired = time.monotonic()
     await trio.to_thread.run_sync(cluster.wait_whole)
     window.ended = time.monotonic()
+    seen.chaos_done = True
+
+
+async def probe_outage(cluster: Cluster, seen: Seen) -> None:
+    """With Redis down: a compile on a replica and through HAProxy, an artifact read and
+    /readyz are each a JSON 503 with Retry-After (one after the other: the failed compile is
+    what tells the replica, if its ping has not yet)."""
+    stored = next((t.answer for t in seen.answers if t.answer.status == 200), None)
+    replica = cluster.replicas[0].url
+    probes = [
+        ("compile on replica1", "POST", f"{replica}/compile"),
+        ("compile via HAProxy", "POST", f"{cluster.url}/compile"),
+        ("readyz on replica1", "GET", f"{replica}/readyz"),
+    ]
+    if stored is not None:
+        probes.append(("artifact on replica1", "GET", replica + str(stored.body["js"])))
+    async with httpx.AsyncClient(timeout=run.CLIENT_TIMEOUT) as client:
+        for what, method, url in probes:
+            body = unique_program(what) if method == "POST" else None
+            response = await client.request(method, url, content=body)
+            if response.status_code != 503 or "retry-after" not in response.headers:
+                seen.probe_failures.append(f"{what}: {response.status_code} {response.text[:200]}")
+            elif response.json().get("ok") is not False:
+                seen.probe_failures.append(f"{what}: not a JSON error: {response.text[:200]}")
+    seen.notes.append(f"Redis down: {len(probes)} probes")
 
 
 async def drive(cluster: Cluster, budget: run.Budget, seed: int) -> Seen:
@@ -538,6 +570,13 @@ def main(argv: list[str] | None = None) -> int:
                 "HAProxy took the cut replica out and back in",
                 str(cluster.haproxy_saw("replica3", "DOWN")),
                 [] if cluster.haproxy_saw("replica3", "DOWN") else ["replica3 never went DOWN"],
+            )
+        )
+        results.append(
+            run.Check(
+                "Redis down: every probe 503 + Retry-After",
+                "probed" if seen.chaos_done else "not probed",
+                seen.probe_failures if seen.chaos_done else ["the outage was not probed"],
             )
         )
         results.append(served_hits(seen))
