@@ -9,7 +9,7 @@ if (($#)); then
   exec .venv/bin/nox "$@"
 fi
 .venv/bin/nox -s lint typecheck tests cgroup2 browser
-# Three replicas, Redis and HAProxy, with a kill, a cut link and a Redis outage: about 2 minutes.
+# Three replicas, Redis and HAProxy, with a kill, a cut link and a Redis outage: about 2.5 minutes.
 .venv/bin/nox -s cluster -- --seconds 40 --max-requests 300
 # The short load run: about a minute of sending, every check of the full one.
 exec .venv/bin/nox -s load -- --seconds 45 --max-requests 250
