@@ -1,8 +1,10 @@
-"""nox sessions: lint, typecheck, tests, cgroup2 (the v2 driver in a VM), browser, load, bench."""
+"""nox sessions: lint, typecheck, tests, cgroup2 (the v2 driver in a VM), browser, load, cluster,
+bench."""
 
 from __future__ import annotations
 
 import os
+import shutil
 
 import nox
 
@@ -80,7 +82,11 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Raw emcc vs the server (no caps, cgroup, cgroup + nsjail, cache off) as latency ratios;
-    throughput at concurrency 1-8 vs parallel raw emcc; cache-hit latency. `-- --quick`."""
+    throughput at concurrency 1-8 vs parallel raw emcc; cache-hit latency. `-- --quick`.
+    `-- --cluster`: 2 replicas sharing Redis behind HAProxy vs 1 (cache hits with wrk, cold
+    compiles)."""
+    if "--cluster" in session.posargs:
+        apt_install(session, {"redis-server": "redis-server", "haproxy": "haproxy", "wrk": "wrk"})
     session.install(*TEST_DEPS)
     session.run("python", "-m", "bench.bench", *session.posargs)
 
@@ -91,6 +97,32 @@ def load(session: nox.Session) -> None:
     fails unless every cap held. `nox -s load -- --seconds 30` for a shorter run. Needs root."""
     session.install(*TEST_DEPS)
     session.run("python", "-m", "load.run", *session.posargs)
+
+
+def apt_install(session: nox.Session, packages: dict[str, str]) -> None:
+    """Install the Debian packages whose command (the value) is missing; needs root."""
+    missing = [
+        package
+        for package, command in packages.items()
+        if shutil.which(command, path="/usr/sbin:/usr/bin:/sbin:/bin") is None
+    ]
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        session.error(f"missing {' '.join(missing)}: apt-get install them (as root)")
+    apt_env = {"DEBIAN_FRONTEND": "noninteractive"}
+    session.run("apt-get", "update", external=True, env=apt_env)
+    session.run("apt-get", "install", "-y", *missing, external=True, env=apt_env)
+
+
+@nox.session
+def cluster(session: nox.Session) -> None:
+    """Three replicas, each in its own network namespace, sharing a real Redis behind HAProxy
+    (deploy/haproxy.cfg), under the load mix while one is SIGKILLed, one is cut off and Redis
+    stops. `-- --seconds 40` for a shorter run. Needs root."""
+    apt_install(session, {"redis-server": "redis-server", "haproxy": "haproxy", "iproute2": "ip"})
+    session.install(*TEST_DEPS)
+    session.run("python", "-m", "load.cluster", *session.posargs)
 
 
 @nox.session

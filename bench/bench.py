@@ -10,7 +10,9 @@
    result cache of 100, 10 000 and 100 000 entries, in a tmpfs. The index costs the same at
    every size (a full scan per put, as before, would cost ~1000 times more at 100 000).
 
-Usage: python -m bench.bench [--quick] [--rounds N] [--bookkeeping-only]
+5. With `--cluster` (only that): 2 replicas sharing Redis behind HAProxy vs 1 (bench.cluster).
+
+Usage: python -m bench.bench [--quick] [--rounds N] [--bookkeeping-only] [--cluster]
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import Any
 import attrs
 import httpx
 
+from bench import cluster
 from emcc_trio.cache import ResultCache
 from load.server import LoadServer, start
 
@@ -312,7 +315,14 @@ def main() -> None:
     parser.add_argument(
         "--bookkeeping-only", action="store_true", help="only the cache bookkeeping (no server)"
     )
+    parser.add_argument(
+        "--cluster", action="store_true", help="2 replicas + Redis + HAProxy vs 1, only"
+    )
     options = parser.parse_args()
+    if options.cluster:
+        print(machine())
+        cluster.run(options.quick)
+        return
     settings = SETTINGS[options.quick]
     print(machine())
     if not options.bookkeeping_only:

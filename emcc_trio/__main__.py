@@ -17,17 +17,20 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 
 from . import cli, httpserver, logs
-from .app import AccessLog, Service, create_app
-from .artifacts import ArtifactStore, run_sweeper
+from .app import AccessLog, create_app
+from .artifacts import ArtifactStore
 from .cache import ResultCache
 from .cgroups import Caps, CgroupError, instance_tag, open_driver, read_budget
-from .config import Config, ConfigError, Paths, load, parse_addr, resolve_paths
+from .config import Config, ConfigError, Paths, load, parse_addr, redact_url, resolve_paths
 from .cors import Cors
 from .gate import Gate
 from .jobs import Compiler
 from .policy import make_policy
+from .redis_store import RedisStore, open_client
 from .runner import Limits
 from .sandbox import Sandbox, SandboxError
+from .service import Service
+from .store import LocalStore, Store
 
 log = logging.getLogger("emcc_trio")
 _GRACEFUL_SECONDS: Final = 5.0
@@ -69,7 +72,31 @@ async def _emscripten_version(emcc: str) -> str:
     return f"{emcc} " + done.stdout.decode(errors="replace").partition("\n")[0]
 
 
-async def build_service(config: Config, paths: Paths) -> Service:
+async def open_store(config: Config, paths: Paths) -> Store:
+    """The one place that knows which store runs: Redis when a URL is set, else local disk."""
+    if config.redis_url:
+        log.info("store", extra={"fields": {"redis": redact_url(config.redis_url)}})
+        return RedisStore(
+            open_client(config.redis_url),
+            artifact_ttl_days=config.artifact_ttl_days,
+            # A holder's lock lasts its queue wait plus its run; then waiters give up.
+            max_wait_seconds=config.queue_timeout_seconds + config.job_timeout_seconds + 30,
+        )
+    for directory in (paths.artifacts_dir, paths.cache_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+    cache = None
+    if config.cache_enabled:
+        cache = ResultCache(paths.cache_dir, paths.artifacts_dir, config.cache_max_mb * MB)
+        await trio.to_thread.run_sync(cache.load)
+    return LocalStore(
+        ArtifactStore(paths.artifacts_dir),
+        cache,
+        artifact_ttl_days=config.artifact_ttl_days,
+        cleanup_interval_mins=config.cleanup_interval_mins,
+    )
+
+
+async def build_service(config: Config, paths: Paths, store: Store) -> Service:
     """Prepare everything a request needs; refuse to start rather than run unsafely."""
     for directory in (paths.working_dir, paths.jobs_dir, paths.artifacts_dir, paths.cache_dir):
         directory.mkdir(parents=True, exist_ok=True)
@@ -104,11 +131,6 @@ async def build_service(config: Config, paths: Paths) -> Service:
         files = v2_files if v2_files[0].exists() or driver is None else driver.budget_files()
         budget = partial(read_budget, *files)
 
-    store = ArtifactStore(paths.artifacts_dir)
-    cache = None
-    if config.cache_enabled:
-        cache = ResultCache(paths.cache_dir, paths.artifacts_dir, config.cache_max_mb * MB)
-        await trio.to_thread.run_sync(cache.load)
     limits = Limits(
         timeout_seconds=config.job_timeout_seconds,
         cpu_seconds=config.job_cpu_seconds,
@@ -150,7 +172,7 @@ async def build_service(config: Config, paths: Paths) -> Service:
         },
     )
     return Service(
-        cache=cache,
+        cache_enabled=config.cache_enabled,
         emscripten_version=await _emscripten_version(emcc),
         driver=driver,
         compiler=compiler,
@@ -171,7 +193,16 @@ async def serve(config: Config, start_dir: Path) -> None:
         open_files = httpserver.raise_open_files_limit(config.max_connections)
     except ValueError as exc:
         raise StartupError(f"{exc}: lower maxConnections or raise the limit") from exc
-    service = await build_service(config, paths)
+    store = await open_store(config, paths)
+    service = await build_service(config, paths, store)
+    async with store.session():
+        await _serve(config, service, open_files)
+    if service.driver is not None:
+        service.driver.close()
+    log.info("stopped")
+
+
+async def _serve(config: Config, service: Service, open_files: int) -> None:
     host, port = parse_addr(config.addr)
     hypercorn_config = HypercornConfig()
     hypercorn_config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
@@ -205,13 +236,7 @@ async def serve(config: Config, start_dir: Path) -> None:
 
         nursery.start_soon(watch_signals)
         nursery.start_soon(service.gate.run_poller)
-        nursery.start_soon(
-            run_sweeper,
-            service.store,
-            config.artifact_ttl_days,
-            config.cleanup_interval_mins,
-            service.cache.live_ids if service.cache else set,
-        )
+        nursery.start_soon(service.store.run)
         service.start(nursery)
         binds = await nursery.start(run_http)
         log.info(
@@ -224,9 +249,6 @@ async def serve(config: Config, start_dir: Path) -> None:
                 }
             },
         )
-    if service.driver is not None:
-        service.driver.close()
-    log.info("stopped")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,11 +6,9 @@ import contextvars
 import json
 import logging
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
-import attrs
 import trio
 from hypercorn.typing import (
     ASGIFramework,
@@ -24,14 +22,15 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from . import diagnostics, encodings, openapi, playground
-from .artifacts import ARTIFACT_FILES, ArtifactStore
-from .cache import Entry, FlightCancelledError, ResultCache, SingleFlight, cache_key
-from .cgroups import Driver, Usage
-from .gate import Gate, QueueFullError, QueueTimeoutError
-from .jobs import Compiler, CompileResult, InternalJobError, new_job_id
+from .artifacts import ARTIFACT_FILES
+from .cache import FlightCancelledError
+from .gate import QueueFullError, QueueTimeoutError
+from .jobs import CompileResult, InternalJobError, new_job_id
 from .metrics import Metrics, route_of
-from .policy import STANDARD, CompileRequest, Policy, RequestError
+from .policy import CompileRequest, RequestError
 from .runner import JobStartError
+from .service import Service, usage_json
+from .store import FlightWaitTimeoutError, StoreUnavailableError
 
 LIMIT_STATUS: Final = 422
 BUSY_STATUS: Final = 503
@@ -51,105 +50,6 @@ LIMIT_MESSAGES: Final = {
 }
 
 
-@attrs.define
-class Service:
-    """What the routes need, passed in explicitly (no globals)."""
-
-    driver: Driver | None
-    compiler: Compiler
-    gate: Gate
-    store: ArtifactStore
-    enable_static_artifacts: bool
-    max_body_bytes: int
-    body_timeout_seconds: float = 30
-    cache: ResultCache | None = None
-    emscripten_version: str = ""
-    metrics: Metrics = attrs.field(factory=Metrics)
-    retry_after_seconds: int = 5
-    running: set[trio.CancelScope] = attrs.field(factory=set)
-    shutting_down: bool = False
-    flights: SingleFlight[CompileResult] | None = None
-    policy: Policy = STANDARD
-
-    def __attrs_post_init__(self) -> None:
-        self.metrics.watch_gate(self.gate)
-        if self.cache is not None:
-            self.metrics.watch_cache(self.cache)
-
-    def start(self, nursery: trio.Nursery) -> None:
-        """Shared compiles run in the server's nursery, owned by no single request."""
-        self.flights = SingleFlight(nursery, self.running)
-
-    async def compile(self, request: CompileRequest, job_id: str) -> tuple[CompileResult, bool]:
-        """The result for `request` and whether it came from the cache.
-
-        Identical requests in flight share one compile; cancelling this call (the client
-        went away) cancels the compile only when no other request waits for it.
-        """
-        assert self.flights is not None, "Service.start was not called"
-        key = None
-        if self.cache is not None:
-            key = cache_key(
-                self.emscripten_version,
-                self.compiler.command(request),
-                request.code,
-                request.files,
-            )
-            entry = self.cache.get(key)
-            if entry is not None:
-                self.metrics.cache_requests.labels("hit").inc()
-                return _from_entry(entry), True
-            # "shared": an identical compile is already running and this request joins it.
-            lookup = "shared" if self.flights.is_flying(key) else "miss"
-            self.metrics.cache_requests.labels(lookup).inc()
-        work = partial(self._compile_admitted, request, job_id, key)
-        return await self.flights.run(key or job_id, work), False
-
-    async def _compile_admitted(
-        self, request: CompileRequest, job_id: str, key: str | None
-    ) -> CompileResult:
-        queued_at = trio.current_time()
-        async with self.gate.admit():
-            self.metrics.queue_wait_seconds.observe(trio.current_time() - queued_at)
-            result = await self.compiler.compile(request, job_id)
-        self.metrics.compile_seconds.observe(result.duration_seconds)
-        if result.limit is not None:
-            self.metrics.cap_kills.labels(result.limit).inc()
-        elif key is not None and self.cache is not None:
-            # Deterministic results only: successes and compile errors, never cap kills.
-            usage = usage_json(result.usage, result.duration_seconds)
-            try:
-                await trio.to_thread.run_sync(
-                    self.cache.put, key, result.job_id, result.ok, result.output, usage
-                )
-            except OSError as exc:  # a full disk costs the cache entry, not the answer
-                log.warning("cannot cache", extra={"fields": {"error": str(exc)}})
-        return result
-
-    def shutdown(self) -> None:
-        """Refuse new compiles and cancel the running ones (their cleanup still runs)."""
-        self.shutting_down = True
-        for scope in self.running:
-            scope.cancel()
-
-
-def _from_entry(entry: Entry) -> CompileResult:
-    usage = entry.usage
-    return CompileResult(
-        job_id=entry.job_id,
-        ok=entry.ok,
-        output=entry.output,
-        output_truncated=False,
-        limit=None,
-        usage=Usage(
-            peak_memory_bytes=usage.get("peakMemoryBytes"),
-            cpu_seconds=usage.get("cpuSeconds"),
-            peak_pids=usage.get("peakPids"),
-        ),
-        duration_seconds=float(usage.get("durationSeconds", 0.0)),
-    )
-
-
 def json_error(status: int, message: str, **extra: Any) -> Response:
     body = {"ok": False, "error": message, **extra}
     return Response(json.dumps(body), status=status, mimetype="application/json")
@@ -157,15 +57,6 @@ def json_error(status: int, message: str, **extra: Any) -> Response:
 
 def json_ok(body: dict[str, Any], status: int = 200) -> Response:
     return Response(json.dumps(body), status=status, mimetype="application/json")
-
-
-def usage_json(usage: Usage, duration_seconds: float) -> dict[str, Any]:
-    return {
-        "peakMemoryBytes": usage.peak_memory_bytes,
-        "cpuSeconds": None if usage.cpu_seconds is None else round(usage.cpu_seconds, 3),
-        "peakPids": usage.peak_pids,
-        "durationSeconds": round(duration_seconds, 3),
-    }
 
 
 def compile_response(result: CompileResult, cached: bool) -> Response:
@@ -238,6 +129,14 @@ def create_app(service: Service) -> QuartTrio:
     async def healthz() -> Response:
         return Response("ok", mimetype="text/plain")
 
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        """For the balancer: can this replica take a compile now?"""
+        reason = service.not_ready()
+        if reason is not None:
+            return _busy(f"not ready: {reason}")
+        return Response("ready", mimetype="text/plain")
+
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(service.metrics.render(), mimetype="text/plain; version=0.0.4")
@@ -272,6 +171,11 @@ def create_app(service: Service) -> QuartTrio:
             return _busy("too many compiles are waiting; try again later")
         except QueueTimeoutError:
             return _busy("no capacity became free in time; try again later")
+        except FlightWaitTimeoutError:
+            return _busy("an identical compile on another replica did not finish in time")
+        except StoreUnavailableError:
+            log.warning("store unreachable", extra={"fields": {"job": job_id}})
+            return _busy("the artifact store is unreachable; try again later")
         except (InternalJobError, JobStartError) as exc:
             log.error("job failed to run", extra={"fields": {"job": job_id, "error": str(exc)}})
             return json_error(500, f"internal error: {exc}", id=job_id)
@@ -287,7 +191,10 @@ def create_app(service: Service) -> QuartTrio:
 
         @app.get("/artifacts/<job_id>/<name>")
         async def artifact(job_id: str, name: str) -> Response:
-            data = await service.store.read(job_id, name)
+            try:
+                data = await service.store.read(job_id, name)
+            except StoreUnavailableError:
+                return _busy("the artifact store is unreachable; try again later")
             if data is None:
                 return json_error(404, "no such artifact")
             response = Response(data, mimetype=ARTIFACT_FILES[name])

@@ -16,7 +16,7 @@ import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 import attrs
 import trio
@@ -39,22 +39,39 @@ class UnsafeOutputError(Exception):
     """A job output is not a plain file (a symlink could point the server at a host file)."""
 
 
-def _copy_job_output(source: Path, target: Path) -> None:
-    """Copy a file the jailed compile wrote, never following a link it may have planted."""
+def _open_job_output(source: Path) -> BinaryIO:
+    """Open a file the jailed compile wrote, never following a link it may have planted."""
     try:
         fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise UnsafeOutputError(f"{source.name} is a symbolic link") from exc
         raise
-    with os.fdopen(fd, "rb") as src:
+    src = os.fdopen(fd, "rb")
+    try:
         info = os.fstat(src.fileno())
         if not stat.S_ISREG(info.st_mode):
             raise UnsafeOutputError(f"{source.name} is not a regular file")
         if info.st_size > MAX_ARTIFACT_BYTES:
             raise UnsafeOutputError(f"{source.name} is larger than {MAX_ARTIFACT_BYTES} bytes")
-        with target.open("wb") as dst:
-            shutil.copyfileobj(src, dst, MAX_ARTIFACT_BYTES)
+    except BaseException:
+        src.close()
+        raise
+    return src
+
+
+def _copy_job_output(source: Path, target: Path) -> None:
+    with _open_job_output(source) as src, target.open("wb") as dst:
+        shutil.copyfileobj(src, dst, MAX_ARTIFACT_BYTES)
+
+
+def read_job_outputs(job_dir: Path) -> dict[str, bytes]:
+    """Both artifact files of a job, read as safely as `publish` copies them."""
+    outputs = {}
+    for name in ARTIFACT_FILES:
+        with _open_job_output(job_dir / name) as src:
+            outputs[name] = src.read(MAX_ARTIFACT_BYTES + 1)
+    return outputs
 
 
 @attrs.frozen

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 import cattrs
@@ -77,9 +79,13 @@ class Config:
     cors_allowed_origins: tuple[str, ...] = attrs.field(
         default=(), metadata=_key("corsAllowedOrigins")
     )
+    # Shared state for several replicas; empty: local disk. EMCC_TRIO_REDIS_URL overrides it.
+    redis_url: str = attrs.field(default="", metadata=_key("redisUrl"))
 
 
 KEYS: Final = {f.name: f.metadata["key"] for f in attrs.fields(Config)}
+REDIS_URL_ENV: Final = "EMCC_TRIO_REDIS_URL"
+REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
 
 
 class ConfigError(Exception):
@@ -170,6 +176,13 @@ def validate(config: Config) -> list[str]:
     check(config.job_memory_max_mb >= 64, "job_memory_max_mb", "emcc needs at least 64 MB")
     for name in ("jobs_dir", "artifacts_dir", "cache_dir", "emcc_path", "emxx_path", "nsjail_path"):
         check(getattr(config, name) != "", name, "must not be empty")
+    if config.redis_url:
+        check(
+            urlsplit(config.redis_url).scheme in REDIS_SCHEMES,
+            "redis_url",
+            f"must start with one of {', '.join(s + '://' for s in REDIS_SCHEMES)} "
+            f"(got {redact_url(config.redis_url)!r})",
+        )
     check(
         config.cgroup_driver in CGROUP_DRIVERS,
         "cgroup_driver",
@@ -237,15 +250,38 @@ def parse(text: str) -> Config:
     return config
 
 
-def load(path: Path) -> Config:
-    """Read `path`; a missing file means every default."""
+def redact_url(url: str) -> str:
+    """`url` without its password, fit for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def with_environment(config: Config, environ: Mapping[str, str]) -> Config:
+    """Settings the environment may give: the Redis URL (a secret, kept out of config.json)."""
+    url = environ.get(REDIS_URL_ENV, "")
+    if not url:
+        return config
+    config = attrs.evolve(config, redis_url=url)
+    errors = validate(config)
+    if errors:
+        raise ConfigError(f"{REDIS_URL_ENV}: " + "; ".join(errors))
+    return config
+
+
+def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read `path` (a missing file means every default), then the environment."""
+    environ = os.environ if environ is None else environ
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return Config()
+        return with_environment(Config(), environ)
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
-    return parse(text)
+    return with_environment(parse(text), environ)
 
 
 @attrs.frozen

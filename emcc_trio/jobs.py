@@ -18,11 +18,12 @@ from typing import Final
 import attrs
 import trio
 
-from .artifacts import ARTIFACT_FILES, ArtifactStore, UnsafeOutputError
+from .artifacts import ARTIFACT_FILES, UnsafeOutputError
 from .cgroups import Driver, Usage
 from .policy import CompileRequest, compiler_argv
 from .runner import JobResult, Limit, Limits, run_job
 from .sandbox import Sandbox
+from .store import Store
 
 _CLEANUP_SECONDS: Final = 10.0
 TMP_SUBDIR: Final = ".tmp"
@@ -96,7 +97,7 @@ class Compiler:
     default_args: tuple[str, ...]
     node_path: str
     jobs_dir: Path
-    store: ArtifactStore
+    store: Store
     limits: Limits
     driver: Driver | None
     sandbox: Sandbox | None

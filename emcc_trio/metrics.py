@@ -15,7 +15,7 @@ def route_of(path: str) -> str:
     """A bounded label for a request path (ids and unknown paths must not explode it)."""
     if path.startswith("/artifacts/"):
         return "/artifacts"
-    if path in ("/healthz", "/compile", "/metrics"):
+    if path in ("/healthz", "/readyz", "/compile", "/metrics"):
         return path
     return "other"
 
@@ -29,6 +29,8 @@ class Metrics:
     cap_kills: Counter = attrs.field(init=False)
     cancellations: Counter = attrs.field(init=False)
     cache_requests: Counter = attrs.field(init=False)
+    store_seconds: Histogram = attrs.field(init=False)
+    store_errors: Counter = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.requests = Counter(
@@ -62,6 +64,20 @@ class Metrics:
             "emcc_trio_cancellations",
             "Compiles cancelled before they finished",
             ["cause"],
+            registry=self.registry,
+        )
+
+        self.store_seconds = Histogram(
+            "emcc_trio_store_duration_seconds",
+            "Time of operations on the shared store (Redis), failed ones included",
+            ["op"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5, float("inf")),
+            registry=self.registry,
+        )
+        self.store_errors = Counter(
+            "emcc_trio_store_errors",
+            "Operations on the shared store that failed (unreachable, timed out, refused)",
+            ["op"],
             registry=self.registry,
         )
 

@@ -244,7 +244,8 @@ RESPONSES: Final[JsonObject] = {
     "Busy": {
         **_json(
             _ref("Error"),
-            "Queue full, no capacity within `queueTimeoutSeconds`, or shutting down.",
+            "Queue full, no capacity within `queueTimeoutSeconds`, shutting down, or the "
+            "shared store (Redis) unreachable.",
         ),
         "headers": {"Retry-After": RETRY_AFTER},
     },
@@ -287,6 +288,7 @@ def _artifact(name: str, media_type: str) -> JsonObject:
                     "content": {media_type: {"schema": {"type": "string", "format": "binary"}}},
                 },
                 "404": _error("NotFound"),
+                "503": _error("Busy"),
                 **_COMMON,
             },
         }
@@ -351,6 +353,25 @@ PATHS: Final[JsonObject] = {
                     "description": "The server is up.",
                     "content": {"text/plain": {"schema": {"type": "string", "enum": ["ok"]}}},
                 },
+                **_COMMON,
+            },
+        }
+    },
+    "/readyz": {
+        "get": {
+            "operationId": "getReadiness",
+            "summary": "Readiness, for a load balancer",
+            "description": (
+                "200 when this replica can take a compile now; 503 while shutting down, while "
+                "the shared store (Redis) is unreachable, or while the queue is full."
+            ),
+            "tags": ["meta"],
+            "responses": {
+                "200": {
+                    "description": "The replica takes compiles.",
+                    "content": {"text/plain": {"schema": {"type": "string", "enum": ["ready"]}}},
+                },
+                "503": _error("Busy"),
                 **_COMMON,
             },
         }

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,13 +89,15 @@ def load_config(workdir: Path, caps: Mapping[str, Any]) -> dict[str, Any]:
     return config
 
 
-def start(workdir: Path, config: Mapping[str, Any]) -> LoadServer:
-    """Start `python -m emcc_trio serve` in `workdir`; return once it logged where it listens."""
+def start(workdir: Path, config: Mapping[str, Any], prefix: Sequence[str] = ()) -> LoadServer:
+    """Start `python -m emcc_trio serve` in `workdir`; return once it logged where it listens.
+    `prefix` runs it through another command (`ip netns exec <name>`: on another host)."""
     (workdir / "config.json").write_text(json.dumps(config, indent=1))
     log_path = workdir / "server.log"
-    with log_path.open("wb") as log:
+    offset = log_path.stat().st_size if log_path.exists() else 0
+    with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "emcc_trio", "serve", "--config", "config.json"],
+            [*prefix, sys.executable, "-m", "emcc_trio", "serve", "--config", "config.json"],
             cwd=workdir,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -103,7 +105,7 @@ def start(workdir: Path, config: Mapping[str, Any]) -> LoadServer:
     server = LoadServer(proc=proc, url="", workdir=workdir, config=config)
     end = time.monotonic() + START_SECONDS
     while time.monotonic() < end:
-        if url := _listening_url(log_path):
+        if url := _listening_url(log_path, offset):
             server.url = url
             return server
         if proc.poll() is not None:
@@ -113,9 +115,14 @@ def start(workdir: Path, config: Mapping[str, Any]) -> LoadServer:
     raise SystemExit(f"the server did not listen within {START_SECONDS} s")
 
 
-def _listening_url(log_path: Path) -> str:
-    for line in log_path.read_text().splitlines():
-        if line.startswith("{"):
+def _listening_url(log_path: Path, offset: int) -> str:
+    """Where the server listens, from its log past `offset` (a restart appends to the log)."""
+    with log_path.open("rb") as log:
+        log.seek(offset)
+        text = log.read().decode(errors="replace")
+    for line in text.splitlines(keepends=True):
+        # A line still being written is read again on the next poll.
+        if line.startswith("{") and line.endswith("\n"):
             event = json.loads(line)
             if event.get("event") == "listening":
                 return str(event["urls"][0])

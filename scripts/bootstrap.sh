@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Install what emcc_trio needs on a fresh Debian machine: Debian's emscripten (as root) and a
-# virtualenv at .venv with the project and its test tools. Safe to run again: it skips what is there.
+# Install what emcc_trio needs on a fresh Debian machine: Debian's emscripten, redis-server and
+# haproxy (as root) and a virtualenv at .venv with the project and its test tools. Safe to run
+# again: it skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 apt_packages=()
 command -v emcc >/dev/null 2>&1 || apt_packages+=(emscripten)
 command -v node >/dev/null 2>&1 || apt_packages+=(nodejs)
+# The shared store and the balancer of the replica tests (nox -s cluster).
+command -v redis-server >/dev/null 2>&1 || apt_packages+=(redis-server)
+[ -x /usr/sbin/haproxy ] || apt_packages+=(haproxy)
+command -v ip >/dev/null 2>&1 || apt_packages+=(iproute2)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || apt_packages+=(python3-venv)
 if ((${#apt_packages[@]})); then
   if [ "$(id -u)" -ne 0 ]; then

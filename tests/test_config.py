@@ -12,7 +12,17 @@ import attrs
 import pytest
 from conftest import REPO
 
-from emcc_trio.config import DEFAULT_ARGS, KEYS, Config, ConfigError, load, parse, resolve_paths
+from emcc_trio.config import (
+    DEFAULT_ARGS,
+    KEYS,
+    REDIS_URL_ENV,
+    Config,
+    ConfigError,
+    load,
+    parse,
+    redact_url,
+    resolve_paths,
+)
 
 SEED_DEFAULTS = {
     "workingDir": "/srv/emcc-sandboxd",
@@ -205,3 +215,31 @@ def test_server_refuses_to_start_without_the_compiler(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "emccPath: cannot find the compiler '/no/such/emcc'" in done.stderr
+
+
+def test_redis_url_is_checked_and_its_password_never_shown() -> None:
+    assert parse('{"redisUrl": "rediss://:pw@redis.example:6380/2"}').redis_url == (
+        "rediss://:pw@redis.example:6380/2"
+    )
+    with pytest.raises(ConfigError) as excinfo:
+        parse('{"redisUrl": "http://user:hunter2@redis.example:6379"}')
+    message = str(excinfo.value)
+    assert message.startswith("redisUrl: must start with one of redis://, rediss://, unix://")
+    assert "hunter2" not in message
+    assert "user:***@redis.example:6379" in message
+
+
+def test_redact_url() -> None:
+    assert redact_url("redis://:pw@h:1/0") == "redis://:***@h:1/0"
+    assert redact_url("rediss://u:pw@h:1") == "rediss://u:***@h:1"
+    assert redact_url("redis://h:1/0") == "redis://h:1/0"
+
+
+def test_redis_url_from_the_environment(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text('{"redisUrl": "redis://file:6379"}')
+    env = {REDIS_URL_ENV: "redis://:pw@env:6379/1"}
+    assert load(tmp_path / "config.json", env).redis_url == "redis://:pw@env:6379/1"
+    assert load(tmp_path / "config.json", {}).redis_url == "redis://file:6379"
+    assert load(tmp_path / "absent.json", env).redis_url == "redis://:pw@env:6379/1"
+    with pytest.raises(ConfigError, match=r"^EMCC_TRIO_REDIS_URL: redisUrl: must start"):
+        load(tmp_path / "absent.json", {REDIS_URL_ENV: "localhost:6379"})

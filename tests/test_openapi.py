@@ -25,10 +25,12 @@ from schemathesis.checks import (
 from schemathesis.core.result import Ok
 
 from emcc_trio import openapi
-from emcc_trio.app import Service, create_app
+from emcc_trio.app import create_app
 from emcc_trio.artifacts import ARTIFACT_FILES, ArtifactStore
 from emcc_trio.gate import Gate
 from emcc_trio.jobs import Compiler
+from emcc_trio.service import Service
+from emcc_trio.store import LocalStore
 
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 # Examples per operation; /compile runs the real emcc for every well-formed body.
@@ -55,7 +57,7 @@ def app_routes(tmp_path: Path, enable_static_artifacts: bool = True) -> dict[str
             queue_timeout_seconds=1.0,
             budget=None,
         ),
-        store=ArtifactStore(tmp_path),
+        store=LocalStore(ArtifactStore(tmp_path), None, 3, 30),
         enable_static_artifacts=enable_static_artifacts,
         max_body_bytes=1024,
     )

@@ -1,0 +1,285 @@
+"""The shared store for several replicas: artifacts, the result cache and single flight in Redis.
+
+Keys (all under `emcc-trio:`):
+- `artifact:<id>`: a hash with both files (`app.js`, `app.wasm`), written in one MULTI/EXEC,
+  so a reader finds both or neither; it expires after artifactTTLDays.
+- `cache:<key>`: the JSON entry of a cached result. It expires a tenth earlier than the
+  artifact it points at, and a hit refreshes both, so under `maxmemory-policy volatile-ttl`
+  Redis evicts a cache entry before the artifact it points at.
+- `lock:<key>` (a random token, a few seconds' expiry renewed by its holder) and
+  `outcome:<key>:<token>` (the holder's result for its waiters, kept briefly): one compile per
+  key in the whole cluster; if the holder dies, its lock expires and a waiter takes over.
+
+Every operation has a deadline; a failure raises StoreUnavailableError, marks the store
+unreachable (readiness fails) until an operation or the background ping succeeds again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import attrs
+import coredis
+import coredis.exceptions
+import outcome
+import trio
+from coredis.commands import Script
+from coredis.tokens import PureToken
+
+from .artifacts import ARTIFACT_FILES, is_valid_id, read_job_outputs
+from .cache import Entry
+from .metrics import Metrics
+from .store import FlightWaitTimeoutError, StoreUnavailableError
+
+T = TypeVar("T")
+PREFIX: Final = "emcc-trio:"
+OP_TIMEOUT_SECONDS: Final = 5.0
+CONNECT_TIMEOUT_SECONDS: Final = 1.0
+LOCK_MS: Final = 3000  # how soon a waiter takes over from a holder that died
+RENEW_SECONDS: Final = 1.0
+POLL_SECONDS: Final = 0.1
+OUTCOME_MS: Final = 30_000
+PING_SECONDS: Final = 1.0
+
+# Only the holder may renew or release its lock.
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+# A cache lookup in one round trip: the entry, and for a success its artifact's expiry
+# restarted (a gone artifact makes the entry a miss, and drops it); then the entry's own.
+# ARGV: artifact key prefix, artifact TTL ms, entry TTL ms (0: no expiry).
+_CACHE_GET = """
+local raw = redis.call('get', KEYS[1])
+if not raw then return false end
+local ok, entry = pcall(cjson.decode, raw)
+if not ok or type(entry) ~= 'table' then return false end
+if entry['ok'] then
+  local artifact = ARGV[1] .. tostring(entry['id'])
+  local found
+  if tonumber(ARGV[2]) > 0 then
+    found = redis.call('pexpire', artifact, ARGV[2])
+  else
+    found = redis.call('exists', artifact)
+  end
+  if found == 0 then
+    redis.call('del', KEYS[1])
+    return false
+  end
+end
+if tonumber(ARGV[3]) > 0 then redis.call('pexpire', KEYS[1], ARGV[3]) end
+return raw
+"""
+
+log = logging.getLogger("emcc_trio.redis_store")
+
+
+def artifact_key(job_id: str) -> str:
+    return f"{PREFIX}artifact:{job_id}"
+
+
+def entry_key(key: str) -> str:
+    return f"{PREFIX}cache:{key}"
+
+
+def lock_key(key: str) -> str:
+    return f"{PREFIX}lock:{key}"
+
+
+def outcome_key(key: str, token: str) -> str:
+    return f"{PREFIX}outcome:{key}:{token}"
+
+
+def entry_ttl_ms(artifact_ttl_ms: int) -> int:
+    """Shorter than the artifact's: volatile-ttl eviction takes the entry first."""
+    return artifact_ttl_ms - artifact_ttl_ms // 10
+
+
+def open_client(url: str) -> coredis.Redis[bytes]:
+    """A client for `url` (redis://, rediss:// or unix://, password included); it connects
+    lazily, so a replica starts while Redis is down and becomes ready when it is up."""
+    return coredis.Redis.from_url(
+        url,
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        stream_timeout=OP_TIMEOUT_SECONDS,
+    )
+
+
+@attrs.define
+class RedisStore:
+    client: coredis.Redis[bytes]
+    artifact_ttl_days: float  # 0: artifacts never expire (size Redis for that)
+    max_wait_seconds: float  # the longest a compile can hold a key: queue wait plus run
+    metrics: Metrics = attrs.field(factory=Metrics)
+    reachable: bool = False
+    # EVALSHA, falling back to EVAL once per connection that has not seen the script.
+    _cache_get: Script[bytes] = attrs.field(init=False)
+    _renew_lock: Script[bytes] = attrs.field(init=False)
+    _release_lock: Script[bytes] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._cache_get = self.client.register_script(_CACHE_GET)
+        self._renew_lock = self.client.register_script(_RENEW)
+        self._release_lock = self.client.register_script(_RELEASE)
+
+    @property
+    def artifact_ttl_ms(self) -> int:
+        return round(self.artifact_ttl_days * 86_400_000)
+
+    async def _call(self, op: str, command: Callable[[], Awaitable[T]]) -> T:
+        start = time.perf_counter()
+        try:
+            with trio.fail_after(OP_TIMEOUT_SECONDS):
+                value = await command()
+        except (coredis.exceptions.RedisError, trio.TooSlowError, OSError) as exc:
+            self.metrics.store_errors.labels(op).inc()
+            if self.reachable:
+                log.warning("store unreachable", extra={"fields": {"op": op, "error": str(exc)}})
+            self.reachable = False
+            raise StoreUnavailableError(f"the store is unreachable ({op}): {exc}") from exc
+        finally:
+            self.metrics.store_seconds.labels(op).observe(time.perf_counter() - start)
+        if not self.reachable:
+            log.info("store reachable", extra={"fields": {"op": op}})
+        self.reachable = True
+        return value
+
+    async def publish(self, job_id: str, job_dir: Path) -> None:
+        files = await trio.to_thread.run_sync(read_job_outputs, job_dir)
+        key = artifact_key(job_id)
+
+        async def store() -> None:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.hset(key, dict(files))
+                if self.artifact_ttl_ms > 0:
+                    pipe.pexpire(key, self.artifact_ttl_ms)
+
+        await self._call("publish", store)
+
+    async def read(self, job_id: str, name: str) -> bytes | None:
+        if not is_valid_id(job_id) or name not in ARTIFACT_FILES:
+            return None
+        return await self._call("read", lambda: self.client.hget(artifact_key(job_id), name))
+
+    async def cache_get(self, key: str) -> Entry | None:
+        args: tuple[str, int, int] = (
+            artifact_key(""),
+            self.artifact_ttl_ms,
+            entry_ttl_ms(self.artifact_ttl_ms),
+        )
+        raw: object = await self._call(
+            "cache_get", lambda: self._cache_get(keys=[entry_key(key)], args=args)
+        )
+        if not isinstance(raw, bytes):
+            return None
+        try:
+            body = json.loads(raw)
+            return Entry(body["id"], bool(body["ok"]), body["output"], body["usage"], len(raw))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    async def cache_put(
+        self, key: str, job_id: str, ok: bool, output: str, usage: dict[str, Any]
+    ) -> None:
+        text = json.dumps({"id": job_id, "ok": ok, "output": output, "usage": usage})
+        ttl = entry_ttl_ms(self.artifact_ttl_ms)
+        await self._call(
+            "cache_put", lambda: self.client.set(entry_key(key), text, px=ttl if ttl > 0 else None)
+        )
+
+    async def once(self, key: str, work: Callable[[], Awaitable[bytes]]) -> bytes:
+        """Take the key's lock and run `work`, or wait for the holder's outcome; take over
+        when the holder's lock goes without an outcome (it died or was cancelled)."""
+        token = secrets.token_hex(16)
+        lock = lock_key(key)
+        deadline = trio.current_time() + self.max_wait_seconds
+        while True:
+            acquired = await self._call(
+                "lock",
+                lambda: self.client.set(lock, token, condition=PureToken.NX, px=LOCK_MS),
+            )
+            if acquired:
+                return await self._hold(key, token, work)
+            holder = await self._call("lock", lambda: self.client.get(lock))
+            if holder is None:
+                continue
+            outcome = await self._wait_for(key, holder.decode(), deadline)
+            if outcome is not None:
+                return outcome
+
+    async def _wait_for(self, key: str, holder: str, deadline: float) -> bytes | None:
+        """The holder's outcome, or None once its lock is gone without one."""
+        lock, outcome = lock_key(key), outcome_key(key, holder)
+        while True:
+            found, current = await self._call("wait", lambda: self.client.mget([outcome, lock]))
+            if found is not None:
+                return found
+            if current is None or current.decode() != holder:
+                return None
+            if trio.current_time() > deadline:
+                raise FlightWaitTimeoutError
+            await trio.sleep(POLL_SECONDS)
+
+    async def _hold(self, key: str, token: str, work: Callable[[], Awaitable[bytes]]) -> bytes:
+        lock = lock_key(key)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._renew, lock, token)
+                # Captured, so that its exceptions leave unwrapped by the nursery.
+                result = await outcome.acapture(work)
+                nursery.cancel_scope.cancel()
+            value = result.unwrap()
+            await self._call(
+                "outcome", lambda: self.client.set(outcome_key(key, token), value, px=OUTCOME_MS)
+            )
+            return value
+        finally:
+            # On failure the lock expires by itself within LOCK_MS.
+            deadline = trio.current_time() + OP_TIMEOUT_SECONDS
+            with (
+                trio.CancelScope(shield=True, deadline=deadline),
+                contextlib.suppress(StoreUnavailableError),
+            ):
+                await self._call("unlock", lambda: self._release_lock(keys=[lock], args=[token]))
+
+    async def _renew(self, lock: str, token: str) -> None:
+        while True:
+            await trio.sleep(RENEW_SECONDS)
+            # On failure the compile goes on; storing its result will tell.
+            with contextlib.suppress(StoreUnavailableError):
+                await self._call(
+                    "renew", lambda: self._renew_lock(keys=[lock], args=[token, LOCK_MS])
+                )
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[None]:
+        """The client's connection pool lives as long as the server; it connects lazily."""
+        async with self.client:
+            yield
+
+    async def run(self) -> None:
+        """Keep `reachable` current while no request touches the store."""
+        while True:
+            with contextlib.suppress(StoreUnavailableError):
+                await self._call("ping", self.client.ping)
+            await trio.sleep(PING_SECONDS)
+
+    def watch(self, metrics: Metrics) -> None:
+        self.metrics = metrics

@@ -1,0 +1,618 @@
+"""`nox -s cluster`: three replicas, each on its own host, sharing one Redis, behind HAProxy.
+
+Each replica runs in a network namespace of its own (a veth pair on a bridge this run makes),
+with its own workingDir; redis-server and HAProxy (with deploy/haproxy.cfg) listen on the
+bridge. The load mix of `nox -s load` goes through HAProxy while the run SIGKILLs a replica and
+starts it again, cuts another replica's link for a few seconds, and stops Redis for a few
+seconds. Then it checks every answer, runs every 200's artifacts under node (fetched through
+HAProxy), cache hits across replicas, that 6 identical requests at once on 3 replicas ran one
+compile, and that nothing is left behind on any host. Everything it starts, it stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import trio
+
+from load import mix, run
+from load.netns import Host, Network
+from load.server import LoadServer, load_config, start
+
+REPO = mix.REPO
+HAPROXY_CFG = REPO / "deploy" / "haproxy.cfg"
+HAPROXY_503 = REPO / "deploy" / "emcc-trio-503.http"
+REPLICAS = 3
+REPLICA_PORT = 8080
+REDIS_PASSWORD = secrets.token_hex(12)
+# Per replica: one compile at a time (three replicas share this machine's cores).
+# The wall-clock and CPU caps are longer than load's: three replicas' jobs share two cores, and
+# a memory bomb must reach its memory cap before its time or CPU time is up.
+REPLICA_CAPS: Mapping[str, Any] = {
+    **mix.LOAD_CAPS,
+    "maxConcurrentJobs": 1,
+    "queueMax": 16,
+    "jobTimeoutSeconds": 30,
+    "jobCpuSeconds": 10,
+}
+OUTAGE_SECONDS = 4.0
+WAIT_SECONDS = 60.0
+RETRY_AFTER_MAX = 5.0
+RECOVERY_EVENT = "cleaned up after an earlier run"
+REDIS_CLI = ("redis-cli", "--no-auth-warning")
+
+
+@attrs.frozen
+class Timed:
+    started: float
+    ended: float
+    answer: mix.Answer
+
+
+@attrs.define
+class Window:
+    """A disruption: from the fault (`started`) to its repair (`repaired`: the replica restarted,
+    the link back, Redis started), and until the cluster was whole again (`ended`)."""
+
+    what: str
+    started: float
+    repaired: float = float("inf")
+    ended: float = float("inf")
+
+
+@attrs.define
+class Seen:
+    answers: list[Timed] = attrs.Factory(list)
+    windows: list[Window] = attrs.Factory(list)
+    issued: int = 0
+    notes: list[str] = attrs.Factory(list)
+    chaos_done: bool = False
+    probe_failures: list[str] = attrs.Factory(list)
+
+
+@attrs.define
+class Redis:
+    workdir: Path
+    bind: str
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{REDIS_PASSWORD}@{self.bind}:{self.port}/0"
+
+    def cli(self, *args: str) -> str:
+        done = subprocess.run(
+            [*REDIS_CLI, "-h", self.bind, "-p", str(self.port), "-a", REDIS_PASSWORD, *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        return done.stdout.strip()
+
+    def start(self) -> None:
+        command = ["redis-server", "--bind", self.bind, "--port", str(self.port)]
+        command += ["--save", "", "--appendonly", "no", "--requirepass", REDIS_PASSWORD]
+        command += ["--dir", str(self.workdir), "--maxmemory", "512mb"]
+        command += ["--maxmemory-policy", "volatile-ttl"]
+        log = (self.workdir / "redis.log").open("ab")
+        self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        wait_until(lambda: self.cli("ping") == "PONG", "redis-server to answer")
+
+    def stop(self) -> None:
+        """Shut down writing a snapshot (restarting it loads it: an outage loses nothing)."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.cli("shutdown", "save")
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def wait_until(predicate: Any, what: str, timeout: float = WAIT_SECONDS) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def haproxy_config(bind: str, hosts: list[Host]) -> str:
+    """deploy/haproxy.cfg with this run's address, replicas and error file."""
+    lines = []
+    for line in HAPROXY_CFG.read_text().splitlines():
+        stripped = line.strip()
+        if stripped.startswith("server replica"):
+            continue
+        if stripped.startswith("bind "):
+            line = f"    bind {bind}"
+        line = line.replace("/etc/haproxy/errors/emcc-trio-503.http", str(HAPROXY_503))
+        lines.append(line)
+        if stripped.startswith("http-response set-header X-Served-By"):
+            lines += [
+                f"    server replica{i} {host.address}:{REPLICA_PORT} check"
+                for i, host in enumerate(hosts, 1)
+            ]
+    return "\n".join(lines) + "\n"
+
+
+@attrs.define
+class Cluster:
+    workdir: Path
+    network: Network = attrs.Factory(Network)
+    redis: Redis | None = None
+    replicas: list[LoadServer] = attrs.Factory(list)
+    configs: list[dict[str, Any]] = attrs.Factory(list)
+    haproxy: subprocess.Popen[bytes] | None = None
+    url: str = ""
+
+    @property
+    def haproxy_log(self) -> Path:
+        return self.workdir / "haproxy.log"
+
+    def start(self) -> None:
+        self.network.create(REPLICAS)
+        redis_dir = self.workdir / "redis"
+        redis_dir.mkdir()
+        self.redis = Redis(redis_dir, self.network.gateway, free_port())
+        self.redis.start()
+        for index, host in enumerate(self.network.hosts, 1):
+            workdir = self.workdir / f"replica{index}"
+            workdir.mkdir(mode=0o711)
+            config = load_config(workdir, REPLICA_CAPS)
+            config.update(addr=f"{host.address}:{REPLICA_PORT}", redisUrl=self.redis.url)
+            self.configs.append(config)
+            self.replicas.append(start(workdir, config, host.exec_prefix()))
+        port = free_port()
+        cfg = self.workdir / "haproxy.cfg"
+        cfg.write_text(haproxy_config(f"127.0.0.1:{port}", self.network.hosts))
+        with self.haproxy_log.open("ab") as log:
+            self.haproxy = subprocess.Popen(
+                ["haproxy", "-db", "-f", str(cfg)], stdout=log, stderr=subprocess.STDOUT
+            )
+        self.url = f"http://127.0.0.1:{port}"
+        self.wait_whole()
+
+    def ready(self, replica: LoadServer) -> bool:
+        try:
+            return httpx.get(f"{replica.url}/readyz", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def wait_whole(self) -> None:
+        """Every replica ready, and HAProxy sending to every one of them."""
+        for replica in self.replicas:
+            wait_until(lambda r=replica: self.ready(r), f"{replica.url} to be ready")
+        wait_until(self.balancer_sees_all, "HAProxy to see every replica up")
+
+    def balancer_sees_all(self) -> bool:
+        """Every server's latest state change in HAProxy's log is UP (or it never went down)."""
+        states: dict[str, str] = {}
+        for line in self.haproxy_log.read_text(errors="replace").splitlines():
+            if match := re.search(r"Server replicas/(\w+) is (UP|DOWN)", line):
+                states[match[1]] = match[2]
+        try:
+            served = httpx.get(f"{self.url}/healthz", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            served = False
+        return served and all(state == "UP" for state in states.values())
+
+    def haproxy_saw(self, server: str, state: str) -> bool:
+        text = self.haproxy_log.read_text(errors="replace")
+        return f"Server replicas/{server} is {state}" in text
+
+    def restart(self, index: int) -> LoadServer:
+        host, config = self.network.hosts[index], self.configs[index]
+        self.replicas[index] = start(self.replicas[index].workdir, config, host.exec_prefix())
+        return self.replicas[index]
+
+    def stop(self) -> list[str]:
+        """Stop everything this run started and remove its network; return what failed."""
+        problems = []
+        if self.haproxy is not None and self.haproxy.poll() is None:
+            self.haproxy.terminate()
+            try:
+                self.haproxy.wait(30)
+            except subprocess.TimeoutExpired:
+                self.haproxy.kill()
+                self.haproxy.wait()
+        for replica in self.replicas:
+            code = replica.stop()
+            if code != 0:
+                problems.append(f"replica {replica.url} exited with {code} on SIGTERM")
+        if self.redis is not None:
+            self.redis.stop()
+        problems += self.network.remove()
+        return problems
+
+
+async def worker(
+    client: httpx.AsyncClient,
+    url: str,
+    budget: run.Budget,
+    seen: Seen,
+    seed: int,
+    heavy: trio.Semaphore,
+) -> None:
+    """load.run's worker, with the time each answer was in flight."""
+    rng = random.Random(seed)
+    programs = mix.corpus()
+    big = mix.static_8mb_source()
+    deadline = trio.current_time() + budget.seconds
+    kinds, weights = list(mix.MIX), list(mix.MIX.values())
+    # The load goes on until every disruption is over, so that each one meets requests.
+    while (
+        trio.current_time() < deadline or not seen.chaos_done
+    ) and seen.issued < budget.max_requests:
+        seen.issued += 1
+        kind = rng.choices(kinds, weights)[0]
+        request = mix.make_request(kind, rng, programs, big)
+        started = time.monotonic()
+        if kind == "disconnect":
+            answer = await run.hang_up(url, request, rng.choice(run.HANG_UPS))
+        elif kind in mix.HEAVY:
+            async with heavy:
+                answer = await run.send(client, request, kind == "oversize" and rng.random() < 0.5)
+        else:
+            answer = await run.send(client, request)
+        seen.answers.append(Timed(started, time.monotonic(), answer))
+        if answer.status == 503 and answer.retry_after:
+            # As a client should: wait as told, rather than spend the request budget on a
+            # cluster that cannot take it now.
+            await trio.sleep(min(float(answer.retry_after), RETRY_AFTER_MAX))
+
+
+async def chaos(cluster: Cluster, seconds: float, seen: Seen) -> None:
+    """A replica SIGKILLed and restarted, a link cut, Redis stopped: a third of the run apart."""
+    await trio.sleep(seconds / 6)
+    victim = cluster.replicas[1]
+    window = Window("SIGKILL replica2", time.monotonic())
+    seen.windows.append(window)
+    victim.proc.send_signal(signal.SIGKILL)
+    await trio.to_thread.run_sync(victim.proc.wait)
+    window.repaired = time.monotonic()
+    restarted = await trio.to_thread.run_sync(cluster.restart, 1)
+    await trio.to_thread.run_sync(cluster.wait_whole)
+    window.ended = time.monotonic()
+    recovered = [
+        e for e in restarted.log_events() if e.get("event") == "cleaned up after an earlier run"
+    ]
+    seen.notes.append(f"replica2 restarted; recovery events: {len(recovered)}")
+
+    await trio.sleep(seconds / 6)
+    host = cluster.network.hosts[2]
+    window = Window("link of replica3 cut", time.monotonic())
+    seen.windows.append(window)
+    host.cut()
+    try:
+        await trio.to_thread.run_sync(
+            wait_until,
+            lambda: cluster.haproxy_saw("replica3", "DOWN"),
+            "HAProxy to take replica3 out",
+        )
+        await trio.sleep(OUTAGE_SECONDS)
+    finally:
+        host.mend()
+        window.repaired = time.monotonic()
+    await trio.to_thread.run_sync(cluster.wait_whole)
+    window.ended = time.monotonic()
+
+    await trio.sleep(seconds / 6)
+    assert cluster.redis is not None
+    window = Window("Redis stopped", time.monotonic())
+    seen.windows.append(window)
+    await trio.to_thread.run_sync(cluster.redis.stop)
+    async with trio.open_nursery() as probes:
+        probes.start_soon(probe_outage, cluster, seen)
+        await trio.sleep(OUTAGE_SECONDS)
+    await trio.to_thread.run_sync(cluster.redis.start)
+    window.repaired = time.monotonic()
+    await trio.to_thread.run_sync(cluster.wait_whole)
+    window.ended = time.monotonic()
+    seen.chaos_done = True
+
+
+async def probe_outage(cluster: Cluster, seen: Seen) -> None:
+    """With Redis down: a compile on a replica and through HAProxy, an artifact read and
+    /readyz are each a JSON 503 with Retry-After (one after the other: the failed compile is
+    what tells the replica, if its ping has not yet)."""
+    stored = next((t.answer for t in seen.answers if t.answer.status == 200), None)
+    replica = cluster.replicas[0].url
+    probes = [
+        ("compile on replica1", "POST", f"{replica}/compile"),
+        ("compile via HAProxy", "POST", f"{cluster.url}/compile"),
+        ("readyz on replica1", "GET", f"{replica}/readyz"),
+    ]
+    if stored is not None:
+        probes.append(("artifact on replica1", "GET", replica + str(stored.body["js"])))
+    async with httpx.AsyncClient(timeout=run.CLIENT_TIMEOUT) as client:
+        for what, method, url in probes:
+            body = unique_program(what) if method == "POST" else None
+            response = await client.request(method, url, content=body)
+            if response.status_code != 503 or "retry-after" not in response.headers:
+                seen.probe_failures.append(f"{what}: {response.status_code} {response.text[:200]}")
+            elif response.json().get("ok") is not False:
+                seen.probe_failures.append(f"{what}: not a JSON error: {response.text[:200]}")
+    seen.notes.append(f"Redis down: {len(probes)} probes")
+
+
+async def drive(cluster: Cluster, budget: run.Budget, seed: int) -> Seen:
+    seen = Seen()
+    limits = httpx.Limits(max_connections=budget.workers + 2)
+    with trio.move_on_after(budget.seconds + run.CLIENT_TIMEOUT + 120):
+        async with (
+            httpx.AsyncClient(
+                base_url=cluster.url, timeout=run.CLIENT_TIMEOUT, limits=limits
+            ) as client,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(chaos, cluster, budget.seconds, seen)
+            heavy = trio.Semaphore(1)
+            for i in range(budget.workers):
+                nursery.start_soon(worker, client, cluster.url, budget, seen, seed + i, heavy)
+    return seen
+
+
+def in_window(timed: Timed, windows: list[Window], *whats: str, faulty: bool = False) -> bool:
+    """Whether `timed` overlapped a disruption (`faulty`: while the fault itself lasted)."""
+    return any(
+        timed.started <= (w.repaired if faulty else w.ended) and timed.ended >= w.started
+        for w in windows
+        if not whats or w.what.startswith(whats)
+    )
+
+
+def judge(timed: Timed, windows: list[Window]) -> str | None:
+    """load.mix's verdict, except for the documented answers of a disruption: a 503 with
+    Retry-After until the cluster is whole again, and a failed request (502, 504, a closed
+    connection) in flight while a replica was dead or cut off."""
+    answer = timed.answer
+    why = mix.judge(answer)
+    if why is None:
+        return None
+    if answer.status == 503 and answer.retry_after and in_window(timed, windows):
+        return None
+    failed = answer.status in (502, 504, -1)
+    if failed and in_window(timed, windows, "SIGKILL", "link", faulty=True):
+        return None
+    return why
+
+
+def compile_count(replica: LoadServer) -> float:
+    metrics = httpx.get(f"{replica.url}/metrics", timeout=10).text
+    return run.metric_value(metrics, "emcc_trio_compile_duration_seconds_count")
+
+
+def unique_program(tag: str) -> bytes:
+    program = mix.corpus()[0]
+    code = f"{program.code}\n// cluster {tag} {secrets.token_hex(8)}\n"
+    return json.dumps({"type": program.kind, "code": code, "args": [mix.RUNNABLE]}).encode()
+
+
+async def identical_at_once(cluster: Cluster) -> run.Check:
+    """6 identical requests at once, 2 on each replica: one compile in the whole cluster."""
+    body = unique_program("six")
+    before = sum(compile_count(r) for r in cluster.replicas)
+    answers: list[httpx.Response] = []
+
+    async def one(url: str) -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=run.CLIENT_TIMEOUT) as client:
+            answers.append(await client.post("/compile", content=body))
+
+    async with trio.open_nursery() as nursery:
+        for replica in cluster.replicas * 2:
+            nursery.start_soon(one, replica.url)
+    after = sum(compile_count(r) for r in cluster.replicas)
+    ids = {a.json().get("id") for a in answers}
+    failures = [f"{a.status_code} {a.text[:200]}" for a in answers if a.status_code != 200]
+    if len(ids) != 1:
+        failures.append(f"{len(ids)} different ids")
+    if after - before != 1:
+        failures.append(f"{after - before:.0f} compiles ran")
+    return run.Check(
+        "6 identical at once on 3 replicas: 1 compile", f"{after - before:.0f}", failures
+    )
+
+
+def cache_across_replicas(cluster: Cluster) -> run.Check:
+    """A compile on one replica is a cache hit on the others, with the same id."""
+    body = unique_program("cache")
+    first, *others = cluster.replicas
+    built = httpx.post(f"{first.url}/compile", content=body, timeout=run.CLIENT_TIMEOUT)
+    failures = [] if built.status_code == 200 else [f"compile: {built.text[:200]}"]
+    hits = 0
+    for replica in others:
+        again = httpx.post(f"{replica.url}/compile", content=body, timeout=run.CLIENT_TIMEOUT)
+        body_again = again.json()
+        if (
+            again.status_code == 200
+            and body_again.get("cached")
+            and (body_again.get("id") == built.json().get("id"))
+        ):
+            hits += 1
+        else:
+            failures.append(f"{replica.url}: {again.status_code} {again.text[:200]}")
+    return run.Check("cache hits across replicas", f"{hits} of {len(others)}", failures)
+
+
+def served_hits(seen: Seen) -> run.Check:
+    """Through HAProxy: repeats answered from the cache, and by how many replicas."""
+    hits = [t.answer for t in seen.answers if t.answer.body.get("cached") is True]
+    return run.Check("cache hits through HAProxy", str(len(hits)), [] if hits else ["no hit"])
+
+
+def artifacts_run(cluster: Cluster, seen: Seen, scratch: Path) -> run.Check:
+    """Every 200's artifacts, fetched through HAProxy, run under node."""
+    expected = {p.expected for p in mix.corpus()}
+    by_id = {
+        str(t.answer.body["id"]): t.answer
+        for t in seen.answers
+        if t.answer.status == 200 and t.answer.body.get("ok")
+    }
+    failures = []
+    for job_id, answer in by_id.items():
+        out = scratch / job_id
+        out.mkdir(exist_ok=True)
+        for key, name in (("js", "app.js"), ("wasm", "app.wasm")):
+            fetched = httpx.get(cluster.url + str(answer.body[key]), timeout=60)
+            if fetched.status_code != 200:
+                failures.append(f"{answer.body[key]}: {fetched.status_code}")
+            (out / name).write_bytes(fetched.content)
+        ran = subprocess.run(
+            ["node", str(run.RUN_ARTIFACT_JS), str(out / "app.js"), str(out / "app.wasm")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        printed = ran.stdout.strip()
+        if ran.returncode != 0 or not (printed in expected or printed.startswith("big ")):
+            failures.append(f"{job_id} printed {printed!r} {ran.stderr[:200]!r}")
+        shutil.rmtree(out, ignore_errors=True)
+    return run.Check("every 200's artifacts run under node", str(len(by_id)), failures)
+
+
+def leftovers(cluster: Cluster) -> run.Check:
+    found: list[str] = []
+    for replica in cluster.replicas:
+        end = time.monotonic() + run.LEFTOVER_GRACE
+        while any((left := replica.leftovers()).values()) and time.monotonic() < end:
+            time.sleep(0.2)
+        found += [f"{replica.url} {what}: {x}" for what, items in left.items() for x in items]
+    if cluster.redis is not None:
+        # Every holder released its lock (a killed one's expired long ago).
+        locks = cluster.redis.cli("--scan", "--pattern", "emcc-trio:lock:*").split()
+        found += [f"Redis lock: {lock}" for lock in locks]
+    return run.Check("nothing left behind on any host or in Redis", str(len(found)), found)
+
+
+def print_answers(seen: Seen, windows: list[Window]) -> None:
+    counts = Counter((t.answer.kind, run._label(t.answer)) for t in seen.answers)
+    print(f"\n{'kind':<12} answers")
+    for kind in mix.MIX:
+        shown = ", ".join(f"{label} x{n}" for (k, label), n in sorted(counts.items()) if k == kind)
+        print(f"{kind:<12} {shown}")
+    origin = min((t.started for t in seen.answers), default=0.0)
+    print("\ndisruptions (seconds into the run: fault, repaired, whole again):")
+    for window in windows:
+        during = [t for t in seen.answers if in_window(t, [window])]
+        statuses = Counter(str(t.answer.status) for t in during)
+        times = [window.started, window.repaired, window.ended]
+        shown = " ".join(f"{t - origin:5.1f}" for t in times)
+        print(f"  {window.what:<24} {shown}  answers {dict(statuses)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="how long to send (60)")
+    parser.add_argument("--max-requests", type=int, default=300)
+    parser.add_argument("--workers", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=20261125)
+    parser.add_argument("--keep", action="store_true", help="keep the logs and working dirs")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("cluster: needs root (network namespaces, cgroups)", file=sys.stderr)
+        return 2
+    workdir = Path(tempfile.mkdtemp(prefix="emcc-trio-cluster-"))
+    workdir.chmod(0o711)
+    cluster = Cluster(workdir)
+    budget = run.Budget(args.seconds, args.max_requests, args.workers, 0)
+    results: list[run.Check] = []
+    seen = Seen()
+    try:
+        cluster.start()
+        print(f"cluster: HAProxy {cluster.url}, replicas {[r.url for r in cluster.replicas]}")
+        print(f"sending for {budget.seconds:.0f} s, at most {budget.max_requests} requests")
+        seen = trio.run(drive, cluster, budget, args.seed)
+        cluster.wait_whole()
+        broken = [
+            f"{t.answer.kind}: {why}" for t in seen.answers if (why := judge(t, seen.windows))
+        ]
+        results.append(
+            run.Check(
+                "answers as promised",
+                f"{len(seen.answers) - len(broken)}/{len(seen.answers)}",
+                broken,
+            )
+        )
+        outcomes = [w for w in seen.windows if w.ended != float("inf")]
+        results.append(
+            run.Check(
+                "disruptions ended, cluster whole again",
+                f"{len(outcomes)} of 3",
+                [] if len(outcomes) == 3 else ["a disruption did not end"],
+            )
+        )
+        results.append(
+            run.Check(
+                "HAProxy took the cut replica out and back in",
+                str(cluster.haproxy_saw("replica3", "DOWN")),
+                [] if cluster.haproxy_saw("replica3", "DOWN") else ["replica3 never went DOWN"],
+            )
+        )
+        results.append(
+            run.Check(
+                "Redis down: every probe 503 + Retry-After",
+                "probed" if seen.chaos_done else "not probed",
+                seen.probe_failures if seen.chaos_done else ["the outage was not probed"],
+            )
+        )
+        results.append(served_hits(seen))
+        results.append(artifacts_run(cluster, seen, workdir))
+        results.append(cache_across_replicas(cluster))
+        results.append(trio.run(identical_at_once, cluster))
+        results.append(leftovers(cluster))
+    except (Exception, SystemExit) as exc:  # load.server.start exits when a server does
+        results.append(run.Check("the run", "crashed", [repr(exc)]))
+    finally:
+        problems = cluster.stop()
+    results.append(run.Check("everything stopped and removed", str(len(problems)), problems))
+    print_answers(seen, seen.windows)
+    for note in seen.notes:
+        print(note)
+    run.print_checks(results)
+    failures = [f"{c.name}: {f}" for c in results for f in c.failures]
+    for failure in failures:
+        print(f"FAIL {failure}")
+    if failures or args.keep:
+        print(f"kept {workdir} (replica*/server.log, haproxy.log, redis/redis.log)")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print("cluster: OK" if not failures else f"cluster: {len(failures)} failure(s)")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
