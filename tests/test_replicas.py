@@ -15,8 +15,8 @@ from conftest import (
     MakeServer,
     RedisServer,
     eventually,
-    program,
     run_artifact,
+    spin,
 )
 from test_lifecycle import open_compile, wait_for_compiler
 
@@ -116,10 +116,10 @@ def test_readyz_fails_while_the_queue_is_full(make_server: MakeServer) -> None:
     server = make_server(maxConcurrentJobs=1, queueMax=1)
     with server.client() as client:
         assert client.get("/readyz").status_code == 200
-        running = open_compile(server, program("slow.c"))
+        running = open_compile(server, spin(), "cpp")
         wait_for_compiler(server)
         # A different source: an identical one would join the first compile, not queue.
-        waiting = open_compile(server, program("slow.c") + "/* another */\n")
+        waiting = open_compile(server, spin() + "/* another */\n", "cpp")
         eventually(
             lambda: "emcc_trio_queue_waiting 1.0" in client.get("/metrics").text,
             10,
