@@ -20,9 +20,17 @@ from . import logs
 from .app import AccessLog, Service, create_app
 from .artifacts import ArtifactStore, run_sweeper
 from .cache import ResultCache
-from .cgroups import Caps, CgroupError, instance_tag, open_driver, read_budget
+from .cgroups import (
+    Caps,
+    CgroupError,
+    Driver,
+    instance_tag,
+    open_driver,
+    read_budget,
+    read_mem_total,
+)
 from .config import Config, ConfigError, Paths, load, parse_addr, resolve_paths
-from .gate import Gate
+from .gate import Budget, Gate, default_budget
 from .jobs import Compiler
 from .runner import Limits
 from .sandbox import Sandbox, SandboxError
@@ -64,6 +72,61 @@ async def _emscripten_version(emcc: str) -> str:
     return f"{emcc} " + done.stdout.decode(errors="replace").partition("\n")[0]
 
 
+def _set_budget(config: Config, driver: Driver) -> None:
+    """Write `memoryBudgetMB` (or its default) as the limit of the group holding every job."""
+    group = driver.budget_group()
+    setting = config.memory_budget_mb
+    machine = read_mem_total()
+    enclosing = group.enclosing_limit()
+    bound = machine if enclosing is None else min(machine, enclosing)
+    if setting == 0:
+        limit = None
+    elif setting is not None:
+        limit = setting * MB
+        if limit > bound:
+            log.warning(
+                "memoryBudgetMB is more than the machine or the enclosing cgroup has",
+                extra={"fields": {"budget_bytes": limit, "available_bytes": bound}},
+            )
+    else:
+        limit = default_budget(machine, enclosing)
+        floor = max(config.job_memory_max_mb, config.job_memory_estimate_mb) * MB
+        if limit < floor:
+            # One job must be able to reach its own cap, and the gate to admit one.
+            log.warning(
+                "the default memory budget is below jobMemoryMaxMB; raised to it",
+                extra={"fields": {"default_bytes": limit, "budget_bytes": floor}},
+            )
+            limit = floor
+    try:
+        group.set_limit(limit)
+    except CgroupError as exc:
+        raise StartupError(f"memoryBudgetMB: {exc}") from exc
+
+
+def _open_budget(config: Config, paths: Paths, driver: Driver | None) -> Budget | None:
+    """What the gate reads: the budget group's files, or with `memoryBudgetMB` 0 (or no
+    driver) the seed's: `cgroupV2Root`, else the server's own memory group."""
+    if not config.enable_resource_gating:
+        return None
+    group = driver.budget_group() if driver else None
+    files = group.files if group else None
+    if group is None or config.memory_budget_mb == 0:
+        v2_files = (paths.cgroup_root / "memory.max", paths.cgroup_root / "memory.current")
+        if v2_files[0].exists() or group is None:
+            files = v2_files
+        else:
+            files = group.parent_files() or group.files
+    assert files is not None
+    if read_budget(*files) is None:
+        log.warning(
+            "enableResourceGating is on but the budget group has no memory limit: compiles "
+            "are admitted by maxConcurrentJobs only",
+            extra={"fields": {"limit_file": str(files[0])}},
+        )
+    return partial(read_budget, *files)
+
+
 async def build_service(config: Config, paths: Paths) -> Service:
     """Prepare everything a request needs; refuse to start rather than run unsafely."""
     for directory in (paths.working_dir, paths.jobs_dir, paths.artifacts_dir, paths.cache_dir):
@@ -93,11 +156,11 @@ async def build_service(config: Config, paths: Paths) -> Service:
             extra={"fields": {"cgroups": recovered_groups, "job_dirs": recovered_dirs}},
         )
 
-    budget = None
-    if config.enable_resource_gating:
-        v2_files = (paths.cgroup_root / "memory.max", paths.cgroup_root / "memory.current")
-        files = v2_files if v2_files[0].exists() or driver is None else driver.budget_files()
-        budget = partial(read_budget, *files)
+    if driver is not None:
+        _set_budget(config, driver)
+    elif config.memory_budget_mb:
+        log.warning('memoryBudgetMB: no cgroup to enforce it with "cgroupDriver": "none"')
+    budget = _open_budget(config, paths, driver)
 
     store = ArtifactStore(paths.artifacts_dir)
     cache = None
@@ -139,7 +202,8 @@ async def build_service(config: Config, paths: Paths) -> Service:
                 "working_dir": str(paths.working_dir),
                 "cgroups": driver.name if driver else "none",
                 "nsjail": str(sandbox.nsjail) if sandbox else None,
-                "gating": budget is not None,
+                "gating": gate.last_budget is not None,
+                "memory_budget_bytes": gate.last_budget[0] if gate.last_budget else None,
                 "max_concurrent": gate.max_concurrent,
             }
         },

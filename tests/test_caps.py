@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import HELLO_C, MakeServer, program
 
-from emcc_trio.cgroups import Caps, V1Driver, V2Driver, instance_tag, open_driver
+from emcc_trio.cgroups import Caps, V1Driver, V2Driver, instance_tag, open_driver, read_budget
 from emcc_trio.runner import Limits, run_job
 
 MB = 1024 * 1024
@@ -50,6 +50,7 @@ def python(code: str) -> list[str]:
     return [sys.executable, "-c", code]
 
 
+@pytest.mark.cgroup2
 async def test_memory_cap_oom_kills(driver: V1Driver | V2Driver, tmp_path: Path) -> None:
     result = await run_job(
         python("b = bytearray(200 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096])"),
@@ -66,6 +67,7 @@ async def test_memory_cap_oom_kills(driver: V1Driver | V2Driver, tmp_path: Path)
     assert result.usage.peak_memory_bytes <= 64 * MB
 
 
+@pytest.mark.cgroup2
 async def test_pids_cap_stops_a_fork_loop(driver: V1Driver | V2Driver, tmp_path: Path) -> None:
     fork_loop = (
         "import os, time\n"
@@ -95,6 +97,7 @@ async def test_pids_cap_stops_a_fork_loop(driver: V1Driver | V2Driver, tmp_path:
     assert result.usage.peak_pids <= 8
 
 
+@pytest.mark.cgroup2
 async def test_cpu_quota_throttles(driver: V1Driver | V2Driver, tmp_path: Path) -> None:
     spin = "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass\n"
     result = await run_job(
@@ -112,6 +115,7 @@ async def test_cpu_quota_throttles(driver: V1Driver | V2Driver, tmp_path: Path) 
     assert result.usage.cpu_seconds < 0.2 * result.duration_seconds + 0.3
 
 
+@pytest.mark.cgroup2
 async def test_cpu_seconds_cap_kills(driver: V1Driver | V2Driver, tmp_path: Path) -> None:
     result = await run_job(
         python("while True: pass"),
@@ -125,6 +129,7 @@ async def test_cpu_seconds_cap_kills(driver: V1Driver | V2Driver, tmp_path: Path
     assert result.duration_seconds < 10
 
 
+@pytest.mark.cgroup2
 async def test_whole_group_is_killed_even_outside_the_process_group(
     driver: V1Driver | V2Driver, tmp_path: Path
 ) -> None:
@@ -144,6 +149,35 @@ async def test_whole_group_is_killed_even_outside_the_process_group(
     )
     assert result.output == "spawned\n"
     assert _processes_running("sleep 300") == []
+
+
+@pytest.mark.cgroup2
+async def test_the_budget_group_bounds_every_job_together(
+    driver: V1Driver | V2Driver, tmp_path: Path
+) -> None:
+    # The job's own cap (256 MB) would allow 200 MB: the budget group above it (64 MB) does not.
+    group = driver.budget_group()
+    limit_file, _ = group.files
+    group.set_limit(64 * MB)
+    try:
+        assert int(limit_file.read_text()) == 64 * MB
+        result = await run_job(
+            python("b = bytearray(200 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096])"),
+            job_id="budget",
+            cwd=tmp_path,
+            env={},
+            limits=limits(memory_mb=256),
+            driver=driver,
+        )
+    finally:
+        group.set_limit(None)
+    assert result.limit == "memory"
+    assert result.usage.oom_kills >= 1
+    assert result.usage.peak_memory_bytes is not None
+    # The kernel charges a child in batches of pages, so its peak may pass the parent's
+    # limit by a few hundred KiB: far from the 200 MB it asked for.
+    assert result.usage.peak_memory_bytes <= 65 * MB
+    assert read_budget(*group.files) is None, "set_limit(None) lifts the limit"
 
 
 def _processes_running(command: str) -> list[Path]:
