@@ -174,9 +174,9 @@ async def test_the_budget_group_bounds_every_job_together(
     assert result.limit == "memory"
     assert result.usage.oom_kills >= 1
     assert result.usage.peak_memory_bytes is not None
-    # The kernel charges a child in batches of pages, so its peak may pass the parent's
-    # limit by a few hundred KiB: far from the 200 MB it asked for.
-    assert result.usage.peak_memory_bytes <= 65 * MB
+    # The kernel lets the dying OOM victim charge past the limit so that it can exit: the peak
+    # may pass 64 MB by a little, far from the 200 MB asked for and the job's own 256 MB.
+    assert result.usage.peak_memory_bytes < 128 * MB
     assert read_budget(*group.files) is None, "set_limit(None) lifts the limit"
 
 

@@ -17,7 +17,14 @@ from pathlib import Path
 
 import pytest
 from conftest import HELLO_C, Server, eventually, program, server_config, start_server
-from test_gate import SLOW_SECONDS, V2, configured, metric
+from test_gate import (
+    SLOW_SECONDS,
+    V2,
+    budget_limit_file,
+    configured,
+    expected_default_budget,
+    metric,
+)
 from test_lifecycle import open_compile
 
 MB = 1024 * 1024
@@ -72,7 +79,11 @@ def test_the_server_runs_with_the_v2_driver_nsjail_and_a_memory_budget(server: S
     assert setup["cgroups"] == "v2"
     assert setup["nsjail"]
     assert setup["gating"] is True
-    budget = int((Path(os.environ["EMCC_TRIO_TEST_V2_ROOT"]) / "jobs" / "memory.max").read_text())
+    # The default budget, on <root>/jobs: 75 % of the guest's memory.
+    limit_file = budget_limit_file(server)
+    assert limit_file == Path(os.environ["EMCC_TRIO_TEST_V2_ROOT"]) / "jobs" / "memory.max"
+    budget = expected_default_budget(limit_file)
+    assert int(limit_file.read_text()) == budget
     assert setup["memory_budget_bytes"] == budget
     assert metric(server, "emcc_trio_memory_budget_bytes") == budget
 

@@ -3,10 +3,8 @@ by the real budget cgroup the server writes (v1 here, v2 in the VM: `nox -s cgro
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import socket
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -288,14 +286,18 @@ def mem_total() -> int:
     return int(line.split()[1]) * 1024
 
 
-@pytest.mark.cgroup2
-@pytest.mark.usefixtures("v2_root")
+def expected_default_budget(limit_file: Path) -> int:
+    """75 % of MemTotal, or of the lowest limit above the budget group, in whole MiB."""
+    above = lowest_limit_above(limit_file)
+    bound = mem_total() if above is None else min(mem_total(), above)
+    return int(bound * 0.75) // MB * MB
+
+
+# In the VM, test_cgroup2_server checks the same on v2 (a server start costs a minute there).
 def test_default_budget_is_written_logged_and_exported(make_server: MakeServer) -> None:
     server = make_server(enableResourceGating=True)
     limit_file = budget_limit_file(server)
-    above = lowest_limit_above(limit_file)
-    bound = mem_total() if above is None else min(mem_total(), above)
-    expected = int(bound * 0.75) // MB * MB
+    expected = expected_default_budget(limit_file)
     assert int(limit_file.read_text()) == expected
     assert configured(server)["gating"] is True
     assert configured(server)["memory_budget_bytes"] == expected
@@ -321,44 +323,9 @@ def test_gating_without_any_bound_is_a_startup_warning(
 
 
 def fifo_source(fifo: Path, n: int) -> str:
-    """A compile that blocks until the test writes to (or closes) `fifo`: clang waits in
-    open() for a writer, with little memory and no CPU, as long as the test likes."""
+    """A compile that cannot end on its own: clang waits in open() for a writer to the FIFO,
+    with little memory and no CPU, until the job is killed."""
     return f'#include "{fifo}"\nint main(void) {{ return {n}; }}\n'
-
-
-def compilers(server: Server) -> list[str]:
-    return [p for p in server.job_processes() if "clang" in p]
-
-
-def release(fifo: Path) -> None:
-    """Open the FIFO's write end (once clang has opened its read end) and close it: EOF."""
-
-    def open_writer() -> int | None:
-        try:
-            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError:  # ENXIO: no reader yet
-            return None
-
-    writer = eventually(open_writer, SLOW_SECONDS, f"clang to open {fifo}")
-    assert writer is not None
-    os.close(writer)
-
-
-def read_response(sock: socket.socket) -> tuple[int, dict[str, Any]]:
-    sock.settimeout(SLOW_SECONDS)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, f"the server closed the connection: {data!r}"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode().split("\r\n")
-    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
-    while len(body) < int(headers["content-length"]):
-        chunk = sock.recv(65536)
-        assert chunk, "the server closed the connection mid-body"
-        body += chunk
-    return int(lines[0].split()[1]), json.loads(body)
 
 
 @pytest.fixture
@@ -390,7 +357,11 @@ def test_a_budget_of_three_estimates_admits_three_and_the_fourth_when_one_ends(
     assert metric(server, "emcc_trio_memory_budget_bytes") == (4 * estimate_mb - 1) * MB
     socks = [open_compile(server, fifo_source(fifos[n], n)) for n in range(3)]
     try:
-        eventually(lambda: len(compilers(server)) == 3, SLOW_SECONDS, "three compilers")
+        eventually(
+            lambda: metric(server, "emcc_trio_jobs_running") == 3,
+            SLOW_SECONDS,
+            "three compiles to run",
+        )
         socks.append(open_compile(server, fifo_source(fifos[3], 3)))
         eventually(
             lambda: metric(server, "emcc_trio_queue_waiting") == 1,
@@ -399,20 +370,22 @@ def test_a_budget_of_three_estimates_admits_three_and_the_fourth_when_one_ends(
         )
         assert metric(server, "emcc_trio_jobs_running") == 3
         assert metric(server, "emcc_trio_memory_reserved_bytes") == 3 * estimate_mb * MB
-        assert 0 < metric(server, "emcc_trio_memory_used_bytes") < estimate_mb * MB
-        assert len(compilers(server)) == 3
-        assert len(server.leftovers()["job_dirs"]) == 3, "the fourth has no job yet"
+        assert metric(server, "emcc_trio_memory_used_bytes") < estimate_mb * MB
+        first_three = set(server.leftovers()["job_dirs"])
+        assert len(first_three) == 3, "the fourth has no job dir yet"
 
-        release(fifos[0])  # the first compile ends, with an empty header
-        status, body = read_response(socks[0])
-        assert (status, body["ok"]) == (200, True), body
+        socks[0].close()  # the first compile ends: its client hung up
         eventually(
             lambda: metric(server, "emcc_trio_queue_waiting") == 0,
             SLOW_SECONDS,
             "the fourth compile to be admitted",
         )
-        eventually(lambda: len(compilers(server)) == 3, SLOW_SECONDS, "the fourth's compiler")
         assert metric(server, "emcc_trio_jobs_running") == 3
+        eventually(
+            lambda: len(set(server.leftovers()["job_dirs"]) - first_three) == 1,
+            SLOW_SECONDS,
+            "the fourth compile's job dir",
+        )
     finally:
         for sock in socks:
             sock.close()
