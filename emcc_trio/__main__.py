@@ -21,9 +21,9 @@ from .app import AccessLog, Service, create_app
 from .artifacts import ArtifactStore, run_sweeper
 from .cache import ResultCache
 from .cgroups import (
+    BudgetGroup,
     Caps,
     CgroupError,
-    Driver,
     instance_tag,
     open_driver,
     read_budget,
@@ -72,9 +72,9 @@ async def _emscripten_version(emcc: str) -> str:
     return f"{emcc} " + done.stdout.decode(errors="replace").partition("\n")[0]
 
 
-def _set_budget(config: Config, driver: Driver) -> None:
-    """Write `memoryBudgetMB` (or its default) as the limit of the group holding every job."""
-    group = driver.budget_group()
+def apply_budget(config: Config, group: BudgetGroup) -> int | None:
+    """Write `memoryBudgetMB` (or its default) as the limit of the group holding every job;
+    return what was written (None: no limit)."""
     setting = config.memory_budget_mb
     machine = read_mem_total()
     enclosing = group.enclosing_limit()
@@ -94,7 +94,8 @@ def _set_budget(config: Config, driver: Driver) -> None:
         if limit < floor:
             # One job must be able to reach its own cap, and the gate to admit one.
             log.warning(
-                "the default memory budget is below jobMemoryMaxMB; raised to it",
+                "the default memory budget is below jobMemoryMaxMB or jobMemoryEstimateMB: "
+                "raised to the larger",
                 extra={"fields": {"default_bytes": limit, "budget_bytes": floor}},
             )
             limit = floor
@@ -102,22 +103,21 @@ def _set_budget(config: Config, driver: Driver) -> None:
         group.set_limit(limit)
     except CgroupError as exc:
         raise StartupError(f"memoryBudgetMB: {exc}") from exc
+    return limit
 
 
-def _open_budget(config: Config, paths: Paths, driver: Driver | None) -> Budget | None:
+def _open_budget(config: Config, paths: Paths, group: BudgetGroup | None) -> Budget | None:
     """What the gate reads: the budget group's files, or with `memoryBudgetMB` 0 (or no
     driver) the seed's: `cgroupV2Root`, else the server's own memory group."""
     if not config.enable_resource_gating:
         return None
-    group = driver.budget_group() if driver else None
-    files = group.files if group else None
-    if group is None or config.memory_budget_mb == 0:
-        v2_files = (paths.cgroup_root / "memory.max", paths.cgroup_root / "memory.current")
-        if v2_files[0].exists() or group is None:
-            files = v2_files
-        else:
-            files = group.parent_files() or group.files
-    assert files is not None
+    seed_v2 = (paths.cgroup_root / "memory.max", paths.cgroup_root / "memory.current")
+    if group is not None and config.memory_budget_mb != 0:
+        files = group.files
+    elif group is None or seed_v2[0].exists():
+        files = seed_v2
+    else:
+        files = group.parent_files() or group.files
     if read_budget(*files) is None:
         log.warning(
             "enableResourceGating is on but the budget group has no memory limit: compiles "
@@ -156,11 +156,12 @@ async def build_service(config: Config, paths: Paths) -> Service:
             extra={"fields": {"cgroups": recovered_groups, "job_dirs": recovered_dirs}},
         )
 
-    if driver is not None:
-        _set_budget(config, driver)
+    budget_group = driver.budget_group() if driver else None
+    if budget_group is not None:
+        apply_budget(config, budget_group)
     elif config.memory_budget_mb:
         log.warning('memoryBudgetMB: no cgroup to enforce it with "cgroupDriver": "none"')
-    budget = _open_budget(config, paths, driver)
+    budget = _open_budget(config, paths, budget_group)
 
     store = ArtifactStore(paths.artifacts_dir)
     cache = None

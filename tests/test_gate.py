@@ -3,6 +3,8 @@ by the real budget cgroup the server writes (v1 here, v2 in the VM: `nox -s cgro
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import os
 from functools import partial
@@ -16,7 +18,9 @@ from conftest import HELLO_C, MakeServer, Server, eventually, program
 from prometheus_client.parser import text_string_to_metric_families
 from test_lifecycle import open_compile, wait_for_compiler
 
-from emcc_trio.cgroups import instance_tag, read_budget
+from emcc_trio.__main__ import apply_budget
+from emcc_trio.cgroups import BudgetGroup, instance_tag, read_budget
+from emcc_trio.config import parse
 from emcc_trio.gate import Gate, QueueFullError, QueueTimeoutError, default_budget, free_slots
 
 MB = 1024 * 1024
@@ -62,6 +66,50 @@ def test_formula(limit: int, current: int, running: int, slots: int) -> None:
 )
 def test_default_budget(mem_total: int, enclosing: int | None, budget: int) -> None:
     assert default_budget(mem_total, enclosing) == budget
+
+
+def fake_budget_group(tmp_path: Path, enclosing_limit: str) -> BudgetGroup:
+    """A v2-like budget group in a plain dir, below a parent limited to `enclosing_limit`."""
+    budget_dir(tmp_path, enclosing_limit, 0)
+    (tmp_path / "jobs").mkdir()
+    budget_dir(tmp_path / "jobs", "max", 0)
+    return BudgetGroup(
+        path=tmp_path / "jobs",
+        limit_name="memory.max",
+        usage_name="memory.current",
+        unlimited="max",
+        enclosing=(tmp_path,),
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "enclosing", "written", "warning"),
+    [
+        ({}, 2 * GB, 1536 * MB, None),  # 75 % of the parent's limit
+        ({}, 1 * GB, 1024 * MB, "raised to the larger"),  # 768 MB < jobMemoryMaxMB 1024
+        ({"memoryBudgetMB": 1200}, 1 * GB, 1200 * MB, "more than the machine"),
+        ({"memoryBudgetMB": 1200}, 2 * GB, 1200 * MB, None),
+        ({"memoryBudgetMB": 0}, 2 * GB, None, None),  # as it is: no limit of its own
+    ],
+)
+def test_apply_budget(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    settings: dict[str, int],
+    enclosing: int,
+    written: int | None,
+    warning: str | None,
+) -> None:
+    group = fake_budget_group(tmp_path, str(enclosing))
+    (group.path / "memory.max").write_text("123456789")  # what an earlier run left
+    assert apply_budget(parse(json.dumps(settings)), group) == written
+    assert (group.path / "memory.max").read_text() == ("max" if written is None else str(written))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    if warning is None:
+        assert warnings == []
+    else:
+        assert len(warnings) == 1
+        assert warning in warnings[0]
 
 
 def test_unreadable_or_unlimited_budget_means_no_gating(tmp_path: Path) -> None:
