@@ -20,10 +20,18 @@ from . import cli, httpserver, logs
 from .app import AccessLog, create_app
 from .artifacts import ArtifactStore
 from .cache import ResultCache
-from .cgroups import Caps, CgroupError, instance_tag, open_driver, read_budget
+from .cgroups import (
+    BudgetGroup,
+    Caps,
+    CgroupError,
+    instance_tag,
+    open_driver,
+    read_budget,
+    read_mem_total,
+)
 from .config import Config, ConfigError, Paths, load, parse_addr, redact_url, resolve_paths
 from .cors import Cors
-from .gate import Gate
+from .gate import Budget, Gate, default_budget
 from .jobs import Compiler
 from .policy import make_policy
 from .redis_store import RedisStore, open_client
@@ -96,6 +104,61 @@ async def open_store(config: Config, paths: Paths) -> Store:
     )
 
 
+def apply_budget(config: Config, group: BudgetGroup) -> int | None:
+    """Write `memoryBudgetMB` (or its default) as the limit of the group holding every job;
+    return what was written (None: no limit)."""
+    setting = config.memory_budget_mb
+    machine = read_mem_total()
+    enclosing = group.enclosing_limit()
+    bound = machine if enclosing is None else min(machine, enclosing)
+    if setting == 0:
+        limit = None
+    elif setting is not None:
+        limit = setting * MB
+        if limit > bound:
+            log.warning(
+                "memoryBudgetMB is more than the machine or the enclosing cgroup has",
+                extra={"fields": {"budget_bytes": limit, "available_bytes": bound}},
+            )
+    else:
+        limit = default_budget(machine, enclosing)
+        floor = max(config.job_memory_max_mb, config.job_memory_estimate_mb) * MB
+        if limit < floor:
+            # One job must be able to reach its own cap, and the gate to admit one.
+            log.warning(
+                "the default memory budget is below jobMemoryMaxMB or jobMemoryEstimateMB: "
+                "raised to the larger",
+                extra={"fields": {"default_bytes": limit, "budget_bytes": floor}},
+            )
+            limit = floor
+    try:
+        group.set_limit(limit)
+    except CgroupError as exc:
+        raise StartupError(f"memoryBudgetMB: {exc}") from exc
+    return limit
+
+
+def _open_budget(config: Config, paths: Paths, group: BudgetGroup | None) -> Budget | None:
+    """What the gate reads: the budget group's files, or with `memoryBudgetMB` 0 (or no
+    driver) the seed's: `cgroupV2Root`, else the server's own memory group."""
+    if not config.enable_resource_gating:
+        return None
+    seed_v2 = (paths.cgroup_root / "memory.max", paths.cgroup_root / "memory.current")
+    if group is not None and config.memory_budget_mb != 0:
+        files = group.files
+    elif group is None or seed_v2[0].exists():
+        files = seed_v2
+    else:
+        files = group.parent_files() or group.files
+    if read_budget(*files) is None:
+        log.warning(
+            "enableResourceGating is on but the budget group has no memory limit: compiles "
+            "are admitted by maxConcurrentJobs only",
+            extra={"fields": {"limit_file": str(files[0])}},
+        )
+    return partial(read_budget, *files)
+
+
 async def build_service(config: Config, paths: Paths, store: Store) -> Service:
     """Prepare everything a request needs; refuse to start rather than run unsafely."""
     for directory in (paths.working_dir, paths.jobs_dir, paths.artifacts_dir, paths.cache_dir):
@@ -125,11 +188,12 @@ async def build_service(config: Config, paths: Paths, store: Store) -> Service:
             extra={"fields": {"cgroups": recovered_groups, "job_dirs": recovered_dirs}},
         )
 
-    budget = None
-    if config.enable_resource_gating:
-        v2_files = (paths.cgroup_root / "memory.max", paths.cgroup_root / "memory.current")
-        files = v2_files if v2_files[0].exists() or driver is None else driver.budget_files()
-        budget = partial(read_budget, *files)
+    budget_group = driver.budget_group() if driver else None
+    if budget_group is not None:
+        apply_budget(config, budget_group)
+    elif config.memory_budget_mb:
+        log.warning('memoryBudgetMB: no cgroup to enforce it with "cgroupDriver": "none"')
+    budget = _open_budget(config, paths, budget_group)
 
     limits = Limits(
         timeout_seconds=config.job_timeout_seconds,
@@ -166,7 +230,8 @@ async def build_service(config: Config, paths: Paths, store: Store) -> Service:
                 "working_dir": str(paths.working_dir),
                 "cgroups": driver.name if driver else "none",
                 "nsjail": str(sandbox.nsjail) if sandbox else None,
-                "gating": budget is not None,
+                "gating": gate.last_budget is not None,
+                "memory_budget_bytes": gate.last_budget[0] if gate.last_budget else None,
                 "max_concurrent": gate.max_concurrent,
             }
         },

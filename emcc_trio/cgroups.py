@@ -3,7 +3,8 @@
 A driver owns one subtree for this server instance. For each job it creates a group with
 hard caps, hands out the `cgroup.procs` files a process must join *before it executes
 anything* (see `enter_argv`), reads usage, kills every member, and removes the group.
-`recover` removes what an earlier run of the same instance left behind.
+`recover` removes what an earlier run of the same instance left behind. Every job group sits
+in one budget group (`budget_group`), whose memory limit bounds all jobs together.
 
 cgroupfs is a kernel pseudo-filesystem: reads and writes complete without disk I/O, so
 the async code calls these methods directly.
@@ -88,8 +89,8 @@ class Driver(Protocol):
         """Remove this instance's (empty) subtree at shutdown."""
         ...
 
-    def budget_files(self) -> tuple[Path, Path]:
-        """(limit file, usage file) of the memory budget group."""
+    def budget_group(self) -> BudgetGroup:
+        """The group that holds every job group of this instance."""
         ...
 
 
@@ -179,6 +180,67 @@ def _v1_mounts() -> dict[str, Path]:
         for option in fields[2].split(","):
             mounts.setdefault(option, mount_point)
     return mounts
+
+
+def read_mem_total() -> int:
+    """The machine's memory in bytes (MemTotal of /proc/meminfo)."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    raise CgroupError("/proc/meminfo has no MemTotal")
+
+
+@attrs.frozen
+class BudgetGroup:
+    """The group that holds every job group: its memory limit bounds all jobs together.
+
+    `enclosing` are the groups above it, nearest first, that have a limit file (the groups
+    the operator or systemd may have limited).
+    """
+
+    path: Path
+    limit_name: str  # memory.max (v2) or memory.limit_in_bytes (v1)
+    usage_name: str  # memory.current (v2) or memory.usage_in_bytes (v1)
+    unlimited: str  # what the limit file takes for "no limit"
+    enclosing: tuple[Path, ...]
+
+    @property
+    def files(self) -> tuple[Path, Path]:
+        """(limit file, usage file)."""
+        return self.path / self.limit_name, self.path / self.usage_name
+
+    def parent_files(self) -> tuple[Path, Path] | None:
+        """(limit file, usage file) of the nearest enclosing group, if any."""
+        if not self.enclosing:
+            return None
+        return self.enclosing[0] / self.limit_name, self.enclosing[0] / self.usage_name
+
+    def set_limit(self, limit_bytes: int | None) -> None:
+        """Write the limit; None lifts it (the enclosing groups still bound the jobs)."""
+        _write(
+            self.path / self.limit_name, self.unlimited if limit_bytes is None else str(limit_bytes)
+        )
+
+    def enclosing_limit(self) -> int | None:
+        """The lowest limit of the enclosing groups, or None when none of them is limited."""
+        limits = []
+        for group in self.enclosing:
+            reading = read_budget(group / self.limit_name, group / self.usage_name)
+            if reading is not None:
+                limits.append(reading[0])
+        return min(limits, default=None)
+
+
+def _groups_above(group: Path, mount: Path, limit_name: str) -> tuple[Path, ...]:
+    """The groups above `group` up to the hierarchy's root, nearest first, that have
+    `limit_name` (the v2 root has none)."""
+    found = []
+    for parent in group.parents:
+        if not parent.is_relative_to(mount):
+            break
+        if (parent / limit_name).exists():
+            found.append(parent)
+    return tuple(found)
 
 
 # --- v2 -------------------------------------------------------------------------------------
@@ -281,8 +343,16 @@ class V2Driver:
         with contextlib.suppress(OSError):
             self.jobs.rmdir()
 
-    def budget_files(self) -> tuple[Path, Path]:
-        return self.root / "memory.max", self.root / "memory.current"
+    def budget_group(self) -> BudgetGroup:
+        # root/jobs, not root: the server's own memory (in root/server) is not the jobs'
+        # budget, and root's memory.max may be the operator's or systemd's (MemoryMax=).
+        return BudgetGroup(
+            path=self.jobs,
+            limit_name="memory.max",
+            usage_name="memory.current",
+            unlimited="max",
+            enclosing=_groups_above(self.jobs, CGROUP_ROOT_MOUNT, "memory.max"),
+        )
 
 
 # --- v1 -------------------------------------------------------------------------------------
@@ -347,6 +417,7 @@ class V1Driver:
     tag: str
     name: str = "v1"
     bases: dict[str, Path] = attrs.field(factory=dict)
+    memory_mount: Path = CGROUP_ROOT_MOUNT / "memory"
 
     def setup(self) -> None:
         mounts = _v1_mounts()
@@ -361,9 +432,15 @@ class V1Driver:
             except OSError as exc:
                 raise CgroupError(f"cannot create {base}: {exc.strerror}") from exc
             self.bases[controller] = base
+        self.memory_mount = mounts["memory"]
         probe = self.bases["memory"] / "memory.limit_in_bytes"
         if not probe.exists():
             raise CgroupError(f"{probe} is missing: the memory controller cannot cap jobs")
+        # Without hierarchy (the pre-5.11 default outside systemd) the base group's limit
+        # would not cover the job groups below it: the budget must.
+        hierarchy = self.bases["memory"] / "memory.use_hierarchy"
+        if hierarchy.exists() and _read(hierarchy) != "1":
+            _write(hierarchy, "1")
 
     def create(self, job_id: str, caps: Caps) -> _V1Group:
         dirs: dict[str, Path] = {}
@@ -404,9 +481,17 @@ class V1Driver:
             with contextlib.suppress(OSError):
                 base.rmdir()
 
-    def budget_files(self) -> tuple[Path, Path]:
-        memory = self.bases["memory"].parent
-        return memory / "memory.limit_in_bytes", memory / "memory.usage_in_bytes"
+    def budget_group(self) -> BudgetGroup:
+        # The instance's base group in the memory hierarchy: it holds every job group and
+        # nothing else, and `setup` made sure its limit covers its children.
+        base = self.bases["memory"]
+        return BudgetGroup(
+            path=base,
+            limit_name="memory.limit_in_bytes",
+            usage_name="memory.usage_in_bytes",
+            unlimited="-1",
+            enclosing=_groups_above(base, self.memory_mount, "memory.limit_in_bytes"),
+        )
 
 
 def read_budget(limit_file: Path, usage_file: Path) -> tuple[int, int] | None:

@@ -65,6 +65,8 @@ class Config:
     job_timeout_seconds: float = attrs.field(default=120, metadata=_key("jobTimeoutSeconds"))
     cgroup_driver: str = attrs.field(default="auto", metadata=_key("cgroupDriver"))
     job_memory_max_mb: int = attrs.field(default=1024, metadata=_key("jobMemoryMaxMB"))
+    # None (the key left out, or null): a share of the machine's memory, sized at start-up.
+    memory_budget_mb: int | None = attrs.field(default=None, metadata=_key("memoryBudgetMB"))
     job_cpu_max: float = attrs.field(default=2.0, metadata=_key("jobCpuMax"))
     job_cpu_seconds: float = attrs.field(default=60, metadata=_key("jobCpuSeconds"))
     job_pids_max: int = attrs.field(default=256, metadata=_key("jobPidsMax"))
@@ -174,6 +176,21 @@ def validate(config: Config) -> list[str]:
         check(getattr(config, name) > 0, name, "must be greater than 0")
     check(config.job_pids_max >= 16, "job_pids_max", "emcc needs at least 16 processes")
     check(config.job_memory_max_mb >= 64, "job_memory_max_mb", "emcc needs at least 64 MB")
+    budget = config.memory_budget_mb
+    if budget is not None:
+        check(budget >= 0, "memory_budget_mb", "must not be negative")
+        check(
+            budget <= 0 or budget >= config.job_memory_max_mb,
+            "memory_budget_mb",
+            f"must be at least jobMemoryMaxMB ({config.job_memory_max_mb}), or no job could "
+            "reach its own cap (0 keeps the budget group's limit as it is)",
+        )
+        check(
+            budget <= 0 or budget >= config.job_memory_estimate_mb,
+            "memory_budget_mb",
+            f"must be at least jobMemoryEstimateMB ({config.job_memory_estimate_mb}), or the "
+            "gate could never admit a job",
+        )
     for name in ("jobs_dir", "artifacts_dir", "cache_dir", "emcc_path", "emxx_path", "nsjail_path"):
         check(getattr(config, name) != "", name, "must not be empty")
     if config.redis_url:

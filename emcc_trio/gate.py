@@ -5,7 +5,9 @@ the budget cgroup, so that a job may start only while
 
     current + reserved + estimate <= memory.max
 
-where `reserved` is one estimate per running job (emcc-sandboxd's rule). trio's limiter needs
+where `reserved` is one estimate per running job (emcc-sandboxd's rule), and `memory.max` is
+the limit the server wrote on the group that holds every job group (`memoryBudgetMB`, by
+default `BUDGET_SHARE` of the machine's memory). trio's limiter needs
 at least one token, so the gate itself holds one permanent "ballast" token and sets the total
 to `ballast + running + free slots`. Both limiters are FIFO, and waiting in them is
 cancellable: a client that goes away leaves the queue at once.
@@ -22,6 +24,10 @@ import attrs
 import trio
 
 POLL_SECONDS: Final = 0.2
+# The default budget: this share of the machine's memory (or of the enclosing group's limit,
+# when lower) for all jobs together; the rest is for the server, the kernel and the page cache.
+BUDGET_SHARE: Final = 0.75
+_MIB: Final = 1024 * 1024
 Budget = Callable[[], "tuple[int, int] | None"]
 
 
@@ -37,6 +43,13 @@ def free_slots(limit: int, current: int, running: int, estimate: int) -> int:
     """How many more jobs the seed's formula admits now."""
     reserved = running * estimate
     return max(0, (limit - current - reserved) // estimate)
+
+
+def default_budget(mem_total: int, enclosing_limit: int | None) -> int:
+    """`BUDGET_SHARE` of the machine's memory, or of the enclosing limit when that is lower,
+    in whole MiB (so page-aligned: the kernel keeps the value as written)."""
+    bound = mem_total if enclosing_limit is None else min(mem_total, enclosing_limit)
+    return int(bound * BUDGET_SHARE) // _MIB * _MIB
 
 
 @attrs.define

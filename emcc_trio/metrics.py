@@ -107,10 +107,16 @@ class Metrics:
         reserved.set_function(lambda: gate.running * gate.estimate_bytes)
         budget = Gauge(
             "emcc_trio_memory_budget_bytes",
-            "memory.max of the budget cgroup (0: no gating)",
+            "Memory limit of the budget cgroup that holds every job (0: no limit, no gating)",
             registry=self.registry,
         )
         budget.set_function(lambda: gate.last_budget[0] if gate.last_budget else 0)
+        used = Gauge(
+            "emcc_trio_memory_used_bytes",
+            "Memory the budget cgroup uses now, as the gate last read it (0: no gating)",
+            registry=self.registry,
+        )
+        used.set_function(lambda: gate.last_budget[1] if gate.last_budget else 0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

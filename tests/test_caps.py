@@ -17,7 +17,15 @@ import pytest
 import trio
 from conftest import HELLO_C, MakeServer, eventually, program
 
-from emcc_trio.cgroups import Caps, JobGroup, V1Driver, V2Driver, instance_tag, open_driver
+from emcc_trio.cgroups import (
+    Caps,
+    JobGroup,
+    V1Driver,
+    V2Driver,
+    instance_tag,
+    open_driver,
+    read_budget,
+)
 from emcc_trio.runner import JobStartError, Limits, run_job
 
 MB = 1024 * 1024
@@ -53,6 +61,7 @@ def python(code: str) -> list[str]:
     return [sys.executable, "-c", code]
 
 
+@pytest.mark.cgroup2
 async def test_memory_cap_oom_kills(driver: V1Driver | V2Driver, tmp_path: Path) -> None:
     result = await run_job(
         python("b = bytearray(200 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096])"),
@@ -69,6 +78,7 @@ async def test_memory_cap_oom_kills(driver: V1Driver | V2Driver, tmp_path: Path)
     assert result.usage.peak_memory_bytes <= 64 * MB
 
 
+@pytest.mark.cgroup2
 async def test_pids_cap_stops_a_fork_loop(driver: V1Driver | V2Driver, tmp_path: Path) -> None:
     fork_loop = (
         "import os, time\n"
@@ -98,6 +108,7 @@ async def test_pids_cap_stops_a_fork_loop(driver: V1Driver | V2Driver, tmp_path:
     assert result.usage.peak_pids <= 8
 
 
+@pytest.mark.cgroup2
 async def test_cpu_quota_throttles(driver: V1Driver | V2Driver, tmp_path: Path) -> None:
     spin = "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass\n"
     result = await run_job(
@@ -115,6 +126,7 @@ async def test_cpu_quota_throttles(driver: V1Driver | V2Driver, tmp_path: Path) 
     assert result.usage.cpu_seconds < 0.2 * result.duration_seconds + 0.3
 
 
+@pytest.mark.cgroup2
 async def test_cpu_seconds_cap_kills(driver: V1Driver | V2Driver, tmp_path: Path) -> None:
     result = await run_job(
         python("while True: pass"),
@@ -127,6 +139,7 @@ async def test_cpu_seconds_cap_kills(driver: V1Driver | V2Driver, tmp_path: Path
     assert result.limit == "cpu"
 
 
+@pytest.mark.cgroup2
 async def test_whole_group_is_killed_even_outside_the_process_group(
     driver: V1Driver | V2Driver, tmp_path: Path
 ) -> None:
@@ -309,6 +322,35 @@ def _pids_naming(path: Path) -> list[int]:
 def _processes_naming(path: Path) -> list[str]:
     """Command lines that name `path`: the test's own processes, told apart from others'."""
     return [_cmdline(Path(f"/proc/{pid}")) for pid in _pids_naming(path)]
+
+
+@pytest.mark.cgroup2
+async def test_the_budget_group_bounds_every_job_together(
+    driver: V1Driver | V2Driver, tmp_path: Path
+) -> None:
+    # The job's own cap (256 MB) would allow 200 MB: the budget group above it (64 MB) does not.
+    group = driver.budget_group()
+    limit_file, _ = group.files
+    group.set_limit(64 * MB)
+    try:
+        assert int(limit_file.read_text()) == 64 * MB
+        result = await run_job(
+            python("b = bytearray(200 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096])"),
+            job_id="budget",
+            cwd=tmp_path,
+            env={},
+            limits=limits(memory_mb=256),
+            driver=driver,
+        )
+    finally:
+        group.set_limit(None)
+    assert result.limit == "memory"
+    assert result.usage.oom_kills >= 1
+    assert result.usage.peak_memory_bytes is not None
+    # The kernel lets the dying OOM victim charge past the limit so that it can exit: the peak
+    # may pass 64 MB by a little, far from the 200 MB asked for and the job's own 256 MB.
+    assert result.usage.peak_memory_bytes < 128 * MB
+    assert read_budget(*group.files) is None, "set_limit(None) lifts the limit"
 
 
 def _processes_running(command: str) -> list[Path]:

@@ -243,3 +243,39 @@ def test_redis_url_from_the_environment(tmp_path: Path) -> None:
     assert load(tmp_path / "absent.json", env).redis_url == "redis://:pw@env:6379/1"
     with pytest.raises(ConfigError, match=r"^EMCC_TRIO_REDIS_URL: redisUrl: must start"):
         load(tmp_path / "absent.json", {REDIS_URL_ENV: "localhost:6379"})
+
+
+@pytest.mark.parametrize(
+    ("text", "budget"),
+    [("{}", None), ('{"memoryBudgetMB": null}', None), ('{"memoryBudgetMB": 0}', 0)],
+)
+def test_memory_budget_unset_means_the_default_and_zero_the_seeds(
+    text: str, budget: int | None
+) -> None:
+    assert parse(text).memory_budget_mb == budget
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"memoryBudgetMB": -1}', "memoryBudgetMB: must not be negative"),
+        ('{"memoryBudgetMB": 1.5}', "memoryBudgetMB: expected a whole number"),
+        ('{"memoryBudgetMB": "75%"}', "memoryBudgetMB: expected a whole number"),
+        (
+            '{"memoryBudgetMB": 512, "jobMemoryMaxMB": 1024}',
+            "memoryBudgetMB: must be at least jobMemoryMaxMB (1024)",
+        ),
+        (
+            '{"memoryBudgetMB": 512, "jobMemoryMaxMB": 256, "jobMemoryEstimateMB": 600}',
+            "memoryBudgetMB: must be at least jobMemoryEstimateMB (600)",
+        ),
+    ],
+)
+def test_memory_budget_validation(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(text)
+    assert message in str(info.value)
+
+
+def test_memory_budget_equal_to_the_job_cap_is_valid() -> None:
+    assert parse('{"memoryBudgetMB": 1024, "jobMemoryMaxMB": 1024}').memory_budget_mb == 1024
