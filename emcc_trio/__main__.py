@@ -1,4 +1,5 @@
-"""`emcc-trio serve [--config PATH]`: the server and its background tasks in one nursery."""
+"""`emcc-trio serve [--config PATH]`: the server and its background tasks in one nursery;
+`emcc-trio token new NAME`: a new API token and its line for `apiTokensFile`."""
 
 from __future__ import annotations
 
@@ -21,11 +22,13 @@ from .app import AccessLog, Service, create_app
 from .artifacts import ArtifactStore, run_sweeper
 from .cache import ResultCache
 from .cgroups import Caps, CgroupError, instance_tag, open_driver, read_budget
+from .clients import parse_networks
 from .config import Config, ConfigError, Paths, load, parse_addr, resolve_paths
 from .gate import Gate
 from .jobs import Compiler
 from .runner import Limits
 from .sandbox import Sandbox, SandboxError
+from .tokens import TokenBook, TokenFileError, new_token, parse_tokens
 
 log = logging.getLogger("emcc_trio")
 _GRACEFUL_SECONDS: Final = 5.0
@@ -62,6 +65,25 @@ async def _emscripten_version(emcc: str) -> str:
     except OSError as exc:
         raise StartupError(f"emccPath: cannot run {emcc}: {exc.strerror}") from exc
     return f"{emcc} " + done.stdout.decode(errors="replace").partition("\n")[0]
+
+
+def load_tokens(path: Path) -> TokenBook:
+    try:
+        return parse_tokens(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise TokenFileError(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise TokenFileError(f"{path} is not UTF-8 text") from exc
+
+
+def reload_tokens(service: Service, path: Path) -> None:
+    """SIGHUP: take the token file anew; a broken file keeps the tokens in force."""
+    try:
+        service.tokens = load_tokens(path)
+    except TokenFileError as exc:
+        log.error("apiTokensFile not reloaded", extra={"fields": {"error": str(exc)}})
+        return
+    log.info("apiTokensFile reloaded", extra={"fields": {"tokens": len(service.tokens.entries)}})
 
 
 async def build_service(config: Config, paths: Paths) -> Service:
@@ -132,6 +154,12 @@ async def build_service(config: Config, paths: Paths) -> Service:
         queue_timeout_seconds=config.queue_timeout_seconds,
         budget=budget,
     )
+    tokens = None
+    if paths.api_tokens_file is not None:
+        try:
+            tokens = load_tokens(paths.api_tokens_file)
+        except TokenFileError as exc:
+            raise StartupError(f"apiTokensFile: {exc}") from exc
     log.info(
         "configured",
         extra={
@@ -141,6 +169,7 @@ async def build_service(config: Config, paths: Paths) -> Service:
                 "nsjail": str(sandbox.nsjail) if sandbox else None,
                 "gating": budget is not None,
                 "max_concurrent": gate.max_concurrent,
+                "api_tokens": None if tokens is None else len(tokens.entries),
             }
         },
     )
@@ -153,6 +182,9 @@ async def build_service(config: Config, paths: Paths) -> Service:
         store=store,
         enable_static_artifacts=config.enable_static_artifacts,
         max_body_bytes=config.max_body_bytes,
+        max_jobs_per_client=config.max_jobs_per_client,
+        tokens=tokens,
+        trusted_proxies=parse_networks(config.trusted_proxies),
     )
 
 
@@ -169,8 +201,12 @@ async def serve(config: Config, start_dir: Path) -> None:
     shutdown = trio.Event()
 
     async def watch_signals() -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    if paths.api_tokens_file is not None:
+                        reload_tokens(service, paths.api_tokens_file)
+                    continue
                 log.info("shutting down", extra={"fields": {"signal": signum}})
                 service.shutdown()
                 shutdown.set()
@@ -207,9 +243,28 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command")
     serve_parser = sub.add_parser("serve", help="run the HTTP service")
     serve_parser.add_argument("--config", default="config.json", help="path to config.json")
+    token_parser = sub.add_parser("token", help="API tokens")
+    token_sub = token_parser.add_subparsers(dest="token_command", required=True)
+    new_parser = token_sub.add_parser(
+        "new", help="print a new token, then its line for apiTokensFile (a hash, never the token)"
+    )
+    new_parser.add_argument("name", help="a name for logs: 1-64 letters, digits or ._-")
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args(["serve", *(argv if argv is not None else sys.argv[1:])])
+    if args.command == "token":
+        try:
+            token, line = new_token(args.name)
+        except ValueError as exc:
+            print(f"emcc-trio: {exc}", file=sys.stderr)
+            return 2
+        print(
+            "emcc-trio: line 1 is the token: hand it to the client, it is stored nowhere;"
+            " line 2 goes into apiTokensFile (then send the server SIGHUP)",
+            file=sys.stderr,
+        )
+        print(f"{token}\n{line}")
+        return 0
     logs.configure()
     try:
         config = load(Path(args.config))

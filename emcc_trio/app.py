@@ -6,6 +6,7 @@ import contextvars
 import json
 import logging
 import time
+from collections import Counter
 from functools import partial
 from pathlib import Path
 from typing import Any, Final
@@ -27,14 +28,17 @@ from . import openapi, playground
 from .artifacts import ARTIFACT_FILES, ArtifactStore
 from .cache import Entry, FlightCancelledError, ResultCache, SingleFlight, cache_key
 from .cgroups import Driver, Usage
+from .clients import Client, Network, identify
 from .gate import Gate, QueueFullError, QueueTimeoutError
 from .jobs import Compiler, CompileResult, InternalJobError, new_job_id
 from .metrics import Metrics, route_of
 from .policy import CompileRequest, RequestError, parse_request
 from .runner import JobStartError
+from .tokens import TokenBook, bearer_token
 
 LIMIT_STATUS: Final = 422
 BUSY_STATUS: Final = 503
+TOO_MANY_STATUS: Final = 429
 CLIENT_CLOSED_STATUS: Final = 499  # logged only: nobody is left to receive it
 IMMUTABLE_CACHE: Final = "public, max-age=31536000, immutable"
 
@@ -68,6 +72,11 @@ class Service:
     running: set[trio.CancelScope] = attrs.field(factory=set)
     shutting_down: bool = False
     flights: SingleFlight[CompileResult] | None = None
+    max_jobs_per_client: int = 8
+    tokens: TokenBook | None = None  # None: no API tokens, anyone may compile
+    trusted_proxies: tuple[Network, ...] = ()
+    # client key -> its compile requests running or waiting (maxJobsPerClient)
+    client_jobs: Counter[str] = attrs.field(factory=Counter)
 
     def __attrs_post_init__(self) -> None:
         self.metrics.watch_gate(self.gate)
@@ -78,7 +87,9 @@ class Service:
         """Shared compiles run in the server's nursery, owned by no single request."""
         self.flights = SingleFlight(nursery, self.running)
 
-    async def compile(self, request: CompileRequest, job_id: str) -> tuple[CompileResult, bool]:
+    async def compile(
+        self, request: CompileRequest, job_id: str, client: str = ""
+    ) -> tuple[CompileResult, bool]:
         """The result for `request` and whether it came from the cache.
 
         Identical requests in flight share one compile; cancelling this call (the client
@@ -95,15 +106,17 @@ class Service:
             # "shared": an identical compile is already running and this request joins it.
             lookup = "shared" if self.flights.is_flying(key) else "miss"
             self.metrics.cache_requests.labels(lookup).inc()
-        work = partial(self._compile_admitted, request, job_id, key)
+        work = partial(self._compile_admitted, request, job_id, key, client)
         return await self.flights.run(key or job_id, work), False
 
     async def _compile_admitted(
-        self, request: CompileRequest, job_id: str, key: str | None
+        self, request: CompileRequest, job_id: str, key: str | None, client: str
     ) -> CompileResult:
         queued_at = trio.current_time()
-        async with self.gate.admit():
-            self.metrics.queue_wait_seconds.observe(trio.current_time() - queued_at)
+        client_class = "single" if self.client_jobs[client] <= 1 else "multi"
+        async with self.gate.admit(client):
+            waited = trio.current_time() - queued_at
+            self.metrics.queue_wait_seconds.labels(client_class).observe(waited)
             result = await self.compiler.compile(request, job_id)
         self.metrics.compile_seconds.observe(result.duration_seconds)
         if result.limit is not None:
@@ -234,18 +247,58 @@ def create_app(service: Service) -> QuartTrio:
         except RequestError as exc:
             return json_error(400, str(exc))
 
+    def identify_client() -> Client | Response:
+        """Who sends this request, or the 401 when tokens are on and it carries no valid one.
+        The token itself is never kept or logged, only its name."""
+        token_name = None
+        if service.tokens is not None:
+            token = bearer_token(request.headers.get("Authorization"))
+            token_name = service.tokens.identify(token) if token is not None else None
+            if token_name is None:
+                service.metrics.client_rejections.labels("unauthorized").inc()
+                message = (
+                    "a valid API token is required: send Authorization: Bearer <token>"
+                    if token is None
+                    else "the API token is not valid"
+                )
+                response = json_error(401, message)
+                response.headers["WWW-Authenticate"] = 'Bearer realm="emcc-trio"'
+                # The body was not read: the connection cannot carry another request.
+                response.headers["Connection"] = "close"
+                return response
+        return identify(
+            request.remote_addr or "",
+            request.headers.getlist("X-Forwarded-For"),
+            service.trusted_proxies,
+            token_name,
+        )
+
     @app.post("/compile")
     async def compile_route() -> Response:
+        client = identify_client()
+        if isinstance(client, Response):
+            return client
+        fields = _request_fields.get({})
+        fields["client"] = client.key.removeprefix("token:")
         compile_request = await read_compile_request()
         if isinstance(compile_request, Response):
             return compile_request
         if service.shutting_down:
             return _busy("the server is shutting down")
+        if service.client_jobs[client.key] >= service.max_jobs_per_client:
+            service.metrics.client_rejections.labels("jobs_per_client").inc()
+            response = json_error(
+                TOO_MANY_STATUS,
+                f"this client already has {service.max_jobs_per_client} compiles running or"
+                " waiting (maxJobsPerClient); try again when one has finished",
+            )
+            response.headers["Retry-After"] = str(service.retry_after_seconds)
+            return response
         job_id = new_job_id()
-        fields = _request_fields.get({})
         fields["job"] = job_id
+        service.client_jobs[client.key] += 1
         try:
-            result, cached = await service.compile(compile_request, job_id)
+            result, cached = await service.compile(compile_request, job_id, client.key)
         except trio.Cancelled:
             service.metrics.cancellations.labels("client").inc()
             raise
@@ -259,6 +312,10 @@ def create_app(service: Service) -> QuartTrio:
         except (InternalJobError, JobStartError) as exc:
             log.error("job failed to run", extra={"fields": {"job": job_id, "error": str(exc)}})
             return json_error(500, f"internal error: {exc}", id=job_id)
+        finally:
+            service.client_jobs[client.key] -= 1
+            if not service.client_jobs[client.key]:
+                del service.client_jobs[client.key]
         fields.update(job=result.job_id, limit=result.limit, ok=result.ok, cached=cached)
         return compile_response(result, cached)
 
