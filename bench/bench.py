@@ -7,12 +7,15 @@
    off) against the same number of raw emcc runs in parallel; compiles per second and ratio.
 3. Cache hits: one identical request repeated; p50/p99 latency and hits per second.
 
-Usage: python -m bench.bench [--quick] [--rounds N]
+`--hostile` instead: an ordinary client alone and beside two hostile ones (bench/hostile.py).
+
+Usage: python -m bench.bench [--quick] [--rounds N] [--hostile]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -28,6 +31,7 @@ from typing import Any
 import attrs
 import httpx
 
+from bench import hostile
 from load.server import LoadServer, start
 
 REPO = Path(__file__).resolve().parent.parent
@@ -230,7 +234,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer rounds and compiles")
     parser.add_argument("--rounds", type=int, help="latency rounds (10; 3 with --quick)")
+    parser.add_argument(
+        "--hostile", action="store_true", help="only the fair-share run (bench/hostile.py)"
+    )
     options = parser.parse_args()
+    if options.hostile:
+        fair_share()
+        return
     settings = SETTINGS[options.quick]
     rounds = options.rounds or settings.rounds
     base = Path(tempfile.mkdtemp(prefix="emcc-trio-bench-"))
@@ -250,6 +260,22 @@ def main() -> None:
     finally:
         for server in servers.values():
             server.stop(30)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def fair_share() -> None:
+    """The top-level config's server (nsjail, cgroups, gating), with the cache off."""
+    base = Path(tempfile.mkdtemp(prefix="emcc-trio-bench-"))
+    base.chmod(0o711)
+    config = json.loads((REPO / "config.json").read_text())
+    for own in ("workingDir", "addr"):
+        del config[own]
+    server = start_server(base / "s", {**config, **CACHE_OFF})
+    print(machine())
+    try:
+        hostile.run(server.url, corpus())
+    finally:
+        server.stop(30)
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -33,6 +33,10 @@ from .tokens import TokenBook, TokenFileError, new_token, parse_tokens
 log = logging.getLogger("emcc_trio")
 _GRACEFUL_SECONDS: Final = 5.0
 MB: Final = 1024 * 1024
+# More jobs than cores: a light client's job starts at once instead of waiting for a heavy
+# client's to end, and the per-client CPU weights share the cores (the memory gate still
+# bounds how many run).
+DEFAULT_JOBS_PER_CPU: Final = 4
 
 
 class StartupError(Exception):
@@ -149,7 +153,7 @@ async def build_service(config: Config, paths: Paths) -> Service:
     )
     gate = Gate(
         estimate_bytes=config.job_memory_estimate_mb * MB,
-        max_concurrent=config.max_concurrent_jobs or (os.cpu_count() or 1),
+        max_concurrent=config.max_concurrent_jobs or DEFAULT_JOBS_PER_CPU * (os.cpu_count() or 1),
         queue_max=config.queue_max,
         queue_timeout_seconds=config.queue_timeout_seconds,
         budget=budget,

@@ -117,7 +117,7 @@ class Service:
         async with self.gate.admit(client):
             waited = trio.current_time() - queued_at
             self.metrics.queue_wait_seconds.labels(client_class).observe(waited)
-            result = await self.compiler.compile(request, job_id)
+            result = await self.compiler.compile(request, job_id, client)
         self.metrics.compile_seconds.observe(result.duration_seconds)
         if result.limit is not None:
             self.metrics.cap_kills.labels(result.limit).inc()
