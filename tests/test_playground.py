@@ -244,12 +244,14 @@ int main(void) {
 }
 """
 RUN_TIMEOUT_S = 20  # RUN_TIMEOUT_MS in playground.js
-SPIN_WINDOW_S = 1.0  # a renderer busy for most of this window is running the program
+SPIN_SAMPLES = 10  # a renderer runnable at every one of these samples is running the program
+SPIN_SAMPLE_S = 0.1
 
 
-def _renderer_cpu_ticks() -> dict[int, int]:
-    """User + system CPU ticks of the Chromium renderers below this test process."""
-    ticks = {}
+def _renderers() -> dict[int, tuple[str, int]]:
+    """pid -> (scheduler state, user + system CPU ticks) of the Chromium renderers below this
+    test process."""
+    found = {}
     for pid in descendants(os.getpid()):
         try:
             if b"--type=renderer" not in Path(f"/proc/{pid}/cmdline").read_bytes():
@@ -257,17 +259,22 @@ def _renderer_cpu_ticks() -> dict[int, int]:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # gone meanwhile
-        ticks[pid] = int(fields[11]) + int(fields[12])
-    return ticks
+        found[pid] = (fields[0], int(fields[11]) + int(fields[12]))
+    return found
 
 
 def spinning_renderers() -> set[int]:
-    """Renderers that used more than half a CPU over SPIN_WINDOW_S."""
-    before = _renderer_cpu_ticks()
-    time.sleep(SPIN_WINDOW_S)
-    after = _renderer_cpu_ticks()
-    busy = os.sysconf("SC_CLK_TCK") * SPIN_WINDOW_S / 2
-    return {pid for pid, used in after.items() if used - before.get(pid, used) > busy}
+    """Renderers that never waited during SPIN_SAMPLES samples and used CPU meanwhile. Not
+    "used more than X of a CPU": on a busy machine a spinning process gets less, but it is
+    always runnable (R), while an idle renderer sleeps."""
+    first = _renderers()
+    spinning = set(first)
+    for _ in range(SPIN_SAMPLES):
+        time.sleep(SPIN_SAMPLE_S)
+        now = _renderers()
+        spinning &= {pid for pid, (state, _) in now.items() if state == "R"}
+    last = _renderers()
+    return {pid for pid in spinning if pid in last and last[pid][1] > first[pid][1]}
 
 
 def test_a_program_that_never_ends_is_stopped(page: Page, live: Server) -> None:
