@@ -11,8 +11,10 @@
    every size (a full scan per put, as before, would cost ~1000 times more at 100 000).
 
 5. With `--cluster` (only that): 2 replicas sharing Redis behind HAProxy vs 1 (bench.cluster).
+6. With `--hostile` (only that): an ordinary client alone and beside two hostile ones
+   (bench.hostile).
 
-Usage: python -m bench.bench [--quick] [--rounds N] [--bookkeeping-only] [--cluster]
+Usage: python -m bench.bench [--quick] [--rounds N] [--bookkeeping-only] [--cluster] [--hostile]
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import json
 import os
 import platform
 import random
@@ -36,7 +39,7 @@ from typing import Any
 import attrs
 import httpx
 
-from bench import cluster
+from bench import cluster, hostile
 from emcc_trio.cache import ResultCache
 from load.server import LoadServer, start
 
@@ -318,7 +321,13 @@ def main() -> None:
     parser.add_argument(
         "--cluster", action="store_true", help="2 replicas + Redis + HAProxy vs 1, only"
     )
+    parser.add_argument(
+        "--hostile", action="store_true", help="only the fair-share run (bench/hostile.py)"
+    )
     options = parser.parse_args()
+    if options.hostile:
+        fair_share()
+        return
     if options.cluster:
         print(machine())
         cluster.run(options.quick)
@@ -348,6 +357,22 @@ def served(settings: Settings, rounds: int) -> None:
     finally:
         for server in servers.values():
             server.stop(30)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def fair_share() -> None:
+    """The top-level config's server (nsjail, cgroups, gating), with the cache off."""
+    base = Path(tempfile.mkdtemp(prefix="emcc-trio-bench-"))
+    base.chmod(0o711)
+    config = json.loads((REPO / "config.json").read_text())
+    for own in ("workingDir", "addr"):
+        del config[own]
+    server = start_server(base / "s", {**config, **CACHE_OFF})
+    print(machine())
+    try:
+        hostile.run(server.url, corpus())
+    finally:
+        server.stop(30)
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -1,5 +1,6 @@
 """`emcc-trio serve [--config PATH]`: the server and its background tasks in one nursery;
-`emcc-trio compile ...` is the client (cli.py)."""
+`emcc-trio compile ...` is the client (cli.py); `emcc-trio token new NAME`: a new API token
+and its line for `apiTokensFile`."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from .cgroups import (
     read_budget,
     read_mem_total,
 )
+from .clients import parse_networks
 from .config import Config, ConfigError, Paths, load, parse_addr, redact_url, resolve_paths
 from .cors import Cors
 from .gate import Budget, Gate, default_budget
@@ -39,6 +41,7 @@ from .runner import Limits
 from .sandbox import Sandbox, SandboxError
 from .service import Service
 from .store import LocalStore, Store
+from .tokens import TokenBook, TokenFileError, new_token, parse_tokens
 
 log = logging.getLogger("emcc_trio")
 _GRACEFUL_SECONDS: Final = 5.0
@@ -46,6 +49,10 @@ _GRACEFUL_SECONDS: Final = 5.0
 # between requests (hypercorn's keep_alive_timeout).
 _KEEP_ALIVE_SECONDS: Final = 5.0
 MB: Final = 1024 * 1024
+# More jobs than cores: a light client's job starts at once instead of waiting for a heavy
+# client's to end, and the per-client CPU weights share the cores (the memory gate still
+# bounds how many run).
+DEFAULT_JOBS_PER_CPU: Final = 4
 
 
 class StartupError(Exception):
@@ -159,6 +166,25 @@ def _open_budget(config: Config, paths: Paths, group: BudgetGroup | None) -> Bud
     return partial(read_budget, *files)
 
 
+def load_tokens(path: Path) -> TokenBook:
+    try:
+        return parse_tokens(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise TokenFileError(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise TokenFileError(f"{path} is not UTF-8 text") from exc
+
+
+def reload_tokens(service: Service, path: Path) -> None:
+    """SIGHUP: take the token file anew; a broken file keeps the tokens in force."""
+    try:
+        service.tokens = load_tokens(path)
+    except TokenFileError as exc:
+        log.error("apiTokensFile not reloaded", extra={"fields": {"error": str(exc)}})
+        return
+    log.info("apiTokensFile reloaded", extra={"fields": {"tokens": len(service.tokens.entries)}})
+
+
 async def build_service(config: Config, paths: Paths, store: Store) -> Service:
     """Prepare everything a request needs; refuse to start rather than run unsafely."""
     for directory in (paths.working_dir, paths.jobs_dir, paths.artifacts_dir, paths.cache_dir):
@@ -218,11 +244,17 @@ async def build_service(config: Config, paths: Paths, store: Store) -> Service:
     )
     gate = Gate(
         estimate_bytes=config.job_memory_estimate_mb * MB,
-        max_concurrent=config.max_concurrent_jobs or (os.cpu_count() or 1),
+        max_concurrent=config.max_concurrent_jobs or DEFAULT_JOBS_PER_CPU * (os.cpu_count() or 1),
         queue_max=config.queue_max,
         queue_timeout_seconds=config.queue_timeout_seconds,
         budget=budget,
     )
+    tokens = None
+    if paths.api_tokens_file is not None:
+        try:
+            tokens = load_tokens(paths.api_tokens_file)
+        except TokenFileError as exc:
+            raise StartupError(f"apiTokensFile: {exc}") from exc
     log.info(
         "configured",
         extra={
@@ -233,6 +265,7 @@ async def build_service(config: Config, paths: Paths, store: Store) -> Service:
                 "gating": gate.last_budget is not None,
                 "memory_budget_bytes": gate.last_budget[0] if gate.last_budget else None,
                 "max_concurrent": gate.max_concurrent,
+                "api_tokens": None if tokens is None else len(tokens.entries),
             }
         },
     )
@@ -249,6 +282,9 @@ async def build_service(config: Config, paths: Paths, store: Store) -> Service:
             config.argument_policy, config.job_memory_max_mb, config.extra_allowed_args
         ),
         body_timeout_seconds=config.body_timeout_seconds,
+        max_jobs_per_client=config.max_jobs_per_client,
+        tokens=tokens,
+        trusted_proxies=parse_networks(config.trusted_proxies),
     )
 
 
@@ -261,13 +297,15 @@ async def serve(config: Config, start_dir: Path) -> None:
     store = await open_store(config, paths)
     service = await build_service(config, paths, store)
     async with store.session():
-        await _serve(config, service, open_files)
+        await _serve(config, service, open_files, paths.api_tokens_file)
     if service.driver is not None:
         service.driver.close()
     log.info("stopped")
 
 
-async def _serve(config: Config, service: Service, open_files: int) -> None:
+async def _serve(
+    config: Config, service: Service, open_files: int, tokens_file: Path | None
+) -> None:
     host, port = parse_addr(config.addr)
     hypercorn_config = HypercornConfig()
     hypercorn_config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
@@ -279,8 +317,12 @@ async def _serve(config: Config, service: Service, open_files: int) -> None:
     shutdown = trio.Event()
 
     async def watch_signals() -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    if tokens_file is not None:
+                        reload_tokens(service, tokens_file)
+                    continue
                 log.info("shutting down", extra={"fields": {"signal": signum}})
                 service.shutdown()
                 shutdown.set()
@@ -322,12 +364,31 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser = sub.add_parser("serve", help="run the HTTP service")
     serve_parser.add_argument("--config", default="config.json", help="path to config.json")
     sub.add_parser("compile", help="compile files on a server: emcc-trio compile --help")
+    token_parser = sub.add_parser("token", help="API tokens")
+    token_sub = token_parser.add_subparsers(dest="token_command", required=True)
+    new_parser = token_sub.add_parser(
+        "new", help="print a new token, then its line for apiTokensFile (a hash, never the token)"
+    )
+    new_parser.add_argument("name", help="a name for logs: 1-64 letters, digits or ._-")
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["compile"]:
         return cli.main(argv[1:])
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args(["serve", *argv])
+    if args.command == "token":
+        try:
+            token, line = new_token(args.name)
+        except ValueError as exc:
+            print(f"emcc-trio: {exc}", file=sys.stderr)
+            return 2
+        print(
+            "emcc-trio: line 1 is the token: hand it to the client, it is stored nowhere;"
+            " line 2 goes into apiTokensFile (then send the server SIGHUP)",
+            file=sys.stderr,
+        )
+        print(f"{token}\n{line}")
+        return 0
     logs.configure()
     try:
         config = load(Path(args.config))

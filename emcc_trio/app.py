@@ -24,6 +24,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from . import diagnostics, encodings, openapi, playground
 from .artifacts import ARTIFACT_FILES
 from .cache import FlightCancelledError
+from .clients import Client, identify
 from .gate import QueueFullError, QueueTimeoutError
 from .jobs import CompileResult, InternalJobError, new_job_id
 from .metrics import Metrics, route_of
@@ -31,9 +32,11 @@ from .policy import CompileRequest, RequestError
 from .runner import JobStartError
 from .service import Service, usage_json
 from .store import FlightWaitTimeoutError, StoreUnavailableError
+from .tokens import bearer_token
 
 LIMIT_STATUS: Final = 422
 BUSY_STATUS: Final = 503
+TOO_MANY_STATUS: Final = 429
 CLIENT_CLOSED_STATUS: Final = 499  # logged only: nobody is left to receive it
 IMMUTABLE_CACHE: Final = "public, max-age=31536000, immutable"
 
@@ -149,18 +152,58 @@ def create_app(service: Service) -> QuartTrio:
         except RequestError as exc:
             return json_error(400, str(exc))
 
+    def identify_client() -> Client | Response:
+        """Who sends this request, or the 401 when tokens are on and it carries no valid one.
+        The token itself is never kept or logged, only its name."""
+        token_name = None
+        if service.tokens is not None:
+            token = bearer_token(request.headers.get("Authorization"))
+            token_name = service.tokens.identify(token) if token is not None else None
+            if token_name is None:
+                service.metrics.client_rejections.labels("unauthorized").inc()
+                message = (
+                    "a valid API token is required: send Authorization: Bearer <token>"
+                    if token is None
+                    else "the API token is not valid"
+                )
+                response = json_error(401, message)
+                response.headers["WWW-Authenticate"] = 'Bearer realm="emcc-trio"'
+                # The body was not read: the connection cannot carry another request.
+                response.headers["Connection"] = "close"
+                return response
+        return identify(
+            request.remote_addr or "",
+            request.headers.getlist("X-Forwarded-For"),
+            service.trusted_proxies,
+            token_name,
+        )
+
     @app.post("/compile")
     async def compile_route() -> Response:
+        client = identify_client()
+        if isinstance(client, Response):
+            return client
+        fields = _request_fields.get({})
+        fields["client"] = client.key.removeprefix("token:")
         compile_request = await read_compile_request()
         if isinstance(compile_request, Response):
             return compile_request
         if service.shutting_down:
             return _busy("the server is shutting down")
+        if service.client_jobs[client.key] >= service.max_jobs_per_client:
+            service.metrics.client_rejections.labels("jobs_per_client").inc()
+            response = json_error(
+                TOO_MANY_STATUS,
+                f"this client already has {service.max_jobs_per_client} compiles running or"
+                " waiting (maxJobsPerClient); try again when one has finished",
+            )
+            response.headers["Retry-After"] = str(service.retry_after_seconds)
+            return response
         job_id = new_job_id()
-        fields = _request_fields.get({})
         fields["job"] = job_id
+        service.client_jobs[client.key] += 1
         try:
-            result, cached = await service.compile(compile_request, job_id)
+            result, cached = await service.compile(compile_request, job_id, client.key)
         except trio.Cancelled:
             service.metrics.cancellations.labels("client").inc()
             raise
@@ -179,6 +222,10 @@ def create_app(service: Service) -> QuartTrio:
         except (InternalJobError, JobStartError) as exc:
             log.error("job failed to run", extra={"fields": {"job": job_id, "error": str(exc)}})
             return json_error(500, f"internal error: {exc}", id=job_id)
+        finally:
+            service.client_jobs[client.key] -= 1
+            if not service.client_jobs[client.key]:
+                del service.client_jobs[client.key]
         fields.update(job=result.job_id, limit=result.limit, ok=result.ok, cached=cached)
         return compile_response(result, cached)
 

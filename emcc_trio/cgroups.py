@@ -6,6 +6,10 @@ anything* (see `enter_argv`), reads usage, kills every member, and removes the g
 `recover` removes what an earlier run of the same instance left behind. Every job group sits
 in one budget group (`budget_group`), whose memory limit bounds all jobs together.
 
+Job groups sit one level below a group per client (`client-<hash>`), each with the same CPU
+weight, so that the kernel shares the CPU between clients, not between jobs: a client's
+many jobs split its share among themselves. A client group goes when its last job does.
+
 cgroupfs is a kernel pseudo-filesystem: reads and writes complete without disk I/O, so
 the async code calls these methods directly.
 """
@@ -32,6 +36,10 @@ _ENTER_SCRIPT: Final = (
     'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
 )
 ENTER_FAILED_STATUS: Final = 125
+CLIENT_PREFIX: Final = "client-"
+# Every client the same weight: the defaults, written so no inherited setting changes them.
+_CLIENT_CPU_WEIGHT_V2: Final = "100"
+_CLIENT_CPU_SHARES_V1: Final = "1024"
 
 
 class CgroupError(Exception):
@@ -60,6 +68,12 @@ def enter_argv(procs_files: Sequence[Path], argv: Sequence[str]) -> list[str]:
     return ["/bin/sh", "-c", _ENTER_SCRIPT, "emcc-trio-enter", *map(str, procs_files), "--", *argv]
 
 
+def client_group_name(client: str) -> str:
+    """A client's group name: a hash, so no address or token name shows in cgroupfs."""
+    digest = hashlib.sha256(client.encode("utf-8", "surrogatepass")).hexdigest()
+    return CLIENT_PREFIX + digest[:16]
+
+
 def instance_tag(jobs_dir: Path) -> str:
     """A stable name for this server instance's subtree, derived from its jobs dir."""
     return "emcc-trio-" + hashlib.sha256(str(jobs_dir).encode()).hexdigest()[:12]
@@ -81,7 +95,7 @@ class JobGroup(Protocol):
 class Driver(Protocol):
     name: str
 
-    def create(self, job_id: str, caps: Caps) -> JobGroup: ...
+    def create(self, job_id: str, caps: Caps, client: str = "") -> JobGroup: ...
 
     async def recover(self) -> list[str]: ...
 
@@ -124,6 +138,13 @@ def _write(path: Path, value: str) -> None:
         path.write_text(value)
     except OSError as exc:
         raise CgroupError(f"cannot write {value!r} to {path}: {exc.strerror}") from exc
+
+
+def _subdirs(group: Path) -> list[Path]:
+    try:
+        return sorted(p for p in group.iterdir() if p.is_dir())
+    except FileNotFoundError:
+        return []
 
 
 def _members(group: Path) -> set[int]:
@@ -249,6 +270,7 @@ def _groups_above(group: Path, mount: Path, limit_name: str) -> tuple[Path, ...]
 @attrs.frozen
 class _V2Group:
     path: Path
+    client_group: Path | None = None
 
     @property
     def procs_files(self) -> Sequence[Path]:
@@ -280,6 +302,9 @@ class _V2Group:
     async def kill_and_remove(self) -> None:
         self.kill()
         await _rmdir_when_empty([self.path])
+        if self.client_group is not None:
+            with contextlib.suppress(OSError):  # busy: the client has other jobs
+                self.client_group.rmdir()
 
 
 @attrs.define
@@ -288,7 +313,7 @@ class V2Driver:
 
     The no-internal-processes rule forbids processes in a group whose controllers are
     enabled for children, so the server moves itself into `root/server` and jobs live
-    in `root/jobs/<id>`.
+    in `root/jobs/client-<hash>/<id>`.
     """
 
     root: Path
@@ -316,10 +341,19 @@ class V2Driver:
         self.jobs.mkdir(exist_ok=True)
         _write(self.jobs / "cgroup.subtree_control", "+memory +cpu +pids")
 
-    def create(self, job_id: str, caps: Caps) -> _V2Group:
-        path = self.jobs / job_id
+    def _client_group(self, client: str) -> Path:
+        group = self.jobs / client_group_name(client)
+        if not group.is_dir():
+            group.mkdir()
+            _write(group / "cpu.weight", _CLIENT_CPU_WEIGHT_V2)
+            _write(group / "cgroup.subtree_control", "+memory +cpu +pids")
+        return group
+
+    def create(self, job_id: str, caps: Caps, client: str = "") -> _V2Group:
+        client_group = self._client_group(client)
+        path = client_group / job_id
         path.mkdir()
-        group = _V2Group(path)
+        group = _V2Group(path, client_group)
         try:
             _write(path / "memory.max", str(caps.memory_bytes))
             if (path / "memory.swap.max").exists():
@@ -328,15 +362,22 @@ class V2Driver:
             _write(path / "pids.max", str(caps.pids_max))
         except CgroupError:
             path.rmdir()
+            with contextlib.suppress(OSError):
+                client_group.rmdir()
             raise
         return group
 
     async def recover(self) -> list[str]:
         cleaned = []
-        for path in sorted(self.jobs.iterdir()) if self.jobs.exists() else []:
-            if path.is_dir():
+        for path in _subdirs(self.jobs):
+            if not path.name.startswith(CLIENT_PREFIX):
                 await _V2Group(path).kill_and_remove()
                 cleaned.append(str(path))
+                continue
+            for job in _subdirs(path):
+                await _V2Group(job).kill_and_remove()
+                cleaned.append(str(job))
+            await _rmdir_when_empty([path])
         return cleaned
 
     def close(self) -> None:
@@ -361,6 +402,7 @@ class V2Driver:
 @attrs.frozen
 class _V1Group:
     dirs: dict[str, Path]  # controller -> this job's group in that hierarchy
+    client_dirs: tuple[Path, ...] = ()  # its client's group in each hierarchy
 
     @property
     def procs_files(self) -> Sequence[Path]:
@@ -404,6 +446,9 @@ class _V1Group:
     async def kill_and_remove(self) -> None:
         self.kill()
         await _rmdir_when_empty(list(self.dirs.values()))
+        for client_dir in self.client_dirs:
+            with contextlib.suppress(OSError):  # busy: the client has other jobs
+                client_dir.rmdir()
 
 
 @attrs.define
@@ -442,11 +487,18 @@ class V1Driver:
         if hierarchy.exists() and _read(hierarchy) != "1":
             _write(hierarchy, "1")
 
-    def create(self, job_id: str, caps: Caps) -> _V1Group:
+    def create(self, job_id: str, caps: Caps, client: str = "") -> _V1Group:
         dirs: dict[str, Path] = {}
+        client_name = client_group_name(client)
+        client_dirs = tuple(base / client_name for base in self.bases.values())
         try:
             for controller, base in self.bases.items():
-                path = base / job_id
+                client_dir = base / client_name
+                if not client_dir.is_dir():
+                    client_dir.mkdir()
+                    if controller == "cpu":
+                        _write(client_dir / "cpu.shares", _CLIENT_CPU_SHARES_V1)
+                path = client_dir / job_id
                 path.mkdir()
                 dirs[controller] = path
             memory = dirs["memory"]
@@ -458,23 +510,32 @@ class V1Driver:
             _write(cpu / "cpu.cfs_quota_us", str(int(caps.cpu_max * _CPU_PERIOD_US)))
             _write(dirs["pids"] / "pids.max", str(caps.pids_max))
         except (OSError, CgroupError) as exc:
-            for path in dirs.values():
+            for path in [*dirs.values(), *client_dirs]:
                 with contextlib.suppress(OSError):
                     path.rmdir()
             if isinstance(exc, CgroupError):
                 raise
             raise CgroupError(f"cannot create the job group: {exc}") from exc
-        return _V1Group(dirs)
+        return _V1Group(dirs, client_dirs)
 
     async def recover(self) -> list[str]:
-        job_ids: set[str] = set()
+        # relative path of each job group ("client-x/<id>", or "<id>" from before clients)
+        jobs: set[str] = set()
+        clients: set[str] = set()
         for base in self.bases.values():
-            job_ids |= {p.name for p in base.iterdir() if p.is_dir()}
-        for job_id in sorted(job_ids):
+            for path in _subdirs(base):
+                if path.name.startswith(CLIENT_PREFIX):
+                    clients.add(path.name)
+                    jobs |= {f"{path.name}/{job.name}" for job in _subdirs(path)}
+                else:
+                    jobs.add(path.name)
+        for job in sorted(jobs):
             await _V1Group(
-                {c: b / job_id for c, b in self.bases.items() if (b / job_id).is_dir()}
+                {c: b / job for c, b in self.bases.items() if (b / job).is_dir()}
             ).kill_and_remove()
-        return sorted(job_ids)
+        for name in sorted(clients):
+            await _rmdir_when_empty([b / name for b in self.bases.values() if (b / name).is_dir()])
+        return sorted(job.rpartition("/")[2] for job in jobs)
 
     def close(self) -> None:
         for base in self.bases.values():

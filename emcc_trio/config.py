@@ -19,6 +19,7 @@ import cattrs
 from cattrs.errors import AttributeValidationNote, ForbiddenExtraKeysError
 from cattrs.gen import make_dict_structure_fn, override
 
+from .clients import parse_networks
 from .policy import POLICY_NAMES, path_reason
 
 DEFAULT_ARGS: Final = (
@@ -83,6 +84,9 @@ class Config:
     )
     # Shared state for several replicas; empty: local disk. EMCC_TRIO_REDIS_URL overrides it.
     redis_url: str = attrs.field(default="", metadata=_key("redisUrl"))
+    max_jobs_per_client: int = attrs.field(default=8, metadata=_key("maxJobsPerClient"))
+    api_tokens_file: str = attrs.field(default="", metadata=_key("apiTokensFile"))
+    trusted_proxies: tuple[str, ...] = attrs.field(default=(), metadata=_key("trustedProxies"))
 
 
 KEYS: Final = {f.name: f.metadata["key"] for f in attrs.fields(Config)}
@@ -172,6 +176,7 @@ def validate(config: Config) -> list[str]:
         "queue_max",
         "queue_timeout_seconds",
         "cache_max_mb",
+        "max_jobs_per_client",
     ):
         check(getattr(config, name) > 0, name, "must be greater than 0")
     check(config.job_pids_max >= 16, "job_pids_max", "emcc needs at least 16 processes")
@@ -205,6 +210,10 @@ def validate(config: Config) -> list[str]:
         "cgroup_driver",
         f"must be one of {', '.join(CGROUP_DRIVERS)}",
     )
+    try:
+        parse_networks(config.trusted_proxies)
+    except ValueError as exc:
+        errors.append(f"trustedProxies: {exc}")
     check(
         config.argument_policy in POLICY_NAMES,
         "argument_policy",
@@ -310,6 +319,7 @@ class Paths:
     artifacts_dir: Path
     cache_dir: Path
     cgroup_root: Path
+    api_tokens_file: Path | None  # None: tokens off
 
 
 def resolve_paths(config: Config, start_dir: Path) -> Paths:
@@ -325,4 +335,9 @@ def resolve_paths(config: Config, start_dir: Path) -> Paths:
         artifacts_dir=Path(os.path.normpath(base / config.artifacts_dir)),
         cache_dir=Path(os.path.normpath(base / config.cache_dir)),
         cgroup_root=Path(os.path.normpath(working / config.cgroup_v2_root)),
+        api_tokens_file=(
+            Path(os.path.normpath(working / config.api_tokens_file))
+            if config.api_tokens_file
+            else None
+        ),
     )

@@ -1,4 +1,5 @@
-"""Admission: a bounded FIFO queue in front of a memory gate and a CPU limiter.
+"""Admission: a bounded queue, served round robin across clients, in front of a memory gate
+and a CPU limiter.
 
 The memory gate is a `trio.CapacityLimiter` whose `total_tokens` a poller keeps in step with
 the budget cgroup, so that a job may start only while
@@ -9,13 +10,19 @@ where `reserved` is one estimate per running job (emcc-sandboxd's rule), and `me
 the limit the server wrote on the group that holds every job group (`memoryBudgetMB`, by
 default `BUDGET_SHARE` of the machine's memory). trio's limiter needs
 at least one token, so the gate itself holds one permanent "ballast" token and sets the total
-to `ballast + running + free slots`. Both limiters are FIFO, and waiting in them is
-cancellable: a client that goes away leaves the queue at once.
+to `ballast + running + free slots`.
+
+Waiters queue per client, and the turn to take the limiters goes round the clients: one
+job of the client at the head, then that client goes to the back. Only the turn holder
+contends for the (FIFO) limiters, so admission follows the rotation: a client with ten jobs
+waiting does not delay one with a single job behind all ten. Waiting is cancellable at every
+step: a client that goes away leaves the queue at once.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Final
@@ -53,6 +60,64 @@ def default_budget(mem_total: int, enclosing_limit: int | None) -> int:
 
 
 @attrs.define
+class RoundRobin:
+    """A turnstile that one task holds at a time, handed on round robin across clients."""
+
+    _queues: dict[str, deque[trio.Event]] = attrs.field(factory=dict)  # in rotation order
+    _holder: str | None = None
+
+    def waiting(self, client: str) -> int:
+        return len(self._queues.get(client, ()))
+
+    @property
+    def clients_waiting(self) -> int:
+        """Clients with a job waiting, the turn holder's included."""
+        holder = {self._holder} if self._holder is not None else set()
+        return len(self._queues.keys() | holder)
+
+    @asynccontextmanager
+    async def turn(self, client: str) -> AsyncIterator[None]:
+        """Hold the turn for the body of the `async with`; hand it on when leaving."""
+        if self._holder is not None or self._queues:
+            my_turn = trio.Event()
+            self._queues.setdefault(client, deque()).append(my_turn)
+            try:
+                await my_turn.wait()
+            except BaseException:
+                if my_turn.is_set():  # handed the turn while being cancelled: pass it on
+                    self._hand_on(client)
+                else:
+                    self._leave(client, my_turn)
+                raise
+        else:
+            self._holder = client
+        try:
+            yield
+        finally:
+            self._hand_on(client)
+
+    def _leave(self, client: str, my_turn: trio.Event) -> None:
+        queue = self._queues[client]
+        queue.remove(my_turn)
+        if not queue:
+            del self._queues[client]
+
+    def _hand_on(self, served: str) -> None:
+        if not self._queues:
+            self._holder = None
+            return
+        if served in self._queues:  # the client just served waits behind the others
+            self._queues[served] = self._queues.pop(served)
+        client = next(iter(self._queues))
+        queue = self._queues.pop(client)
+        next_turn = queue.popleft()
+        if queue:
+            self._queues[client] = queue  # to the back of the rotation
+        self._holder = client  # now, so that nobody slips in before it wakes
+        next_turn.set()
+
+
+@attrs.define
 class Gate:
     """Bounded, FIFO, budget-aware admission. `run_poller` must run in the server's nursery."""
 
@@ -66,6 +131,7 @@ class Gate:
     waiting: int = attrs.field(init=False, default=0)
     last_budget: tuple[int, int] | None = attrs.field(init=False, default=None)
     running: int = attrs.field(init=False, default=0)
+    turns: RoundRobin = attrs.field(init=False, factory=RoundRobin)
     _ballast: object = attrs.field(init=False, factory=object)
 
     def __attrs_post_init__(self) -> None:
@@ -98,7 +164,7 @@ class Gate:
             await trio.sleep(POLL_SECONDS)
 
     @asynccontextmanager
-    async def admit(self) -> AsyncIterator[None]:
+    async def admit(self, client: str = "") -> AsyncIterator[None]:
         """Wait for a turn, or raise QueueFullError / QueueTimeoutError (never wait unbounded).
 
         Cancelling the wait (the client went away) leaves the queue at once."""
@@ -109,10 +175,11 @@ class Gate:
         acquired_memory = acquired_cpu = False
         try:
             with trio.move_on_after(self.queue_timeout_seconds):
-                await self.memory.acquire_on_behalf_of(token)
-                acquired_memory = True
-                await self.cpu.acquire_on_behalf_of(token)
-                acquired_cpu = True
+                async with self.turns.turn(client):
+                    await self.memory.acquire_on_behalf_of(token)
+                    acquired_memory = True
+                    await self.cpu.acquire_on_behalf_of(token)
+                    acquired_cpu = True
         finally:
             self.waiting -= 1
             if acquired_memory and not acquired_cpu:

@@ -122,7 +122,9 @@ class Compiler:
         compiler = self.emxx if request.language == "cpp" and all_cxx else self.emcc
         return compiler_argv(compiler, request, self.default_args)
 
-    async def compile(self, request: CompileRequest, job_id: str | None = None) -> CompileResult:
+    async def compile(
+        self, request: CompileRequest, job_id: str | None = None, client: str = ""
+    ) -> CompileResult:
         job_id = job_id or new_job_id()
         job_dir = self.jobs_dir / job_id
         argv = self.command(request)
@@ -138,6 +140,7 @@ class Compiler:
                 env=compile_env(job_dir, self.node_path, os.environ, os.path.dirname(compiler)),
                 limits=self.limits,
                 driver=self.driver,
+                client=client,
             )
             if self.sandbox is not None and self.sandbox.failed(result):
                 raise InternalJobError(f"the sandbox failed to start: {result.output.strip()}")

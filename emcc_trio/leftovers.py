@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .cgroups import instance_tag
+from .cgroups import CLIENT_PREFIX, instance_tag
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -42,13 +42,19 @@ def descendants(pid: int, parent_of: dict[int, int] | None = None) -> set[int]:
 
 def job_cgroups(jobs_dir: Path) -> list[Path]:
     """The job groups of the instance whose jobs dir is `jobs_dir`, in every hierarchy (v1
-    keeps one subtree per controller, v2 one)."""
+    keeps one subtree per controller, v2 one), and any client group left without a job."""
     tag = instance_tag(jobs_dir)
     found: list[Path] = []
     # os.walk, not glob: a job group removed mid-walk is skipped instead of raising.
     for root, dirs, _ in os.walk(CGROUP_ROOT):
         if Path(root).name == tag:
-            found.extend(Path(root) / name for name in dirs)
+            for name in dirs:
+                group = Path(root) / name
+                if not name.startswith(CLIENT_PREFIX):
+                    found.append(group)
+                    continue
+                jobs = [group / job for job in next(os.walk(group), ("", [], []))[1]]
+                found.extend(jobs or [group])
             dirs.clear()
     return sorted(found)
 

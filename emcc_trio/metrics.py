@@ -31,6 +31,7 @@ class Metrics:
     cache_requests: Counter = attrs.field(init=False)
     store_seconds: Histogram = attrs.field(init=False)
     store_errors: Counter = attrs.field(init=False)
+    client_rejections: Counter = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.requests = Counter(
@@ -47,8 +48,17 @@ class Metrics:
         )
         self.queue_wait_seconds = Histogram(
             "emcc_trio_queue_wait_seconds",
-            "Time compiles waited for admission",
+            "Time compiles waited for admission, by client class: single (the client had no"
+            " other compile running or waiting) or multi (it had)",
+            ["client_class"],
             buckets=(0.001, 0.01, 0.1, 0.5, 1, 2, 5, 10, 30, float("inf")),
+            registry=self.registry,
+        )
+        self.client_rejections = Counter(
+            "emcc_trio_client_rejections",
+            "Compile requests refused for who sent them: unauthorized (401) or"
+            " jobs_per_client (429, maxJobsPerClient)",
+            ["reason"],
             registry=self.registry,
         )
         self.cap_kills = Counter(
@@ -86,8 +96,14 @@ class Metrics:
             "emcc_trio_queue_waiting", "Requests waiting for admission", registry=self.registry
         )
         running = Gauge("emcc_trio_jobs_running", "Compiles running", registry=self.registry)
+        clients = Gauge(
+            "emcc_trio_clients_waiting",
+            "Distinct clients with compiles waiting for admission",
+            registry=self.registry,
+        )
         waiting.set_function(lambda: gate.waiting)
         running.set_function(lambda: gate.running)
+        clients.set_function(lambda: gate.turns.clients_waiting)
         self.watch_budget(gate)
 
     def watch_cache(self, cache: ResultCache) -> None:

@@ -95,10 +95,12 @@ async def run_job(
     env: Mapping[str, str],
     limits: Limits,
     driver: Driver | None,
+    client: str = "",
 ) -> JobResult:
-    """Run `argv` in a new session and (with a driver) a new capped cgroup named `job_id`."""
+    """Run `argv` in a new session and (with a driver) a new capped cgroup named `job_id`,
+    in the group of `client` (see cgroups: the CPU is shared between clients)."""
     try:
-        group: JobGroup | None = driver.create(job_id, limits.caps) if driver else None
+        group: JobGroup | None = driver.create(job_id, limits.caps, client) if driver else None
     except (CgroupError, OSError) as exc:
         raise JobStartError(f"cannot create the job's cgroup: {exc}") from exc
     start = trio.current_time()

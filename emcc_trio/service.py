@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from functools import partial
 from typing import Any
 
@@ -13,12 +14,14 @@ import trio
 
 from .cache import Entry, SingleFlight, cache_key
 from .cgroups import Driver, Usage
+from .clients import Network
 from .gate import Gate
 from .jobs import Compiler, CompileResult
 from .metrics import Metrics
 from .policy import STANDARD, CompileRequest, Policy
 from .runner import Limit
 from .store import Store, StoreUnavailableError
+from .tokens import TokenBook
 
 log = logging.getLogger("emcc_trio.service")
 
@@ -42,6 +45,11 @@ class Service:
     shutting_down: bool = False
     flights: SingleFlight[CompileResult] | None = None
     policy: Policy = STANDARD
+    max_jobs_per_client: int = 8
+    tokens: TokenBook | None = None  # None: no API tokens, anyone may compile
+    trusted_proxies: tuple[Network, ...] = ()
+    # client key -> its compile requests running or waiting (maxJobsPerClient)
+    client_jobs: Counter[str] = attrs.field(factory=Counter)
 
     def __attrs_post_init__(self) -> None:
         self.metrics.watch_gate(self.gate)
@@ -61,7 +69,9 @@ class Service:
             return "the queue is full"
         return None
 
-    async def compile(self, request: CompileRequest, job_id: str) -> tuple[CompileResult, bool]:
+    async def compile(
+        self, request: CompileRequest, job_id: str, client: str = ""
+    ) -> tuple[CompileResult, bool]:
         """The result for `request` and whether it came from the cache.
 
         Identical requests in flight share one compile (across replicas too, when the store
@@ -70,7 +80,7 @@ class Service:
         """
         assert self.flights is not None, "Service.start was not called"
         if not self.cache_enabled:
-            work = partial(self._compile_admitted, request, job_id, None)
+            work = partial(self._compile_admitted, request, job_id, None, client)
             return await self.flights.run(job_id, work), False
         key = cache_key(
             self.emscripten_version, self.compiler.command(request), request.code, request.files
@@ -82,9 +92,12 @@ class Service:
         # "shared": an identical compile is already running and this request joins it.
         lookup = "shared" if self.flights.is_flying(key) else "miss"
         self.metrics.cache_requests.labels(lookup).inc()
-        return await self.flights.run(key, partial(self._compile_once, request, job_id, key)), False
+        once = partial(self._compile_once, request, job_id, key, client)
+        return await self.flights.run(key, once), False
 
-    async def _compile_once(self, request: CompileRequest, job_id: str, key: str) -> CompileResult:
+    async def _compile_once(
+        self, request: CompileRequest, job_id: str, key: str, client: str
+    ) -> CompileResult:
         """One compile for every replica that shares the store."""
 
         async def work() -> bytes:
@@ -92,17 +105,19 @@ class Service:
             entry = await self.store.cache_get(key)
             if entry is not None:
                 return encode_result(_from_entry(entry))
-            return encode_result(await self._compile_admitted(request, job_id, key))
+            return encode_result(await self._compile_admitted(request, job_id, key, client))
 
         return decode_result(await self.store.once(key, work))
 
     async def _compile_admitted(
-        self, request: CompileRequest, job_id: str, key: str | None
+        self, request: CompileRequest, job_id: str, key: str | None, client: str
     ) -> CompileResult:
         queued_at = trio.current_time()
-        async with self.gate.admit():
-            self.metrics.queue_wait_seconds.observe(trio.current_time() - queued_at)
-            result = await self.compiler.compile(request, job_id)
+        client_class = "single" if self.client_jobs[client] <= 1 else "multi"
+        async with self.gate.admit(client):
+            waited = trio.current_time() - queued_at
+            self.metrics.queue_wait_seconds.labels(client_class).observe(waited)
+            result = await self.compiler.compile(request, job_id, client)
         self.metrics.compile_seconds.observe(result.duration_seconds)
         if result.limit is not None:
             self.metrics.cap_kills.labels(result.limit).inc()

@@ -375,3 +375,34 @@ def test_memory_bomb_compile_is_reported_as_memory(make_server: MakeServer) -> N
     assert body["usage"]["peakMemoryBytes"] <= 128 * MB
     server.assert_clean()
     assert server.compile(HELLO_C).status_code == 200
+
+
+async def test_cpu_is_shared_between_clients_not_jobs(
+    driver: V1Driver | V2Driver, tmp_path: Path
+) -> None:
+    """Client a runs three CPU spinners and client b one, on fewer cores than spinners: the
+    per-client level gives each client half, so b's one job gets about three times the CPU
+    of each of a's (job-level sharing alone would give every job the same)."""
+    cores = len(os.sched_getaffinity(0))
+    spin = "import time\nend = time.time() + 4\nwhile time.time() < end: pass\n"
+    results: dict[str, float] = {}
+
+    async def run(client: str, name: str) -> None:
+        result = await run_job(
+            python(spin),
+            job_id=name,
+            cwd=tmp_path,
+            env={},
+            limits=limits(cpu_max=float(cores)),
+            driver=driver,
+            client=client,
+        )
+        assert result.usage.cpu_seconds is not None
+        results[name] = result.usage.cpu_seconds
+
+    async with trio.open_nursery() as nursery:
+        for n in range(3 * cores):
+            nursery.start_soon(run, "a", f"a{n}")
+        nursery.start_soon(run, "b", "b0")
+    a_mean = sum(v for k, v in results.items() if k.startswith("a")) / (3 * cores)
+    assert results["b0"] > 1.5 * a_mean, results

@@ -438,3 +438,67 @@ def test_a_budget_of_three_estimates_admits_three_and_the_fourth_when_one_ends(
         for sock in socks:
             sock.close()
     server.assert_clean(timeout=SLOW_SECONDS)
+
+
+async def test_waiting_clients_are_served_in_turn(tmp_path: Path) -> None:
+    """Client a queues five jobs, then b two, then c one: with one slot, admission goes
+    round the clients instead of first come, first served."""
+    budget_dir(tmp_path, "max", 0)
+    gate = make_gate(tmp_path, max_concurrent=1)
+    admitted: list[str] = []
+    done = trio.Event()
+
+    async def job(client: str, name: str) -> None:
+        async with gate.admit(client):
+            admitted.append(name)
+            if name == "a1":
+                await done.wait()  # holds the only slot while the others queue
+
+    async with trio.open_nursery() as nursery:
+        for client, count in (("a", 5), ("b", 2), ("c", 1)):
+            for n in range(1, count + 1):
+                nursery.start_soon(job, client, f"{client}{n}")
+                await trio.testing.wait_all_tasks_blocked()
+        assert admitted == ["a1"]
+        assert gate.waiting == 7
+        done.set()
+    assert admitted == ["a1", "a2", "b1", "c1", "a3", "b2", "a4", "a5"]
+
+
+async def test_a_client_leaving_the_queue_keeps_the_rotation(tmp_path: Path) -> None:
+    budget_dir(tmp_path, "max", 0)
+    gate = make_gate(tmp_path, max_concurrent=1)
+    admitted: list[str] = []
+    release = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_hold_as, gate, "a", "a1", admitted, release)
+        await trio.testing.wait_all_tasks_blocked()
+        leaving = trio.CancelScope()
+        nursery.start_soon(_cancellable, gate, "b", admitted, leaving)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(_hold_as, gate, "c", "c1", admitted, trio.Event())
+        await trio.testing.wait_all_tasks_blocked()
+        leaving.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        assert gate.turns.waiting("b") == 0
+        assert gate.waiting == 1
+        release.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert admitted == ["a1", "c1"]
+        nursery.cancel_scope.cancel()
+
+
+async def _hold_as(
+    gate: Gate, client: str, name: str, admitted: list[str], release: trio.Event
+) -> None:
+    async with gate.admit(client):
+        admitted.append(name)
+        await release.wait()
+
+
+async def _cancellable(
+    gate: Gate, client: str, admitted: list[str], scope: trio.CancelScope
+) -> None:
+    with scope:
+        async with gate.admit(client):
+            admitted.append(client)

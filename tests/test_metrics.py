@@ -30,7 +30,7 @@ def test_metrics_follow_requests_compiles_cache_and_caps(make_server: MakeServer
     assert got[("emcc_trio_requests_total", (("route", "other"), ("status", "404")))] == 1
     assert got[("emcc_trio_requests_total", (("route", "/artifacts"), ("status", "404")))] == 1
     assert got[("emcc_trio_compile_duration_seconds_count", ())] == 2
-    assert got[("emcc_trio_queue_wait_seconds_count", ())] == 2
+    assert got[("emcc_trio_queue_wait_seconds_count", (("client_class", "single"),))] == 2
     assert got[("emcc_trio_cache_requests_total", (("result", "hit"),))] == 1
     assert got[("emcc_trio_cache_requests_total", (("result", "miss"),))] == 2
     assert got[("emcc_trio_cap_kills_total", (("limit", "output"),))] == 1

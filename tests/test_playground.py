@@ -25,6 +25,7 @@ from playwright.sync_api import expect as pw_expect
 
 from emcc_trio.leftovers import descendants
 from emcc_trio.playground import ASSET_TYPES
+from emcc_trio.tokens import new_token
 
 pytestmark = pytest.mark.browser
 
@@ -440,3 +441,36 @@ def test_committed_editor_bundle_is_built_from_the_lockfile(tmp_path: Path) -> N
     assert rebuilt.read_bytes() == committed.read_bytes(), (
         "static/editor.js is stale: run `npm run build` in emcc_trio/playground and commit it"
     )
+
+
+def test_api_token_field_is_kept_in_session_storage_only(
+    page: Page, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """With apiTokensFile set, the page says a token is needed, sends the one typed in the
+    token field as a Bearer token, and keeps it in this tab's session storage only."""
+    token, line = new_token("playground")
+    workdir = tmp_path_factory.mktemp("token-server")
+    (workdir / "tokens").write_text(line + "\n")
+    server = start_server(workdir, server_config(workdir, apiTokensFile="tokens"))
+    try:
+        open_playground(page, server)
+        set_code(page, TYPED_PROGRAM[0] + "\n" + TYPED_PROGRAM[1] + "\n")
+        compile_and_wait(page, "error")
+        pw_expect(page.locator("#status")).to_contain_text("a valid API token is required")
+        page.fill("#token", token)
+        compile_and_wait(page)
+        assert run_and_wait(page) == ("typed 42\n", "", 0)
+        stored = page.evaluate(
+            "[sessionStorage.getItem('emcc-trio-token'), JSON.stringify(localStorage),"
+            " location.href]"
+        )
+        assert stored[0] == token
+        assert token not in stored[1]
+        assert token not in stored[2]
+        page.reload()
+        pw_expect(page.locator("#token")).to_have_value(token)
+        assert token not in server.log()
+        names = {e.get("client") for e in server.log_events() if e.get("status") == 200}
+        assert "playground" in names
+    finally:
+        _stop(server)

@@ -3,6 +3,7 @@
 "use strict";
 (() => {
   const $ = (id) => document.getElementById(id);
+  const TOKEN_KEY = "emcc-trio-token";
 
   const EXAMPLES = [
     {
@@ -217,10 +218,13 @@
     if (args.length) body.args = args;
     let response;
     let answer;
+    const headers = { "Content-Type": "application/json" };
+    const token = $("token").value.trim();
+    if (token) headers.Authorization = `Bearer ${token}`;
     try {
       response = await fetch("/compile", {
         method: "POST",
-        headers: { "Content-Type": "application/json" },
+        headers,
         body: JSON.stringify(body),
       });
       answer = await response.json();
@@ -276,7 +280,12 @@
       setStatus("A resource cap ended the compile.", "error");
       return false;
     }
-    if (status === 503) {
+    if (status === 401) {
+      setStatus(`${answer.error} (enter it under API token)`, "error");
+      $("token").focus();
+      return false;
+    }
+    if (status === 503 || status === 429) {
       const retry = response.headers.get("Retry-After");
       setStatus(`${answer.error}${retry ? ` (retry after ${retry} s)` : ""}`, "error");
       return false;
@@ -407,6 +416,13 @@
   });
   $("stop").addEventListener("click", () => stopRun("Stopped."));
   $("args").addEventListener("input", () => showArgsError(""));
+  // The token lives in this tab's session storage only: never in the URL or localStorage.
+  $("token").value = sessionStorage.getItem(TOKEN_KEY) || "";
+  $("token").addEventListener("input", () => {
+    const token = $("token").value.trim();
+    if (token) sessionStorage.setItem(TOKEN_KEY, token);
+    else sessionStorage.removeItem(TOKEN_KEY);
+  });
   document.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
       event.preventDefault();
