@@ -239,8 +239,10 @@ async def test_a_job_that_cannot_join_its_group_is_a_start_error(
 ) -> None:
     create = type(driver).create
 
-    def create_then_remove_one(self: V1Driver | V2Driver, job_id: str, caps: Caps) -> JobGroup:
-        group = create(self, job_id, caps)  # type: ignore[arg-type]
+    def create_then_remove_one(
+        self: V1Driver | V2Driver, job_id: str, caps: Caps, client: str = ""
+    ) -> JobGroup:
+        group = create(self, job_id, caps, client)  # type: ignore[arg-type]
         group.procs_files[-1].parent.rmdir()
         return group
 
