@@ -40,21 +40,31 @@ def descendants(pid: int, parent_of: dict[int, int] | None = None) -> set[int]:
     return below
 
 
-def job_cgroups(jobs_dir: Path) -> list[Path]:
-    """The job groups of the instance whose jobs dir is `jobs_dir`, in every hierarchy (v1
-    keeps one subtree per controller, v2 one), and any client group left without a job."""
+def _jobs_below(parent: Path) -> list[Path]:
+    """The job groups in a driver's jobs group, and any client group left without a job."""
+    found: list[Path] = []
+    for name in next(os.walk(parent), ("", [], []))[1]:
+        group = parent / name
+        if not name.startswith(CLIENT_PREFIX):
+            found.append(group)
+            continue
+        jobs = [group / job for job in next(os.walk(group), ("", [], []))[1]]
+        found.extend(jobs or [group])
+    return found
+
+
+def job_cgroups(jobs_dir: Path, v2_root: Path | None = None) -> list[Path]:
+    """The job groups of the instance whose jobs dir is `jobs_dir`: below its tag in every v1
+    hierarchy, or below `<v2_root>/jobs` for the v2 driver (which has no tag: the delegated
+    root is the instance's own)."""
+    if v2_root is not None:
+        return sorted(_jobs_below(v2_root / "jobs"))
     tag = instance_tag(jobs_dir)
     found: list[Path] = []
     # os.walk, not glob: a job group removed mid-walk is skipped instead of raising.
     for root, dirs, _ in os.walk(CGROUP_ROOT):
         if Path(root).name == tag:
-            for name in dirs:
-                group = Path(root) / name
-                if not name.startswith(CLIENT_PREFIX):
-                    found.append(group)
-                    continue
-                jobs = [group / job for job in next(os.walk(group), ("", [], []))[1]]
-                found.extend(jobs or [group])
+            found.extend(_jobs_below(Path(root)))
             dirs.clear()
     return sorted(found)
 

@@ -89,6 +89,14 @@ class Server:
     url: str
     workdir: Path
     log_path: Path
+    config: dict[str, Any] = attrs.field(factory=dict)
+
+    @property
+    def v2_root(self) -> Path | None:
+        """The delegated root of a server on the v2 driver (its job groups are below it)."""
+        if self.config.get("cgroupDriver") != "v2":
+            return None
+        return Path(os.path.normpath(self.workdir / str(self.config["cgroupV2Root"])))
 
     @property
     def jobs_dir(self) -> Path:
@@ -134,7 +142,7 @@ class Server:
         return {
             "processes": self.job_processes(),
             "job_dirs": dirs,
-            "cgroups": [str(p) for p in job_cgroups(self.jobs_dir)],
+            "cgroups": [str(p) for p in job_cgroups(self.jobs_dir, self.v2_root)],
         }
 
     def assert_clean(self, timeout: float = 2.0) -> None:
@@ -183,7 +191,7 @@ def start_server(workdir: Path, config: dict[str, Any], config_name: str = "conf
         return ""
 
     url = eventually(listening, START_SECONDS, "the server to listen")
-    return Server(proc=proc, url=url, workdir=workdir, log_path=log_path)
+    return Server(proc=proc, url=url, workdir=workdir, log_path=log_path, config=config)
 
 
 @pytest.fixture

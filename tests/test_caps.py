@@ -379,6 +379,7 @@ def test_memory_bomb_compile_is_reported_as_memory(make_server: MakeServer) -> N
     assert server.compile(HELLO_C).status_code == 200
 
 
+@pytest.mark.cgroup2
 async def test_cpu_is_shared_between_clients_not_jobs(
     driver: V1Driver | V2Driver, tmp_path: Path
 ) -> None:
