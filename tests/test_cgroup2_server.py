@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import HELLO_C, Server, eventually, program, server_config, start_server
+from conftest import HELLO_C, Server, eventually, program, server_config, spin, start_server
 from test_gate import (
     SLOW_SECONDS,
     V2,
@@ -26,6 +26,8 @@ from test_gate import (
     metric,
 )
 from test_lifecycle import open_compile
+
+from emcc_trio.leftovers import job_cgroups
 
 MB = 1024 * 1024
 # Small, so the memory bomb reaches it soon even under emulation; the CPU and wall-clock caps
@@ -39,8 +41,9 @@ pytestmark = [
 
 
 def job_groups() -> list[Path]:
-    jobs = Path(os.environ["EMCC_TRIO_TEST_V2_ROOT"]) / "jobs"
-    return sorted(p for p in jobs.iterdir() if p.is_dir()) if jobs.exists() else []
+    """The job groups below <root>/jobs (in their clients' groups), and any client group left
+    without a job."""
+    return job_cgroups(Path(), Path(os.environ["EMCC_TRIO_TEST_V2_ROOT"]))
 
 
 @pytest.fixture(scope="module")
@@ -118,9 +121,9 @@ def test_a_memory_bomb_answers_422_memory(server: Server) -> None:
 
 
 def test_a_hang_up_mid_compile_leaves_no_job_group(server: Server) -> None:
-    sock = open_compile(server, program("slow.c"))
-    # Hang up as soon as emscripten runs (inside the jail, in the job's group): long before
-    # slow.c's clang could reach any cap under emulation.
+    sock = open_compile(server, spin(), "cpp")
+    # Hang up as soon as emscripten runs (inside the jail, in the job's group): spin.cpp never
+    # ends on its own, and stays far below the memory cap.
     eventually(
         lambda: [p for p in server.job_processes() if "emcc.py" in p],
         SLOW_SECONDS,
