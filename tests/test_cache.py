@@ -95,16 +95,24 @@ def test_cache_can_be_disabled(make_server: MakeServer) -> None:
     assert "emcc_trio_cache_bytes" not in httpx.get(server.url + "/metrics").text
 
 
-def test_identical_requests_in_flight_share_one_compile(server: Server, tmp_path: Path) -> None:
-    gate = FifoGate(tmp_path / "gate.h")
-    first = open_compile(server, gate.code)
+def two_clients_on_one_compile(
+    server: Server, code: str, kind: str = "c"
+) -> tuple[socket.socket, socket.socket]:
+    """Two raw requests for `code`: the first compiling, the second joined to it."""
+    first = open_compile(server, code, kind)
     wait_for_compiler(server)
-    second = open_compile(server, gate.code)
+    second = open_compile(server, code, kind)
     eventually(
         lambda: metric(server, 'emcc_trio_cache_requests_total{result="shared"}') == 1,
         10,
         "the second request to join",
     )
+    return first, second
+
+
+def test_identical_requests_in_flight_share_one_compile(server: Server, tmp_path: Path) -> None:
+    gate = FifoGate(tmp_path / "gate.h")
+    first, second = two_clients_on_one_compile(server, gate.code)
     gate.open()
     first_reply, second_reply = read_reply(first), read_reply(second)
     first.close()
@@ -120,14 +128,7 @@ def test_first_client_leaving_does_not_cancel_the_shared_compile(
     server: Server, tmp_path: Path
 ) -> None:
     gate = FifoGate(tmp_path / "gate.h")
-    first = open_compile(server, gate.code)
-    wait_for_compiler(server)
-    second = open_compile(server, gate.code)
-    eventually(
-        lambda: metric(server, 'emcc_trio_cache_requests_total{result="shared"}') == 1,
-        10,
-        "the second request to join",
-    )
+    first, second = two_clients_on_one_compile(server, gate.code)
     first.close()
     eventually(
         lambda: metric(server, 'emcc_trio_cancellations_total{cause="client"}') == 1,
@@ -145,14 +146,7 @@ def test_first_client_leaving_does_not_cancel_the_shared_compile(
 
 def test_compile_shared_by_clients_who_all_leave_is_cancelled(server: Server) -> None:
     code = spin()
-    first = open_compile(server, code, "cpp")
-    wait_for_compiler(server)
-    second = open_compile(server, code, "cpp")
-    eventually(
-        lambda: metric(server, 'emcc_trio_cache_requests_total{result="shared"}') == 1,
-        10,
-        "the second request to join",
-    )
+    first, second = two_clients_on_one_compile(server, code, "cpp")
     first.close()
     second.close()
     server.assert_clean(timeout=2.0)

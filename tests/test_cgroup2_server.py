@@ -125,7 +125,7 @@ def test_a_hang_up_mid_compile_leaves_no_job_group(server: Server) -> None:
     # Hang up as soon as emscripten runs (inside the jail, in the job's group): spin.cpp never
     # ends on its own, and stays far below the memory cap.
     eventually(
-        lambda: [p for p in server.job_processes() if "emcc.py" in p],
+        lambda: [p for p in server.job_processes() if "em++.py" in p],
         SLOW_SECONDS,
         "emscripten to run",
     )
