@@ -22,6 +22,7 @@ from emcc_trio.cgroups import (
     JobGroup,
     V1Driver,
     V2Driver,
+    client_group_name,
     instance_tag,
     open_driver,
     read_budget,
@@ -379,33 +380,50 @@ def test_memory_bomb_compile_is_reported_as_memory(make_server: MakeServer) -> N
     assert server.compile(HELLO_C).status_code == 200
 
 
+def _job_cpu_seconds(driver: V1Driver | V2Driver, client: str, job_id: str) -> float:
+    """CPU time used so far by a running job's group."""
+    if isinstance(driver, V2Driver):
+        stat = driver.jobs / client_group_name(client) / job_id / "cpu.stat"
+        usec = next(x for x in stat.read_text().splitlines() if x.startswith("usage_usec "))
+        return int(usec.split()[1]) / 1e6
+    usage = driver.bases["cpuacct"] / client_group_name(client) / job_id / "cpuacct.usage"
+    return int(usage.read_text()) / 1e9
+
+
 @pytest.mark.cgroup2
 async def test_cpu_is_shared_between_clients_not_jobs(
     driver: V1Driver | V2Driver, tmp_path: Path
 ) -> None:
-    """Client a runs three CPU spinners and client b one, on fewer cores than spinners: the
-    per-client level gives each client half, so b's one job gets about three times the CPU
-    of each of a's (job-level sharing alone would give every job the same)."""
+    """Client a runs three CPU spinners per core and client b one: once all of them spin, the
+    per-client level gives each client half of the CPU, so b's one job gets about six times the
+    CPU of each of a's (job-level sharing alone would give every job the same). Measured over
+    a window that starts when every spinner has started, so slow starts (a VM) do not count."""
     cores = len(os.sched_getaffinity(0))
-    spin = "import time\nend = time.time() + 4\nwhile time.time() < end: pass\n"
-    results: dict[str, float] = {}
+    jobs = {f"a{n}": "a" for n in range(3 * cores)} | {"b0": "b"}
+    spin = "import sys\nopen(sys.argv[1], 'w').close()\nwhile True: pass\n"
 
     async def run(client: str, name: str) -> None:
-        result = await run_job(
-            python(spin),
+        await run_job(
+            [*python(spin), str(tmp_path / f"ready-{name}")],
             job_id=name,
             cwd=tmp_path,
             env={},
-            limits=limits(cpu_max=float(cores)),
+            limits=limits(cpu_max=float(cores), timeout=600, cpu_seconds=600),
             driver=driver,
             client=client,
         )
-        assert result.usage.cpu_seconds is not None
-        results[name] = result.usage.cpu_seconds
 
     async with trio.open_nursery() as nursery:
-        for n in range(3 * cores):
-            nursery.start_soon(run, "a", f"a{n}")
-        nursery.start_soon(run, "b", "b0")
-    a_mean = sum(v for k, v in results.items() if k.startswith("a")) / (3 * cores)
-    assert results["b0"] > 1.5 * a_mean, results
+        for name, client in jobs.items():
+            nursery.start_soon(run, client, name)
+        while not all((tmp_path / f"ready-{name}").exists() for name in jobs):
+            await trio.sleep(0.05)
+        before = {name: _job_cpu_seconds(driver, client, name) for name, client in jobs.items()}
+        await trio.sleep(3)  # the measuring window
+        used = {
+            name: _job_cpu_seconds(driver, client, name) - before[name]
+            for name, client in jobs.items()
+        }
+        nursery.cancel_scope.cancel()
+    a_mean = sum(v for k, v in used.items() if k.startswith("a")) / (3 * cores)
+    assert used["b0"] > 2 * a_mean, used
