@@ -210,7 +210,11 @@ def test_jobs_per_client_bound_is_a_429_per_address(make_server: MakeServer) -> 
         metrics = client.get("/metrics").text
     assert 'emcc_trio_client_rejections_total{reason="jobs_per_client"} 1.0' in metrics
     assert 'emcc_trio_queue_wait_seconds_count{client_class="single"} 2.0' in metrics
-    clients = [str(e.get("client")) for e in server.log_events() if e.get("status") in (200, 429)]
+    clients = [
+        str(e.get("client"))
+        for e in server.log_events()
+        if e.get("path") == "/compile" and e.get("status") in (200, 429)
+    ]
     assert sorted(clients) == ["127.0.0.1", "127.0.0.2"]
 
 
