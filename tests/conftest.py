@@ -42,6 +42,24 @@ def eventually(predicate: Callable[[], T], timeout: float, what: str) -> T:
         time.sleep(0.05)
 
 
+def serve_once(
+    tmp_path: Path, config: dict[str, Any], **popen: Any
+) -> subprocess.CompletedProcess[str]:
+    """Run `emcc-trio serve` with `config` in the foreground (for servers that must refuse to
+    start); `popen` goes to subprocess.run."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    return subprocess.run(
+        [sys.executable, "-m", "emcc_trio", "serve", "--config", str(path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        **popen,
+    )
+
+
 def program(name: str) -> str:
     return (PROGRAMS / name).read_text()
 
@@ -233,15 +251,20 @@ def run_artifact(server: Server, response: httpx.Response, tmp_path: Path) -> st
             fetched = client.get(body[key])
             assert fetched.status_code == 200, fetched.text
             (out / name).write_bytes(fetched.content)
-    done = subprocess.run(
+    done = run_node(out)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def run_node(out: Path) -> subprocess.CompletedProcess[str]:
+    """Run main of the `app.js` + `app.wasm` in `out` under node."""
+    return subprocess.run(
         ["node", str(RUN_ARTIFACT_JS), str(out / "app.js"), str(out / "app.wasm")],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 MakeServer = Callable[..., Server]

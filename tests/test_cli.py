@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import RUN_ARTIFACT_JS, FifoGate, Server
+from conftest import FifoGate, Server, run_node
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -30,14 +30,9 @@ def cli(
     )
 
 
-def run_node(out: Path) -> str:
-    done = subprocess.run(
-        ["node", str(RUN_ARTIFACT_JS), str(out / "app.js"), str(out / "app.wasm")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+def node_output(out: Path) -> str:
+    done = run_node(out)
+    assert done.returncode == 0, done.stderr
     return done.stdout
 
 
@@ -67,7 +62,7 @@ def test_multi_file_round_trip(server: Server, project: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["build/app.js", "build/app.wasm"]
-    assert run_node(project / "build") == "sum of squares 1..4 = 30\n"
+    assert node_output(project / "build") == "sum of squares 1..4 = 30\n"
 
 
 def test_errors_print_like_a_compiler_under_the_given_names(server: Server, project: Path) -> None:
@@ -157,7 +152,7 @@ def test_progress_is_shown_while_a_slow_compile_runs(server: Server, tmp_path: P
     stdout, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0
     assert stdout.split() == ["app.js", "app.wasm"]
-    assert run_node(tmp_path) == "gated 42\n"
+    assert node_output(tmp_path) == "gated 42\n"
 
 
 def test_compile_is_listed_in_the_help() -> None:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import resource
-import subprocess
-import sys
 from pathlib import Path
 
 import attrs
 import pytest
-from conftest import REPO
+from conftest import REPO, serve_once
 
 from emcc_trio.config import (
     DEFAULT_ARGS,
@@ -147,21 +145,8 @@ def test_top_level_config_is_valid_and_secure() -> None:
     assert config.addr.startswith("127.0.0.1:")
 
 
-def _serve(tmp_path: Path, config: dict[str, object]) -> subprocess.CompletedProcess[str]:
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(config))
-    return subprocess.run(
-        [sys.executable, "-m", "emcc_trio", "serve", "--config", str(path)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_server_refuses_to_start_on_a_bad_key(tmp_path: Path) -> None:
-    done = _serve(tmp_path, {"workingDir": str(tmp_path), "queueMax": -3})
+    done = serve_once(tmp_path, {"workingDir": str(tmp_path), "queueMax": -3})
     assert done.returncode == 2
     assert "config error: queueMax: must be greater than 0" in done.stderr
 
@@ -169,7 +154,7 @@ def test_server_refuses_to_start_on_a_bad_key(tmp_path: Path) -> None:
 def test_server_refuses_to_start_when_caps_cannot_be_enforced(tmp_path: Path) -> None:
     not_a_cgroup = tmp_path / "not-a-cgroup"
     not_a_cgroup.mkdir()
-    done = _serve(
+    done = serve_once(
         tmp_path,
         {
             "workingDir": str(tmp_path),
@@ -187,17 +172,9 @@ def test_server_refuses_to_start_when_caps_cannot_be_enforced(tmp_path: Path) ->
 def test_server_refuses_to_start_when_max_connections_exceeds_the_open_files_limit(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "config.json"
-    path.write_text(
-        json.dumps({"workingDir": str(tmp_path), "addr": "127.0.0.1:0", "maxConnections": 1000})
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "emcc_trio", "serve", "--config", str(path)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    done = serve_once(
+        tmp_path,
+        {"workingDir": str(tmp_path), "addr": "127.0.0.1:0", "maxConnections": 1000},
         # 1 000 connections and the server's own files do not fit in 1 024 descriptors.
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024)),
     )
@@ -209,7 +186,7 @@ def test_server_refuses_to_start_when_max_connections_exceeds_the_open_files_lim
 
 
 def test_server_refuses_to_start_without_the_compiler(tmp_path: Path) -> None:
-    done = _serve(
+    done = serve_once(
         tmp_path,
         {"workingDir": str(tmp_path), "addr": "127.0.0.1:0", "emccPath": "/no/such/emcc"},
     )

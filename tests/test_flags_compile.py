@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from conftest import (
     MakeServer,
     Server,
     program,
+    serve_once,
     server_config,
     start_server,
 )
@@ -277,16 +277,7 @@ def test_a_seed_server_keeps_the_seed_allowlist_plus_the_operators_args(
 
 
 def test_a_path_reading_extra_arg_stops_the_server_at_start(tmp_path: Path) -> None:
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps({"workingDir": str(tmp_path), "extraAllowedArgs": ["-I/etc"]}))
-    done = subprocess.run(
-        [sys.executable, "-m", "emcc_trio", "serve", "--config", str(path)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = serve_once(tmp_path, {"workingDir": str(tmp_path), "extraAllowedArgs": ["-I/etc"]})
     assert done.returncode == 2
     assert "config error: extraAllowedArgs: '-I/etc' can name a host path" in done.stderr
 
