@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 
-from load.cluster import HAPROXY_503, HAPROXY_CFG, free_port
+from load.cluster import FALLBACK_SERVER, free_port, haproxy_config
 from load.server import LoadServer, start
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,20 +67,8 @@ def redis(workdir: Path) -> Iterator[str]:
 def haproxy(workdir: Path, name: str, backends: Sequence[str]) -> Iterator[str]:
     """deploy/haproxy.cfg on a loopback port, sending to `backends` (host:port)."""
     port = free_port()
-    lines = []
-    for line in HAPROXY_CFG.read_text().splitlines():
-        stripped = line.strip()
-        if stripped.startswith("server replica") or stripped.startswith("log "):
-            continue
-        if stripped == "option httplog":
-            continue
-        if stripped.startswith("bind "):
-            line = f"    bind 127.0.0.1:{port}"
-        lines.append(line.replace("/etc/haproxy/errors/emcc-trio-503.http", str(HAPROXY_503)))
-        if stripped.startswith("http-response set-header X-Served-By"):
-            lines += [f"    server r{i} {b} check" for i, b in enumerate(backends, 1)]
     config = workdir / f"{name}.cfg"
-    config.write_text("\n".join(lines) + "\n")
+    config.write_text(haproxy_config(f"127.0.0.1:{port}", backends, access_log=False))
     proc = subprocess.Popen(
         ["haproxy", "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -105,7 +93,7 @@ def _serves_all(url: str, count: int) -> bool:
             seen.add(httpx.get(f"{url}/healthz", timeout=5).headers.get("x-served-by"))
     except httpx.HTTPError:
         return False
-    return len(seen - {None}) == count
+    return len(seen - {None, FALLBACK_SERVER}) == count
 
 
 def hits_per_second(url: str, seconds: float, connections: int, scratch: Path) -> float:

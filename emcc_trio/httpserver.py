@@ -10,6 +10,7 @@ attempts, which clients retry). Nothing in the server fails for want of a file d
 
 from __future__ import annotations
 
+import contextlib
 import resource
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -31,6 +32,10 @@ from hypercorn.typing import (
 )
 from hypercorn.utils import repr_socket_addr, wrap_app
 
+# How long a connection the server has finished answering may still read what its client sends
+# (see _LingeringStream): long enough for the rest of a refused body on any network, short
+# enough that a client cannot hold the connection.
+LINGER_SECONDS: Final = 5.0
 # Descriptors the server needs besides its connections: listeners, logs, the cache, cgroup
 # files, and a few pipes and files per running compile.
 RESERVED_FDS: Final = 256
@@ -53,6 +58,53 @@ class _CappedListener(trio.abc.Listener[trio.SocketStream]):
 
     async def aclose(self) -> None:
         await self.listener.aclose()
+
+
+class _LingeringStream(trio.abc.HalfCloseableStream):
+    """A connection that, once the server has sent its last byte (`send_eof`), reads and drops
+    whatever the client still sends until the client ends or LINGER_SECONDS pass, and only then
+    closes (a lingering close, as nginx and Apache do).
+
+    Closing a socket while the client is still sending makes the kernel answer with a reset,
+    and the client then fails on its next send or loses the answer unread: a client still
+    sending the body of a request refused before its body was read (413, 408, 401) would see
+    "connection reset" instead of the JSON error. HAProxy reports it as a failed request.
+    """
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.socket = stream.socket
+        self._finished_sending = False
+        # hypercorn's reader and the drain in aclose take turns instead of colliding.
+        self._receiving = trio.Lock()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self.stream.send_eof()
+        self._finished_sending = True
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        async with self._receiving:
+            while True:
+                data = await self.stream.receive_some(max_bytes)
+                if not data or not self._finished_sending:
+                    return data
+
+    async def aclose(self) -> None:
+        if self._finished_sending:
+            with (
+                trio.CancelScope(shield=True),
+                trio.move_on_after(LINGER_SECONDS),
+                contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+            ):
+                while await self.receive_some():
+                    pass
+        await self.stream.aclose()
 
 
 def _shield_sends(app: ASGIFramework) -> ASGIFramework:
@@ -141,7 +193,7 @@ async def serve(
             async def handle(stream: trio.SocketStream) -> None:
                 try:
                     # Annotated as an SSLStream; hypercorn.trio.run passes plain streams too.
-                    await connection(stream).run()  # type: ignore[arg-type]
+                    await connection(_LingeringStream(stream)).run()  # type: ignore[arg-type]
                 finally:
                     slots.release()
 

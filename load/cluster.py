@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +33,14 @@ import httpx
 import trio
 
 from load import mix, run
-from load.netns import Host, Network
+from load.netns import Network
 from load.server import LoadServer, load_config, start
 
 REPO = mix.REPO
 HAPROXY_CFG = REPO / "deploy" / "haproxy.cfg"
 HAPROXY_503 = REPO / "deploy" / "emcc-trio-503.http"
+# The backup server in HAProxy's config that answers 503 when no replica is ready.
+FALLBACK_SERVER = "unavailable"
 REPLICAS = 3
 REPLICA_PORT = 8080
 REDIS_PASSWORD = secrets.token_hex(12)
@@ -147,23 +149,29 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def haproxy_config(bind: str, hosts: list[Host]) -> str:
-    """deploy/haproxy.cfg with this run's address, replicas and error file."""
+def haproxy_config(bind: str, backends: Sequence[str], *, access_log: bool = True) -> str:
+    """deploy/haproxy.cfg listening on `bind` and balancing over `backends` (host:port), with
+    this checkout's error file and a fallback socket of its own (several may run at once)."""
+    fallback = "abns@emcc-trio-unavailable"
     lines = []
     for line in HAPROXY_CFG.read_text().splitlines():
         stripped = line.strip()
         if stripped.startswith("server replica"):
             continue
-        if stripped.startswith("bind "):
+        if not access_log and (stripped.startswith("log ") or stripped == "option httplog"):
+            continue
+        if stripped == "bind :8080":
             line = f"    bind {bind}"
         line = line.replace("/etc/haproxy/errors/emcc-trio-503.http", str(HAPROXY_503))
-        lines.append(line)
+        lines.append(line.replace(fallback, f"{fallback}-{bind}"))
         if stripped.startswith("http-response set-header X-Served-By"):
             lines += [
-                f"    server replica{i} {host.address}:{REPLICA_PORT} check"
-                for i, host in enumerate(hosts, 1)
+                f"    server replica{i} {backend} check" for i, backend in enumerate(backends, 1)
             ]
-    return "\n".join(lines) + "\n"
+    config = "\n".join(lines) + "\n"
+    if f"bind {bind}" not in config or config.count(f"{fallback}-{bind}") != 2:
+        raise RuntimeError(f"{HAPROXY_CFG} no longer has the lines this rewrite expects")
+    return config
 
 
 @attrs.define
@@ -201,7 +209,8 @@ class Cluster:
             self.replicas.append(start(workdir, config, host.exec_prefix()))
         port = free_port()
         cfg = self.workdir / "haproxy.cfg"
-        cfg.write_text(haproxy_config(f"127.0.0.1:{port}", self.network.hosts))
+        backends = [f"{host.address}:{REPLICA_PORT}" for host in self.network.hosts]
+        cfg.write_text(haproxy_config(f"127.0.0.1:{port}", backends))
         with self.haproxy_log.open("ab") as log:
             self.haproxy = subprocess.Popen(
                 ["haproxy", "-db", "-f", str(cfg)], stdout=log, stderr=subprocess.STDOUT

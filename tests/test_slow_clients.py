@@ -28,6 +28,7 @@ CLOSE_WAIT_SECONDS = 120.0  # only a failure bound: each wait ends at an event
 # The slow connections must outlast their own opening and one compile: on this project's
 # 2-CPU machine under a load of 6, opening 2 000 took 20 s.
 SLOW_BODY_TIMEOUT = 60
+BUFFERS = ("tcp_rmem", "tcp_wmem")  # their largest sizes bound what the kernels buffer
 
 
 @contextlib.contextmanager
@@ -74,7 +75,9 @@ def answered(socks: list[socket.socket]) -> list[socket.socket]:
         return [key.data for key, _ in selector.select(timeout=0)]
 
 
-def read_until_closed(socks: list[socket.socket], timeout: float) -> list[bytes]:
+def read_until_closed(
+    socks: list[socket.socket], timeout: float, *, close: bool = True
+) -> list[bytes]:
     """Everything each socket receives until the server closes it (end of file)."""
     received = {sock: b"" for sock in socks}
     deadline = time.monotonic() + timeout
@@ -92,8 +95,9 @@ def read_until_closed(socks: list[socket.socket], timeout: float) -> list[bytes]
                 if not data:
                     selector.unregister(sock)
                     open_count -= 1
-    for sock in socks:
-        sock.close()
+    if close:
+        for sock in socks:
+            sock.close()
     return [received[sock] for sock in socks]
 
 
@@ -209,3 +213,26 @@ def test_connections_past_max_connections_wait_for_a_free_slot(make_server: Make
     for raw in read_until_closed(slow, CLOSE_WAIT_SECONDS):
         assert_408(raw, "3")
     eventually(lambda: open_fds(server) <= baseline, CLOSE_WAIT_SECONDS, "descriptors back")
+
+
+def test_a_refused_body_still_arriving_is_read_before_the_close(server: Server) -> None:
+    """A client (HAProxy, httpx) goes on sending the body it announced while the 413 comes
+    back, and fails the request if a send fails before it reads the answer. Closing the socket
+    with that body still arriving makes the kernel answer it with a reset: the server reads and
+    drops what still comes (lingering close) until the client ends, so every send succeeds."""
+    # More than both kernels' socket buffers hold: sendall can only finish if the server reads.
+    more = sum(int(Path(f"/proc/sys/net/ipv4/{n}").read_text().split()[2]) for n in BUFFERS)
+    more += 1 << 20
+    conn = socket.create_connection(address(server), timeout=CLOSE_WAIT_SECONDS)
+    conn.sendall(SLOW_HEAD.replace(b"1000000", str(2 * more).encode()) + b" " * 65536)
+    # The whole answer and the server's end of sending (its FIN) arrive first.
+    (got,) = read_until_closed([conn], CLOSE_WAIT_SECONDS, close=False)
+    status_line, headers, body = parse_response(got)
+    assert status_line == "HTTP/1.1 413 "
+    assert headers["connection"] == "close"
+    assert body == {"ok": False, "error": "request body too large (maxBodyBytes is 1048576)"}
+    # A reset raises BrokenPipeError or ConnectionResetError; a server that neither reads nor
+    # closes, a timeout.
+    conn.sendall(b" " * more)
+    conn.shutdown(socket.SHUT_WR)
+    assert read_until_closed([conn], CLOSE_WAIT_SECONDS) == [b""]
