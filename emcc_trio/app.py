@@ -71,7 +71,10 @@ def compile_response(result: CompileResult, cached: bool) -> Response:
                 "ok": True,
                 "id": result.job_id,
                 "js": f"/artifacts/{result.job_id}/app.js",
-                "wasm": f"/artifacts/{result.job_id}/app.wasm",
+                # None for -sSINGLE_FILE: the wasm is inside app.js.
+                "wasm": (
+                    f"/artifacts/{result.job_id}/app.wasm" if "app.wasm" in result.files else None
+                ),
                 "output": result.output,
                 "diagnostics": found,
                 "usage": usage,

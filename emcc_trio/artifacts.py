@@ -1,6 +1,7 @@
-"""The artifact store: `artifacts/<id>/app.js` + `app.wasm`, published atomically, swept by age.
+"""The artifact store: `artifacts/<id>/app.js` + `app.wasm` (only `app.js` for a
+`-sSINGLE_FILE` build, whose wasm is inside it), published atomically, swept by age.
 
-Publishing copies both files into a hidden staging dir inside the store (same filesystem)
+Publishing copies the files into a hidden staging dir inside the store (same filesystem)
 and renames it to `<id>` in one step, so a reader sees no artifact or a whole one.
 """
 
@@ -22,6 +23,10 @@ import attrs
 import trio
 
 ARTIFACT_FILES: Final = {"app.js": "application/javascript", "app.wasm": "application/wasm"}
+# What every build writes; without it there is nothing to run.
+MAIN_FILE: Final = "app.js"
+# An artifact's files when nothing says otherwise (results cached before SINGLE_FILE was allowed).
+BOTH_FILES: Final = ("app.js", "app.wasm")
 _ID = re.compile(r"^[0-9a-f]{32}$")
 _STAGING_PREFIX: Final = ".staging-"
 # The jail's fsize rlimit: no file the compile writes can be larger.
@@ -65,10 +70,23 @@ def _copy_job_output(source: Path, target: Path) -> None:
         shutil.copyfileobj(src, dst, MAX_ARTIFACT_BYTES)
 
 
-def read_job_outputs(job_dir: Path) -> dict[str, bytes]:
-    """Both artifact files of a job, read as safely as `publish` copies them."""
+def parse_files(value: object) -> tuple[str, ...]:
+    """An artifact's file list as stored with its cache entry (ValueError when it is not
+    one: the names end up in paths)."""
+    if not isinstance(value, list | tuple) or not set(value) <= ARTIFACT_FILES.keys():
+        raise ValueError(f"not a list of artifact files: {value!r}")
+    return tuple(value)
+
+
+def job_outputs(job_dir: Path) -> tuple[str, ...]:
+    """The artifact files the compile wrote (links included: publishing refuses them)."""
+    return tuple(name for name in ARTIFACT_FILES if os.path.lexists(job_dir / name))
+
+
+def read_job_outputs(job_dir: Path, files: tuple[str, ...]) -> dict[str, bytes]:
+    """The artifact files of a job, read as safely as `publish` copies them."""
     outputs = {}
-    for name in ARTIFACT_FILES:
+    for name in files:
         with _open_job_output(job_dir / name) as src:
             outputs[name] = src.read(MAX_ARTIFACT_BYTES + 1)
     return outputs
@@ -84,19 +102,21 @@ class ArtifactStore:
             return None
         return self.root / job_id / name
 
-    def _publish_sync(self, job_id: str, job_dir: Path) -> None:
+    def _publish_sync(self, job_id: str, job_dir: Path, files: tuple[str, ...]) -> None:
         staging = self.root / f"{_STAGING_PREFIX}{job_id}"
         staging.mkdir(mode=0o755)
         try:
-            for name in ARTIFACT_FILES:
+            for name in files:
                 _copy_job_output(job_dir / name, staging / name)
             staging.rename(self.root / job_id)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
 
-    async def publish(self, job_id: str, job_dir: Path) -> None:
-        await trio.to_thread.run_sync(self._publish_sync, job_id, job_dir)
+    async def publish(
+        self, job_id: str, job_dir: Path, files: tuple[str, ...] = BOTH_FILES
+    ) -> None:
+        await trio.to_thread.run_sync(self._publish_sync, job_id, job_dir, files)
 
     async def read(self, job_id: str, name: str) -> bytes | None:
         path = self.path_of(job_id, name)

@@ -24,7 +24,7 @@ from typing import Any, Generic, TypeVar
 import attrs
 import trio
 
-from .artifacts import ARTIFACT_FILES
+from .artifacts import BOTH_FILES, parse_files
 
 T = TypeVar("T")
 
@@ -51,6 +51,7 @@ class Entry:
     output: str
     usage: dict[str, Any]
     size: int  # bytes this entry keeps on disk (its file plus its artifacts)
+    files: tuple[str, ...] = BOTH_FILES  # the artifact's files (none for a failure)
 
 
 @attrs.define
@@ -85,7 +86,7 @@ class ResultCache:
                 path.unlink(missing_ok=True)  # a torn temp file from a crash
                 continue
             entry = self._read(path)
-            if entry is None or (entry.ok and not self._artifact_exists(entry.job_id)):
+            if entry is None or (entry.ok and not self._artifact_exists(entry)):
                 path.unlink(missing_ok=True)
                 continue
             found.append((path.stat().st_mtime, path.stem, entry))
@@ -99,7 +100,7 @@ class ResultCache:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        if entry.ok and not self._artifact_exists(entry.job_id):
+        if entry.ok and not self._artifact_exists(entry):
             with self._lock:
                 if self._entries.get(key) is entry:
                     self._forget(key)
@@ -114,15 +115,21 @@ class ResultCache:
                 self._entries.move_to_end(key)
         return entry
 
-    def put(self, key: str, job_id: str, ok: bool, output: str, usage: dict[str, Any]) -> None:
+    def put(
+        self,
+        key: str,
+        job_id: str,
+        ok: bool,
+        output: str,
+        usage: dict[str, Any],
+        files: tuple[str, ...] = BOTH_FILES,
+    ) -> None:
         artifact_bytes = (
-            sum((self.artifacts_dir / job_id / name).stat().st_size for name in ARTIFACT_FILES)
-            if ok
-            else 0
+            sum((self.artifacts_dir / job_id / name).stat().st_size for name in files) if ok else 0
         )
-        body = {"id": job_id, "ok": ok, "output": output, "usage": usage}
+        body = {"id": job_id, "ok": ok, "output": output, "usage": usage, "files": files}
         text = json.dumps(body)
-        entry = Entry(job_id, ok, output, usage, len(text) + artifact_bytes)
+        entry = Entry(job_id, ok, output, usage, len(text) + artifact_bytes, files)
         path = self.root / f"{key}.json"
         temp = self.root / f".{key}.{os.getpid()}.tmp"
         temp.write_text(text)
@@ -158,19 +165,19 @@ class ResultCache:
         while self._total > self.max_bytes and len(self._entries) > 1:
             self._forget(next(iter(self._entries)))
 
-    def _artifact_exists(self, job_id: str) -> bool:
-        return all((self.artifacts_dir / job_id / name).is_file() for name in ARTIFACT_FILES)
+    def _artifact_exists(self, entry: Entry) -> bool:
+        return all((self.artifacts_dir / entry.job_id / name).is_file() for name in entry.files)
 
     def _read(self, path: Path) -> Entry | None:
         try:
             body = json.loads(path.read_text())
             size = len(path.read_bytes())
+            files = parse_files(body.get("files", BOTH_FILES))
             if body["ok"]:
                 size += sum(
-                    (self.artifacts_dir / body["id"] / name).stat().st_size
-                    for name in ARTIFACT_FILES
+                    (self.artifacts_dir / body["id"] / name).stat().st_size for name in files
                 )
-            return Entry(body["id"], bool(body["ok"]), body["output"], body["usage"], size)
+            return Entry(body["id"], bool(body["ok"]), body["output"], body["usage"], size, files)
         except (OSError, ValueError, KeyError, TypeError):
             return None
 

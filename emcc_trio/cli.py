@@ -124,6 +124,8 @@ async def run(
             return 1 if "id" in body else 2
         fetched = {}
         for key, name in (("js", "app.js"), ("wasm", "app.wasm")):
+            if body[key] is None:  # -sSINGLE_FILE: app.js holds the wasm
+                continue
             try:
                 got = await client.get(body[key])
             except httpx.HTTPError as exc:
@@ -147,7 +149,10 @@ def _save(out_dir: Path, fetched: dict[str, bytes]) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="emcc-trio compile",
-        description="Compile C/C++ files on an emcc-trio server and download app.js and app.wasm.",
+        description=(
+            "Compile C/C++ files on an emcc-trio server and download app.js and app.wasm "
+            "(app.js alone for -sSINGLE_FILE)."
+        ),
         epilog="Arguments after -- go to emcc (the server's allowlist applies).",
     )
     parser.add_argument(

@@ -18,7 +18,7 @@ from typing import Final
 import attrs
 import trio
 
-from .artifacts import ARTIFACT_FILES, UnsafeOutputError
+from .artifacts import MAIN_FILE, UnsafeOutputError, job_outputs
 from .cgroups import Driver, Usage
 from .policy import CompileRequest, compiler_argv
 from .runner import JobResult, Limit, Limits, run_job
@@ -84,6 +84,7 @@ class CompileResult:
     limit: Limit | None
     usage: Usage
     duration_seconds: float
+    files: tuple[str, ...] = ()  # the published artifact's files (none for a failure)
 
 
 class InternalJobError(Exception):
@@ -110,9 +111,6 @@ class Compiler:
         (job_dir / TMP_SUBDIR).mkdir()
         if self.sandbox is not None:
             self.sandbox.prepare(job_dir)
-
-    def _outputs_present(self, job_dir: Path) -> bool:
-        return all(os.path.lexists(job_dir / name) for name in ARTIFACT_FILES)
 
     def command(self, request: CompileRequest) -> list[str]:
         """The compile command, before sandboxing: what decides the output. em++ would compile
@@ -146,20 +144,23 @@ class Compiler:
                 raise InternalJobError(f"the sandbox failed to start: {result.output.strip()}")
             ok = result.exit_code == 0 and result.limit is None
             output = result.output
-            if ok and not await trio.to_thread.run_sync(self._outputs_present, job_dir):
-                ok, output = False, output + "\nemcc exited 0 but wrote no app.js/app.wasm"
+            files = await trio.to_thread.run_sync(job_outputs, job_dir) if ok else ()
+            if ok and MAIN_FILE not in files:
+                ok, output = False, output + f"\nemcc exited 0 but wrote no {MAIN_FILE}"
             if ok:
                 try:
-                    await self.store.publish(job_id, job_dir)
+                    await self.store.publish(job_id, job_dir, files)
                 except UnsafeOutputError as exc:
                     ok, output = False, output + f"\nrefused to publish the output: {exc}"
-            return _result(job_id, ok, output, result)
+            return _result(job_id, ok, output, result, files if ok else ())
         finally:
             with trio.CancelScope(shield=True, deadline=trio.current_time() + _CLEANUP_SECONDS):
                 await trio.to_thread.run_sync(shutil.rmtree, job_dir, True)
 
 
-def _result(job_id: str, ok: bool, output: str, result: JobResult) -> CompileResult:
+def _result(
+    job_id: str, ok: bool, output: str, result: JobResult, files: tuple[str, ...]
+) -> CompileResult:
     return CompileResult(
         job_id=job_id,
         ok=ok,
@@ -168,4 +169,5 @@ def _result(job_id: str, ok: bool, output: str, result: JobResult) -> CompileRes
         limit=result.limit,
         usage=result.usage,
         duration_seconds=result.duration_seconds,
+        files=files,
     )

@@ -158,7 +158,12 @@ SCHEMAS: Final[JsonObject] = {
             "ok": {"type": "boolean", "enum": [True]},
             "id": _ref("JobId"),
             "js": {"type": "string", "pattern": r"^/artifacts/[0-9a-f]{32}/app\.js$"},
-            "wasm": {"type": "string", "pattern": r"^/artifacts/[0-9a-f]{32}/app\.wasm$"},
+            "wasm": {
+                "type": "string",
+                "nullable": True,
+                "pattern": r"^/artifacts/[0-9a-f]{32}/app\.wasm$",
+                "description": "null for a -sSINGLE_FILE build: the wasm is inside app.js.",
+            },
             "output": {"type": "string", "description": "The compiler's warnings."},
             "diagnostics": {"type": "array", "items": _ref("Diagnostic")},
             "usage": _ref("Usage"),

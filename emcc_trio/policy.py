@@ -232,6 +232,8 @@ def _standard_settings(memory_cap_bytes: int) -> Mapping[str, Setting]:
         "EXIT_RUNTIME",
         "EXPORT_ES6",
         "USE_ES6_IMPORT_META",
+        # The artifact is then app.js alone (the wasm inside it); the answer's `wasm` is null.
+        "SINGLE_FILE",
         "FILESYSTEM",
         "STRICT",
         "WASM_BIGINT",
@@ -289,12 +291,11 @@ _PORTS_REASON = (
     "emscripten ports (-sUSE_*) are not installed on this service and cannot be downloaded "
     "at compile time"
 )
-_ARTIFACT_REASON = "the service publishes exactly app.js + app.wasm"
+_ARTIFACT_REASON = "the service publishes app.js + app.wasm (app.js alone with -sSINGLE_FILE)"
 REFUSED_SETTINGS: Final[Mapping[str, str]] = {
     "FORCE_FILESYSTEM": "not allowed by the service",
     "STACK_SIZE": "use -sTOTAL_STACK, which every emscripten reads (3.1.6 has no STACK_SIZE)",
-    "SINGLE_FILE": f"{_ARTIFACT_REASON}, and SINGLE_FILE writes no app.wasm",
-    "WASM": f"{_ARTIFACT_REASON}, and WASM=0 writes no app.wasm",
+    "WASM": f"{_ARTIFACT_REASON}, and WASM=0 (wasm2js) is not offered",
     "USE_PTHREADS": f"{_ARTIFACT_REASON}, and threads need app.worker.js too",
     "PROXY_TO_PTHREAD": f"{_ARTIFACT_REASON}, and threads need app.worker.js too",
 }

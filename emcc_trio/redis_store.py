@@ -34,7 +34,7 @@ import trio
 from coredis.commands import Script
 from coredis.tokens import PureToken
 
-from .artifacts import ARTIFACT_FILES, is_valid_id, read_job_outputs
+from .artifacts import ARTIFACT_FILES, BOTH_FILES, is_valid_id, parse_files, read_job_outputs
 from .cache import Entry
 from .metrics import Metrics
 from .store import FlightWaitTimeoutError, StoreUnavailableError
@@ -161,13 +161,15 @@ class RedisStore:
         self.reachable = True
         return value
 
-    async def publish(self, job_id: str, job_dir: Path) -> None:
-        files = await trio.to_thread.run_sync(read_job_outputs, job_dir)
+    async def publish(
+        self, job_id: str, job_dir: Path, files: tuple[str, ...] = BOTH_FILES
+    ) -> None:
+        contents = await trio.to_thread.run_sync(read_job_outputs, job_dir, files)
         key = artifact_key(job_id)
 
         async def store() -> None:
             async with self.client.pipeline(transaction=True) as pipe:
-                pipe.hset(key, dict(files))
+                pipe.hset(key, dict(contents))
                 if self.artifact_ttl_ms > 0:
                     pipe.pexpire(key, self.artifact_ttl_ms)
 
@@ -191,14 +193,24 @@ class RedisStore:
             return None
         try:
             body = json.loads(raw)
-            return Entry(body["id"], bool(body["ok"]), body["output"], body["usage"], len(raw))
+            files = parse_files(body.get("files", BOTH_FILES))
+            return Entry(
+                body["id"], bool(body["ok"]), body["output"], body["usage"], len(raw), files
+            )
         except (ValueError, KeyError, TypeError):
             return None
 
     async def cache_put(
-        self, key: str, job_id: str, ok: bool, output: str, usage: dict[str, Any]
+        self,
+        key: str,
+        job_id: str,
+        ok: bool,
+        output: str,
+        usage: dict[str, Any],
+        files: tuple[str, ...] = BOTH_FILES,
     ) -> None:
-        text = json.dumps({"id": job_id, "ok": ok, "output": output, "usage": usage})
+        body = {"id": job_id, "ok": ok, "output": output, "usage": usage, "files": files}
+        text = json.dumps(body)
         ttl = entry_ttl_ms(self.artifact_ttl_ms)
         await self._call(
             "cache_put", lambda: self.client.set(entry_key(key), text, px=ttl if ttl > 0 else None)

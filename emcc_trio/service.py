@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 import trio
 
+from .artifacts import BOTH_FILES, parse_files
 from .cache import Entry, SingleFlight, cache_key
 from .cgroups import Driver, Usage
 from .clients import Network
@@ -125,7 +126,9 @@ class Service:
             # Deterministic results only: successes and compile errors, never cap kills.
             usage = usage_json(result.usage, result.duration_seconds)
             try:
-                await self.store.cache_put(key, result.job_id, result.ok, result.output, usage)
+                await self.store.cache_put(
+                    key, result.job_id, result.ok, result.output, usage, result.files
+                )
             except (OSError, StoreUnavailableError) as exc:
                 # The artifacts are stored: a lost cache entry costs a later compile only.
                 log.warning("cannot cache", extra={"fields": {"error": str(exc)}})
@@ -139,7 +142,7 @@ class Service:
 
 
 def _from_entry(entry: Entry) -> CompileResult:
-    return _result_of(entry.job_id, entry.ok, entry.output, entry.usage)
+    return _result_of(entry.job_id, entry.ok, entry.output, entry.usage, entry.files)
 
 
 def _result_of(
@@ -147,6 +150,7 @@ def _result_of(
     ok: bool,
     output: str,
     usage: dict[str, Any],
+    files: tuple[str, ...],
     output_truncated: bool = False,
     limit: Limit | None = None,
 ) -> CompileResult:
@@ -162,6 +166,7 @@ def _result_of(
             peak_pids=usage.get("peakPids"),
         ),
         duration_seconds=float(usage.get("durationSeconds", 0.0)),
+        files=files if ok else (),
     )
 
 
@@ -174,6 +179,7 @@ def encode_result(result: CompileResult) -> bytes:
         "truncated": result.output_truncated,
         "limit": result.limit,
         "usage": usage_json(result.usage, result.duration_seconds),
+        "files": result.files,
     }
     return json.dumps(body).encode()
 
@@ -181,7 +187,13 @@ def encode_result(result: CompileResult) -> bytes:
 def decode_result(data: bytes) -> CompileResult:
     body = json.loads(data)
     return _result_of(
-        body["id"], body["ok"], body["output"], body["usage"], body["truncated"], body["limit"]
+        body["id"],
+        body["ok"],
+        body["output"],
+        body["usage"],
+        parse_files(body.get("files", BOTH_FILES)),
+        body["truncated"],
+        body["limit"],
     )
 
 

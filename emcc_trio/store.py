@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-from .artifacts import ArtifactStore, run_sweeper
+from .artifacts import BOTH_FILES, ArtifactStore, run_sweeper
 from .cache import Entry, ResultCache
 from .metrics import Metrics
 
@@ -35,8 +35,10 @@ class Store(Protocol):
     def reachable(self) -> bool:
         """Whether the last operation (or health check) reached the store."""
 
-    async def publish(self, job_id: str, job_dir: Path) -> None:
-        """Store both artifact files of a job, or neither (then raise)."""
+    async def publish(
+        self, job_id: str, job_dir: Path, files: tuple[str, ...] = BOTH_FILES
+    ) -> None:
+        """Store every one of a job's artifact `files`, or none (then raise)."""
 
     async def read(self, job_id: str, name: str) -> bytes | None:
         """One artifact file, or None for an unknown id or name."""
@@ -45,7 +47,13 @@ class Store(Protocol):
         """The cached result for `key`; a hit restarts its artifact's TTL."""
 
     async def cache_put(
-        self, key: str, job_id: str, ok: bool, output: str, usage: dict[str, Any]
+        self,
+        key: str,
+        job_id: str,
+        ok: bool,
+        output: str,
+        usage: dict[str, Any],
+        files: tuple[str, ...] = BOTH_FILES,
     ) -> None: ...
 
     async def once(self, key: str, work: Callable[[], Awaitable[bytes]]) -> bytes:
@@ -75,8 +83,10 @@ class LocalStore:
     def reachable(self) -> bool:
         return True
 
-    async def publish(self, job_id: str, job_dir: Path) -> None:
-        await self.artifacts.publish(job_id, job_dir)
+    async def publish(
+        self, job_id: str, job_dir: Path, files: tuple[str, ...] = BOTH_FILES
+    ) -> None:
+        await self.artifacts.publish(job_id, job_dir, files)
 
     async def read(self, job_id: str, name: str) -> bytes | None:
         return await self.artifacts.read(job_id, name)
@@ -85,10 +95,16 @@ class LocalStore:
         return None if self.cache is None else self.cache.get(key)
 
     async def cache_put(
-        self, key: str, job_id: str, ok: bool, output: str, usage: dict[str, Any]
+        self,
+        key: str,
+        job_id: str,
+        ok: bool,
+        output: str,
+        usage: dict[str, Any],
+        files: tuple[str, ...] = BOTH_FILES,
     ) -> None:
         if self.cache is not None:
-            await trio.to_thread.run_sync(self.cache.put, key, job_id, ok, output, usage)
+            await trio.to_thread.run_sync(self.cache.put, key, job_id, ok, output, usage, files)
 
     async def once(self, key: str, work: Callable[[], Awaitable[bytes]]) -> bytes:
         return await work()

@@ -256,10 +256,12 @@ def run_artifact(server: Server, response: httpx.Response, tmp_path: Path) -> st
     return done.stdout
 
 
-def run_node(out: Path) -> subprocess.CompletedProcess[str]:
-    """Run main of the `app.js` + `app.wasm` in `out` under node."""
+def run_node(out: Path, *, single_file: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run main of the `app.js` + `app.wasm` in `out` under node (`app.js` alone for a
+    -sSINGLE_FILE build)."""
+    wasm = "-" if single_file else str(out / "app.wasm")
     return subprocess.run(
-        ["node", str(RUN_ARTIFACT_JS), str(out / "app.js"), str(out / "app.wasm")],
+        ["node", str(RUN_ARTIFACT_JS), str(out / "app.js"), wasm],
         capture_output=True,
         text=True,
         timeout=60,

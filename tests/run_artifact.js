@@ -1,5 +1,6 @@
 // Run an ENVIRONMENT=web, MODULARIZE=1 artifact under node and call its main.
 //   node run_artifact.js app.js app.wasm [NAME ARG...]
+// (app.wasm "-" for a -sSINGLE_FILE build, whose wasm is inside app.js)
 // With NAME, first call the module's function NAME (an Embind binding, say) with the ARGs
 // (numbers where they parse as numbers) and print `NAME(ARGS) = RESULT`, then run main.
 // This emscripten's web build wants a `window` and, under node, the wasm bytes handed in
@@ -31,7 +32,7 @@ function runMain(module) {
 (async () => {
   const factory = await loadFactory();
   const module = await factory({
-    wasmBinary: fs.readFileSync(wasmPath),
+    ...(wasmPath === "-" ? {} : { wasmBinary: fs.readFileSync(wasmPath) }),
     print: (text) => process.stdout.write(text + "\n"),
     printErr: (text) => process.stderr.write(text + "\n"),
   });

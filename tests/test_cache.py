@@ -182,6 +182,32 @@ def test_lru_eviction_keeps_the_recently_used(tmp_path: Path) -> None:
     assert cache.live_ids() == {keys[0][:32], keys[2][:32]}
 
 
+def test_a_single_file_entry_survives_a_restart_and_keeps_its_file_list(tmp_path: Path) -> None:
+    """A -sSINGLE_FILE artifact has no app.wasm: its entry is whole without one, across a
+    restart too; a forged file list (names become paths) drops the entry."""
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    cache = ResultCache(tmp_path / "cache", artifacts, max_bytes=1 << 20)
+    cache.load()
+    key, forged = cache_key("v", ["emcc"], "one"), cache_key("v", ["emcc"], "forged")
+    (artifacts / key[:32]).mkdir()
+    (artifacts / key[:32] / "app.js").write_bytes(b"js with the wasm inside")
+    cache.put(key, key[:32], True, "", {}, ("app.js",))
+    entry = cache.get(key)
+    assert entry is not None
+    assert entry.files == ("app.js",)
+    body = json.loads((tmp_path / "cache" / f"{key}.json").read_text())
+    # A file that exists outside the artifact: only the name check refuses it.
+    body["files"] = [f"../../cache/{key}.json"]
+    (tmp_path / "cache" / f"{forged}.json").write_text(json.dumps(body))
+    restarted = ResultCache(tmp_path / "cache", artifacts, max_bytes=1 << 20)
+    restarted.load()
+    reloaded = restarted.get(key)
+    assert reloaded is not None
+    assert (reloaded.files, reloaded.size) == (("app.js",), entry.size)
+    assert restarted.get(forged) is None
+
+
 def test_entries_without_artifacts_are_dropped_at_load(tmp_path: Path) -> None:
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()

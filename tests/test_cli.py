@@ -65,6 +65,19 @@ def test_multi_file_round_trip(server: Server, project: Path) -> None:
     assert node_output(project / "build") == "sum of squares 1..4 = 30\n"
 
 
+def test_a_single_file_build_downloads_app_js_alone(server: Server, project: Path) -> None:
+    done = cli(
+        "--server", server.url, "-o", "one", "src/prog.c", "src/util.c", "src/util.h",
+        "--", "-O1", "-sSINGLE_FILE=1",
+        cwd=project,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["one/app.js"]
+    assert sorted(path.name for path in (project / "one").iterdir()) == ["app.js"]
+    ran = run_node(project / "one", single_file=True)
+    assert (ran.returncode, ran.stdout) == (0, "sum of squares 1..4 = 30\n"), ran.stderr
+
+
 def test_errors_print_like_a_compiler_under_the_given_names(server: Server, project: Path) -> None:
     src = project / "src"
     (src / "util.h").write_text("int sum_of_squares(int n)\n")  # no semicolon

@@ -59,13 +59,15 @@ def run(server: Server, response: httpx.Response, tmp_path: Path, *call: str) ->
     assert body["ok"] is True
     out = tmp_path / body["id"]
     out.mkdir(exist_ok=True)
+    wasm = "-" if body["wasm"] is None else str(out / "app.wasm")  # "-": -sSINGLE_FILE
     with server.client() as client:
         for key, name in (("js", "app.js"), ("wasm", "app.wasm")):
-            fetched = client.get(body[key])
-            assert fetched.status_code == 200, fetched.text
-            (out / name).write_bytes(fetched.content)
+            if body[key] is not None:
+                fetched = client.get(body[key])
+                assert fetched.status_code == 200, fetched.text
+                (out / name).write_bytes(fetched.content)
     done = subprocess.run(
-        ["node", str(RUN_ARTIFACT_JS), str(out / "app.js"), str(out / "app.wasm"), *call],
+        ["node", str(RUN_ARTIFACT_JS), str(out / "app.js"), wasm, *call],
         capture_output=True,
         text=True,
         timeout=60,
@@ -171,6 +173,7 @@ MINIMAL_ARGS = [
     "-sEXPORTED_FUNCTIONS=[_main]",
     "-sEXPORTED_RUNTIME_METHODS=callMain",
     "-sEXIT_RUNTIME",
+    "-sSINGLE_FILE=1",
 ]
 ALL_COMPILES = [EMBIND_ARGS, WASM_EH_ARGS, SANITIZER_ARGS, MINIMAL_ARGS]
 
@@ -233,10 +236,24 @@ def test_address_and_undefined_sanitizers_report(server: Server, tmp_path: Path)
     assert "runtime error: signed integer overflow" in result.stderr
 
 
-def test_minimal_ubsan_safe_heap_and_bare_exit_runtime(server: Server, tmp_path: Path) -> None:
+def test_minimal_ubsan_safe_heap_bare_exit_runtime_in_a_single_file(
+    server: Server, tmp_path: Path
+) -> None:
+    """-sSINGLE_FILE: the artifact is app.js alone (the answer's `wasm` is null, and there is
+    no app.wasm to fetch), it runs with no wasm handed in, and a cache hit says the same."""
     response = server.compile(program("flags_minimal_ubsan.c"), "c", MINIMAL_ARGS)
+    body = response.json()
+    assert body["wasm"] is None, body
+    with server.client() as client:
+        missing = client.get(f"/artifacts/{body['id']}/app.wasm")
+    assert (missing.status_code, missing.json()) == (
+        404,
+        {"ok": False, "error": "no such artifact"},
+    )
     result = run(server, response, tmp_path)
     assert result.stdout == "safe heap, minimal\nflushed by EXIT_RUNTIME\n"
+    hit = server.compile(program("flags_minimal_ubsan.c"), "c", MINIMAL_ARGS).json()
+    assert (hit["cached"], hit["id"], hit["wasm"]) == (True, body["id"], None)
 
 
 HELLO = '#include <stdio.h>\nint main(void) { printf("hi\\n"); return 0; }\n'

@@ -80,7 +80,6 @@ BLOCKED = [
     (["-sEXPORTED_FUNCTIONS=@/etc/passwd"], "EXPORTED_FUNCTIONS takes"),
     (["-sEXPORTED_FUNCTIONS=[main]"], "EXPORTED_FUNCTIONS takes"),
     (["-sEXPORTED_RUNTIME_METHODS=@x.txt"], "EXPORTED_RUNTIME_METHODS takes"),
-    (["-sSINGLE_FILE=1"], "writes no app.wasm"),
     (["--preload-file", "/etc/passwd"], "path must be relative"),
     (["--preload-file", "../secret"], "path must be relative"),
     (["--preload-file", "a/../../secret"], "path must be relative"),
@@ -109,6 +108,7 @@ SEED_ONLY_BLOCKED = [
     (["-lembind"], "not on the allowlist"),
     (["-Wall"], "not on the allowlist"),
     (["-sEXIT_RUNTIME=1"], "only the listed"),
+    (["-sSINGLE_FILE=1"], "only the listed"),
 ]
 
 

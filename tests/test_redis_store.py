@@ -58,6 +58,23 @@ async def test_publish_then_read_with_the_artifact_ttl(
     assert 0 < ttl <= 2 * DAY_MS
 
 
+async def test_a_single_file_artifact_is_app_js_alone_in_store_and_cache(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """-sSINGLE_FILE: app.js alone is published, and the cache entry says so, so that a hit
+    on any replica answers `wasm: null`."""
+    key = "s" * 64
+    async with redis_store(redis_server) as store:
+        await store.publish(JOB, job_dir(tmp_path, b"one file", wasm=None), ("app.js",))
+        assert await store.read(JOB, "app.js") == b"one file"
+        assert await store.read(JOB, "app.wasm") is None
+        await store.cache_put(key, JOB, True, "", {}, ("app.js",))
+        entry = await store.cache_get(key)
+        assert entry is not None
+        assert entry.files == ("app.js",)
+    assert redis_server.cli("hkeys", artifact_key(JOB)).stdout.split() == ["app.js"]
+
+
 async def test_publish_is_all_or_nothing(redis_server: RedisServer, tmp_path: Path) -> None:
     async with redis_store(redis_server) as store:
         with pytest.raises(FileNotFoundError):

@@ -26,8 +26,10 @@ PAGE_CSP: Final = (
 )
 # The runner evaluates a compiled program: sandboxed even when opened directly (an opaque
 # origin), scripts only from here plus the program itself, no network, no framing elsewhere.
+# `connect-src data:` lets a -sSINGLE_FILE build fetch the wasm embedded in its own app.js
+# (a data: URL carries its bytes: nothing leaves the page).
 RUNNER_CSP: Final = (
-    "sandbox allow-scripts; default-src 'none'; "
+    "sandbox allow-scripts; default-src 'none'; connect-src data:; "
     "script-src 'self' 'unsafe-eval' 'wasm-unsafe-eval'; frame-ancestors 'self'"
 )
 

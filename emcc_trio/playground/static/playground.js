@@ -321,15 +321,21 @@
     clearRun();
     setStatus(`Running ${compiled.id}…`, "busy");
     let js;
-    let wasm;
+    let wasm = null; // stays null for a -sSINGLE_FILE build: the wasm is inside app.js
     try {
-      const [jsResponse, wasmResponse] = await Promise.all([fetch(compiled.js), fetch(compiled.wasm)]);
-      if (!jsResponse.ok || !wasmResponse.ok) {
+      const [jsResponse, wasmResponse] = await Promise.all([
+        fetch(compiled.js),
+        compiled.wasm ? fetch(compiled.wasm) : null,
+      ]);
+      // A share link does not know whether the build was SINGLE_FILE: a 404 for app.wasm
+      // alone means it was.
+      const wasmMissing = wasmResponse && !wasmResponse.ok && !(jsResponse.ok && wasmResponse.status === 404);
+      if (!jsResponse.ok || wasmMissing) {
         setStatus(`Cannot fetch the artifact ${compiled.id} (it may have expired).`, "error");
         return;
       }
       js = await jsResponse.text();
-      wasm = await wasmResponse.arrayBuffer();
+      if (wasmResponse && wasmResponse.ok) wasm = await wasmResponse.arrayBuffer();
     } catch (error) {
       setStatus(`Cannot fetch the artifact: ${error}`, "error");
       return;
@@ -346,7 +352,7 @@
       if (state.frame !== frame || event.source !== frame.contentWindow) return;
       const data = event.data || {};
       if (data.type === "ready") {
-        frame.contentWindow.postMessage({ type: "run", js, wasm }, "*", [wasm]);
+        frame.contentWindow.postMessage({ type: "run", js, wasm }, "*", wasm ? [wasm] : []);
       } else if (data.type === "stdout") {
         $("stdout").textContent += data.text;
       } else if (data.type === "stderr") {

@@ -1,6 +1,7 @@
 // Runs one compiled program inside the playground's sandboxed iframe (sandbox="allow-scripts",
 // no allow-same-origin: an opaque origin with no access to the service's cookies or pages).
-// The parent sends {type: "run", js, wasm} (the artifact's text and bytes); this frame sends
+// The parent sends {type: "run", js, wasm} (the artifact's text and bytes, wasm null for a
+// -sSINGLE_FILE build); this frame sends
 // back {type: "stdout"|"stderr", text}, then {type: "exit", code} or {type: "error", message}.
 "use strict";
 (() => {
@@ -17,7 +18,8 @@
       // app.js is a MODULARIZE=1 factory that declares `var Module`.
       const factory = new Function(`${data.js}\n;return Module;`)();
       const module = await factory({
-        wasmBinary: new Uint8Array(data.wasm),
+        // null for a -sSINGLE_FILE build, which carries its wasm.
+        ...(data.wasm ? { wasmBinary: new Uint8Array(data.wasm) } : {}),
         noInitialRun: true,
         print: (text) => send({ type: "stdout", text: `${text}\n` }),
         printErr: (text) => send({ type: "stderr", text: `${text}\n` }),
