@@ -66,21 +66,20 @@ def compile_response(result: CompileResult, cached: bool) -> Response:
     usage = usage_json(result.usage, result.duration_seconds)
     found = [d.to_json() for d in diagnostics.parse(result.output)]
     if result.ok:
-        return json_ok(
-            {
-                "ok": True,
-                "id": result.job_id,
-                "js": f"/artifacts/{result.job_id}/app.js",
-                # None for -sSINGLE_FILE: the wasm is inside app.js.
-                "wasm": (
-                    f"/artifacts/{result.job_id}/app.wasm" if "app.wasm" in result.files else None
-                ),
-                "output": result.output,
-                "diagnostics": found,
-                "usage": usage,
-                "cached": cached,
-            }
-        )
+        body = {
+            "ok": True,
+            "id": result.job_id,
+            "js": f"/artifacts/{result.job_id}/app.js",
+            # None for -sSINGLE_FILE: the wasm is inside app.js.
+            "wasm": f"/artifacts/{result.job_id}/app.wasm" if "app.wasm" in result.files else None,
+            "output": result.output,
+            "diagnostics": found,
+            "usage": usage,
+            "cached": cached,
+        }
+        if "app.worker.js" in result.files:  # -pthread
+            body["worker"] = f"/artifacts/{result.job_id}/app.worker.js"
+        return json_ok(body)
     if result.limit is not None:
         message = LIMIT_MESSAGES[result.limit]
         if result.output:
@@ -251,6 +250,11 @@ def create_app(service: Service) -> QuartTrio:
             response.headers["Cache-Control"] = IMMUTABLE_CACHE
             response.headers["ETag"] = f'"{job_id}-{name}"'
             response.headers["X-Content-Type-Options"] = "nosniff"
+            # Threads need a cross-origin-isolated page (COOP + COEP require-corp): such a page
+            # loads these from any origin, and a worker script must itself say require-corp.
+            response.headers["Cross-Origin-Resource-Policy"] = "cross-origin"
+            if name == "app.worker.js":
+                response.headers["Cross-Origin-Embedder-Policy"] = "require-corp"
             return response
 
     playground.register(app)

@@ -1,5 +1,6 @@
 """The artifact store: `artifacts/<id>/app.js` + `app.wasm` (only `app.js` for a
-`-sSINGLE_FILE` build, whose wasm is inside it), published atomically, swept by age.
+`-sSINGLE_FILE` build, whose wasm is inside it; `app.worker.js` too for `-pthread`),
+published atomically, swept by age.
 
 Publishing copies the files into a hidden staging dir inside the store (same filesystem)
 and renames it to `<id>` in one step, so a reader sees no artifact or a whole one.
@@ -22,7 +23,12 @@ from typing import BinaryIO, Final
 import attrs
 import trio
 
-ARTIFACT_FILES: Final = {"app.js": "application/javascript", "app.wasm": "application/wasm"}
+ARTIFACT_FILES: Final = {
+    "app.js": "application/javascript",
+    "app.wasm": "application/wasm",
+    # -pthread: the script each thread's worker runs (it loads app.js and app.wasm).
+    "app.worker.js": "application/javascript",
+}
 # What every build writes; without it there is nothing to run.
 MAIN_FILE: Final = "app.js"
 # An artifact's files when nothing says otherwise (results cached before SINGLE_FILE was allowed).

@@ -164,6 +164,11 @@ SCHEMAS: Final[JsonObject] = {
                 "pattern": r"^/artifacts/[0-9a-f]{32}/app\.wasm$",
                 "description": "null for a -sSINGLE_FILE build: the wasm is inside app.js.",
             },
+            "worker": {
+                "type": "string",
+                "pattern": r"^/artifacts/[0-9a-f]{32}/app\.worker\.js$",
+                "description": "-pthread builds only: the script of each thread's worker.",
+            },
             "output": {"type": "string", "description": "The compiler's warnings."},
             "diagnostics": {"type": "array", "items": _ref("Diagnostic")},
             "usage": _ref("Usage"),

@@ -257,6 +257,12 @@ def _standard_settings(memory_cap_bytes: int) -> Mapping[str, Setting]:
             lambda v: bool(_JS_IDENT_RE.match(v)), "a JavaScript identifier such as createModule"
         ),
         "MALLOC": Setting(_one_of(*MALLOCS), f"one of {', '.join(MALLOCS)}"),
+        # With -pthread: app.worker.js is published beside app.js and app.wasm.
+        "PROXY_TO_PTHREAD": _BOOL,
+        "PTHREAD_POOL_SIZE": Setting(
+            lambda v: bool(re.fullmatch(r"[0-9]{1,3}", v)) and int(v) <= MAX_PTHREAD_POOL,
+            f"a number of workers from 0 to {MAX_PTHREAD_POOL}",
+        ),
     }
 
 
@@ -296,13 +302,14 @@ REFUSED_SETTINGS: Final[Mapping[str, str]] = {
     "FORCE_FILESYSTEM": "not allowed by the service",
     "STACK_SIZE": "use -sTOTAL_STACK, which every emscripten reads (3.1.6 has no STACK_SIZE)",
     "WASM": f"{_ARTIFACT_REASON}, and WASM=0 (wasm2js) is not offered",
-    "USE_PTHREADS": f"{_ARTIFACT_REASON}, and threads need app.worker.js too",
-    "PROXY_TO_PTHREAD": f"{_ARTIFACT_REASON}, and threads need app.worker.js too",
+    "USE_PTHREADS": "use -pthread, the compiler flag that sets it",
 }
 REFUSED_FLAGS: Final[Mapping[str, str]] = {
-    "-pthread": f"{_ARTIFACT_REASON}, and threads need app.worker.js too",
     "-flto=thin": "the prebuilt library cache has no ThinLTO build (use -flto)",
 }
+# Threads start workers at run time, never at compile time: a small pool is plenty, and a
+# bound keeps a page from starting hundreds at once.
+MAX_PTHREAD_POOL: Final = 64
 
 # ---- flags --------------------------------------------------------------------------------
 
@@ -409,6 +416,7 @@ STANDARD_FLAGS: Final = frozenset(
     | {f"-std={value}" for value in (*C_STANDARDS, *CXX_STANDARDS)}
     | {"-w", "-Werror", "-pedantic", "-pedantic-errors"}
     | {"-lembind", "--bind"}
+    | {"-pthread"}
     | {"-msimd128", "-mbulk-memory", "-mnontrapping-fptoint", "-msign-ext", "-mmutable-globals"}
 )
 # -Wall, -Wno-unused, -Werror=format, -Wframe-larger-than=4096, -W#warnings; no comma, so

@@ -175,7 +175,16 @@ MINIMAL_ARGS = [
     "-sEXIT_RUNTIME",
     "-sSINGLE_FILE=1",
 ]
-ALL_COMPILES = [EMBIND_ARGS, WASM_EH_ARGS, SANITIZER_ARGS, MINIMAL_ARGS]
+# Run in Chromium by tests/test_threads.py: threads need a browser's workers.
+THREAD_ARGS = [
+    "-O1",
+    "-pthread",
+    "-sENVIRONMENT=web,worker",
+    "-sEXPORT_NAME=createModule",
+    "-sPTHREAD_POOL_SIZE=2",
+    "-sPROXY_TO_PTHREAD=0",
+]
+ALL_COMPILES = [EMBIND_ARGS, WASM_EH_ARGS, SANITIZER_ARGS, MINIMAL_ARGS, THREAD_ARGS]
 
 
 def _setting_names(args: list[str]) -> set[str]:
