@@ -164,6 +164,8 @@ def run(quick: bool) -> None:
                     "cgroupDriver": "auto",
                     "nsjailEnabled": True,
                     "redisUrl": url,
+                    # wrk is one client with 16 connections: above the default bound of 8.
+                    "maxJobsPerClient": 64,
                 }
                 replicas.append(start(workdir, config))
             backends = [r.url.removeprefix("http://") for r in replicas]
