@@ -123,16 +123,18 @@ async def run(
             # A compile error or a cap kill is the program's fault; the rest is the request's.
             return 1 if "id" in body else 2
         fetched = {}
-        for key, name in (("js", "app.js"), ("wasm", "app.wasm")):
-            if body[key] is None:  # -sSINGLE_FILE: app.js holds the wasm
+        # No `wasm` for -sSINGLE_FILE (app.js holds it); a `worker` for -pthread only.
+        for key, name in (("js", "app.js"), ("wasm", "app.wasm"), ("worker", "app.worker.js")):
+            url = body.get(key)
+            if url is None:
                 continue
             try:
-                got = await client.get(body[key])
+                got = await client.get(url)
             except httpx.HTTPError as exc:
-                print(f"emcc-trio: error: GET {body[key]}: {exc}", file=stderr)
+                print(f"emcc-trio: error: GET {url}: {exc}", file=stderr)
                 return 2
             if got.status_code != 200:
-                print(f"emcc-trio: error: GET {body[key]}: HTTP {got.status_code}", file=stderr)
+                print(f"emcc-trio: error: GET {url}: HTTP {got.status_code}", file=stderr)
                 return 2
             fetched[name] = got.content
     await trio.to_thread.run_sync(_save, out_dir, fetched)
@@ -151,7 +153,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="emcc-trio compile",
         description=(
             "Compile C/C++ files on an emcc-trio server and download app.js and app.wasm "
-            "(app.js alone for -sSINGLE_FILE)."
+            "(app.js alone for -sSINGLE_FILE, and app.worker.js too for -pthread)."
         ),
         epilog="Arguments after -- go to emcc (the server's allowlist applies).",
     )

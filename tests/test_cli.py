@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FifoGate, Server, run_node
+from conftest import FifoGate, Server, program, run_node
+from test_flags_compile import THREAD_ARGS
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -76,6 +77,21 @@ def test_a_single_file_build_downloads_app_js_alone(server: Server, project: Pat
     assert sorted(path.name for path in (project / "one").iterdir()) == ["app.js"]
     ran = run_node(project / "one", single_file=True)
     assert (ran.returncode, ran.stdout) == (0, "sum of squares 1..4 = 30\n"), ran.stderr
+
+
+def test_a_threaded_build_downloads_its_worker_too(server: Server, tmp_path: Path) -> None:
+    (tmp_path / "threads.c").write_text(program("threads.c"))
+    done = cli(
+        "--server", server.url, "-o", "out", "threads.c",
+        "--", *THREAD_ARGS,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["out/app.js", "out/app.wasm", "out/app.worker.js"]
+    # The worker script itself: it loads app.js and calls the module's EXPORT_NAME.
+    worker = (tmp_path / "out" / "app.worker.js").read_text()
+    assert "importScripts" in worker
+    assert "createModule" in worker
 
 
 def test_errors_print_like_a_compiler_under_the_given_names(server: Server, project: Path) -> None:
