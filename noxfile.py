@@ -146,7 +146,6 @@ def browser(session: nox.Session) -> None:
         "pytest",
         "tests/test_playground.py",
         "tests/test_playground_flags.py",
-        "tests/test_threads.py",
         "tests/test_openapi.py",
         "tests/test_cors.py",
         *session.posargs,

@@ -16,9 +16,9 @@ import re
 import shutil
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import Any, BinaryIO, Final
 
 import attrs
 import trio
@@ -76,9 +76,10 @@ def _copy_job_output(source: Path, target: Path) -> None:
         shutil.copyfileobj(src, dst, MAX_ARTIFACT_BYTES)
 
 
-def parse_files(value: object) -> tuple[str, ...]:
-    """An artifact's file list as stored with its cache entry (ValueError when it is not
-    one: the names end up in paths)."""
+def stored_files(body: Mapping[str, Any]) -> tuple[str, ...]:
+    """The artifact's file list stored with a result (ValueError when it is not one: the names
+    end up in paths); BOTH_FILES for results stored before the list was."""
+    value = body.get("files", BOTH_FILES)
     if not isinstance(value, list | tuple) or not set(value) <= ARTIFACT_FILES.keys():
         raise ValueError(f"not a list of artifact files: {value!r}")
     return tuple(value)

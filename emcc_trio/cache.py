@@ -24,7 +24,7 @@ from typing import Any, Generic, TypeVar
 import attrs
 import trio
 
-from .artifacts import BOTH_FILES, parse_files
+from .artifacts import BOTH_FILES, stored_files
 
 T = TypeVar("T")
 
@@ -172,7 +172,7 @@ class ResultCache:
         try:
             body = json.loads(path.read_text())
             size = len(path.read_bytes())
-            files = parse_files(body.get("files", BOTH_FILES))
+            files = stored_files(body)
             if body["ok"]:
                 size += sum(
                     (self.artifacts_dir / body["id"] / name).stat().st_size for name in files

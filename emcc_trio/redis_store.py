@@ -34,7 +34,7 @@ import trio
 from coredis.commands import Script
 from coredis.tokens import PureToken
 
-from .artifacts import ARTIFACT_FILES, BOTH_FILES, is_valid_id, parse_files, read_job_outputs
+from .artifacts import ARTIFACT_FILES, BOTH_FILES, is_valid_id, read_job_outputs, stored_files
 from .cache import Entry
 from .metrics import Metrics
 from .store import FlightWaitTimeoutError, StoreUnavailableError
@@ -193,7 +193,7 @@ class RedisStore:
             return None
         try:
             body = json.loads(raw)
-            files = parse_files(body.get("files", BOTH_FILES))
+            files = stored_files(body)
             return Entry(
                 body["id"], bool(body["ok"]), body["output"], body["usage"], len(raw), files
             )

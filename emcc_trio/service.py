@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 import trio
 
-from .artifacts import BOTH_FILES, parse_files
+from .artifacts import stored_files
 from .cache import Entry, SingleFlight, cache_key
 from .cgroups import Driver, Usage
 from .clients import Network
@@ -191,7 +191,7 @@ def decode_result(data: bytes) -> CompileResult:
         body["ok"],
         body["output"],
         body["usage"],
-        parse_files(body.get("files", BOTH_FILES)),
+        stored_files(body),
         body["truncated"],
         body["limit"],
     )

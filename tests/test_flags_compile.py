@@ -175,7 +175,7 @@ MINIMAL_ARGS = [
     "-sEXIT_RUNTIME",
     "-sSINGLE_FILE=1",
 ]
-# Run in Chromium by tests/test_threads.py: threads need a browser's workers.
+# Run in Chromium by tests/test_playground_flags.py: threads need a browser's workers.
 THREAD_ARGS = [
     "-O1",
     "-pthread",

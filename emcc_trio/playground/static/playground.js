@@ -328,8 +328,8 @@
         compiled.wasm ? fetch(compiled.wasm) : null,
       ]);
       // A share link does not know whether the build was SINGLE_FILE: a 404 for app.wasm
-      // alone means it was.
-      const wasmMissing = wasmResponse && !wasmResponse.ok && !(jsResponse.ok && wasmResponse.status === 404);
+      // (with app.js there) means it was.
+      const wasmMissing = wasmResponse && !wasmResponse.ok && wasmResponse.status !== 404;
       if (!jsResponse.ok || wasmMissing) {
         setStatus(`Cannot fetch the artifact ${compiled.id} (it may have expired).`, "error");
         return;
