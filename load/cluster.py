@@ -2,9 +2,10 @@
 
 Each replica runs in a network namespace of its own (a veth pair on a bridge this run makes),
 with its own workingDir; redis-server and HAProxy (with deploy/haproxy.cfg) listen on the
-bridge. The load mix of `nox -s load` goes through HAProxy while the run SIGKILLs a replica and
-starts it again, cuts another replica's link for a few seconds, and stops Redis for a few
-seconds. Then it checks every answer, runs every 200's artifacts under node (fetched through
+bridge. The load mix of `nox -s load` goes through HAProxy while the run stops a replica with
+SIGTERM (it drains: no request fails for it) and starts it again, SIGKILLs another and starts it
+again, cuts the third one's link for a few seconds, and stops Redis for a few seconds. Then it
+checks every answer, runs every 200's artifacts under node (fetched through
 HAProxy), cache hits across replicas, that 6 identical requests at once on 3 replicas ran one
 compile, and that nothing is left behind on any host. Everything it starts, it stops.
 """
@@ -25,6 +26,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +88,7 @@ class Seen:
     notes: list[str] = attrs.Factory(list)
     chaos_done: bool = False
     probe_failures: list[str] = attrs.Factory(list)
+    drain_failures: list[str] = attrs.Factory(list)
 
 
 @attrs.define
@@ -242,9 +245,13 @@ class Cluster:
             served = False
         return served and all(state == "UP" for state in states.values())
 
-    def haproxy_saw(self, server: str, state: str) -> bool:
+    def haproxy_saw(self, server: str, state: str, times: int = 1) -> bool:
+        return self.haproxy_count(server, state) >= times
+
+    def haproxy_count(self, server: str, state: str) -> int:
+        """How often HAProxy's log says `server` went `state` (UP or DOWN)."""
         text = self.haproxy_log.read_text(errors="replace")
-        return f"Server replicas/{server} is {state}" in text
+        return text.count(f"Server replicas/{server} is {state}")
 
     def restart(self, index: int) -> LoadServer:
         host, config = self.network.hosts[index], self.configs[index]
@@ -308,8 +315,12 @@ async def worker(
 
 
 async def chaos(cluster: Cluster, seconds: float, seen: Seen) -> None:
-    """A replica SIGKILLed and restarted, a link cut, Redis stopped: a third of the run apart."""
-    await trio.sleep(seconds / 6)
+    """A replica drained (SIGTERM) and restarted, another SIGKILLed and restarted, a link cut,
+    Redis stopped: a quarter of the run apart."""
+    await trio.sleep(seconds / 8)
+    await drain(cluster, 0, seen)
+
+    await trio.sleep(seconds / 8)
     victim = cluster.replicas[1]
     window = Window("SIGKILL replica2", time.monotonic())
     seen.windows.append(window)
@@ -324,7 +335,7 @@ async def chaos(cluster: Cluster, seconds: float, seen: Seen) -> None:
     ]
     seen.notes.append(f"replica2 restarted; recovery events: {len(recovered)}")
 
-    await trio.sleep(seconds / 6)
+    await trio.sleep(seconds / 8)
     host = cluster.network.hosts[2]
     window = Window("link of replica3 cut", time.monotonic())
     seen.windows.append(window)
@@ -342,19 +353,90 @@ async def chaos(cluster: Cluster, seconds: float, seen: Seen) -> None:
     await trio.to_thread.run_sync(cluster.wait_whole)
     window.ended = time.monotonic()
 
-    await trio.sleep(seconds / 6)
+    await trio.sleep(seconds / 8)
     assert cluster.redis is not None
     window = Window("Redis stopped", time.monotonic())
     seen.windows.append(window)
+    downs = cluster.haproxy_count("replica3", "DOWN")
     await trio.to_thread.run_sync(cluster.redis.stop)
     async with trio.open_nursery() as probes:
         probes.start_soon(probe_outage, cluster, seen)
+        probes.start_soon(start_without_store, cluster, 2, downs, seen)
         await trio.sleep(OUTAGE_SECONDS)
     await trio.to_thread.run_sync(cluster.redis.start)
     window.repaired = time.monotonic()
     await trio.to_thread.run_sync(cluster.wait_whole)
     window.ended = time.monotonic()
     seen.chaos_done = True
+
+
+async def drain(cluster: Cluster, index: int, seen: Seen) -> None:
+    """SIGTERM a replica under load, as an operator stops one: it exits by itself with status
+    0 and nothing left behind, HAProxy takes it out, and (judged with the answers) every request
+    HAProxy could replay got its answer elsewhere. Then it starts again."""
+    name = f"replica{index + 1}"
+    replica = cluster.replicas[index]
+    # Stopped while it compiles, so that there is something in flight to drain.
+    await trio.to_thread.run_sync(
+        wait_until, lambda: replica.leftovers()["job_dirs"], f"a compile running on {name}"
+    )
+    window = Window(f"SIGTERM {name} (drain)", time.monotonic())
+    seen.windows.append(window)
+    replica.proc.send_signal(signal.SIGTERM)
+    try:
+        code = await trio.to_thread.run_sync(replica.proc.wait, WAIT_SECONDS)
+    except subprocess.TimeoutExpired:
+        seen.drain_failures.append(f"{name} still running {WAIT_SECONDS:.0f} s after SIGTERM")
+        replica.proc.kill()
+        code = await trio.to_thread.run_sync(replica.proc.wait)
+    window.repaired = time.monotonic()
+    if code != 0:
+        seen.drain_failures.append(f"{name} exited with {code} on SIGTERM")
+    events = replica.log_events()
+    since = next((i for i, e in enumerate(events) if e.get("event") == "shutting down"), 0)
+    refused = [e for e in events[since:] if e.get("path") == "/compile" and e.get("status") == 503]
+    seen.notes.append(f"{name} answered 503 to {len(refused)} compile(s) while it drained")
+    left = replica.leftovers()
+    seen.drain_failures += [
+        f"{name} left {what}: {x}" for what, items in left.items() for x in items
+    ]
+    if not any(e.get("event") == "stopped" for e in replica.log_events()):
+        seen.drain_failures.append(f"{name} did not log that it stopped")
+    await trio.to_thread.run_sync(
+        wait_until, lambda: cluster.haproxy_saw(name, "DOWN"), f"HAProxy to take {name} out"
+    )
+    await trio.to_thread.run_sync(cluster.restart, index)
+    await trio.to_thread.run_sync(cluster.wait_whole)
+    window.ended = time.monotonic()
+    seen.notes.append(f"{name} restarted")
+
+
+async def start_without_store(cluster: Cluster, index: int, downs: int, seen: Seen) -> None:
+    """A replica (re)started while Redis is down starts, says it is not ready, and becomes
+    ready by itself once Redis is back (`wait_whole` after the outage waits for that).
+    `downs`: how often HAProxy had taken it out before Redis stopped."""
+    name = f"replica{index + 1}"
+    # Once HAProxy has taken it out (not ready: no Redis), as an operator would restart it.
+    # Before that, the connections it refuses while it restarts would be retried on it alone
+    # (the other replicas are out too), and HAProxy 2.6 closes a keep-alive connection whose
+    # retries all failed without an answer.
+    await trio.to_thread.run_sync(
+        wait_until,
+        lambda: cluster.haproxy_saw(name, "DOWN", downs + 1),
+        f"HAProxy to take {name} out",
+    )
+    code = await trio.to_thread.run_sync(cluster.replicas[index].stop)
+    if code != 0:
+        seen.probe_failures.append(f"{name} exited with {code} on SIGTERM")
+    replica = await trio.to_thread.run_sync(cluster.restart, index)
+    response = await trio.to_thread.run_sync(
+        partial(httpx.get, f"{replica.url}/readyz", timeout=run.CLIENT_TIMEOUT)
+    )
+    if response.status_code != 503 or "store is unreachable" not in response.text:
+        seen.probe_failures.append(
+            f"{name} started without Redis: /readyz {response.status_code} {response.text[:200]}"
+        )
+    seen.notes.append(f"{name} restarted while Redis was down")
 
 
 async def probe_outage(cluster: Cluster, seen: Seen) -> None:
@@ -410,8 +492,13 @@ def in_window(timed: Timed, windows: list[Window], *whats: str, faulty: bool = F
 def judge(timed: Timed, windows: list[Window]) -> str | None:
     """load.mix's verdict, except for the documented answers of a disruption: a 503 with
     Retry-After until the cluster is whole again, and a failed request (502, 504, a closed
-    connection) in flight while a replica was dead or cut off."""
+    connection) in flight while a replica was dead or cut off, or, while one drained, a request
+    too big for HAProxy to replay (over tune.bufsize). A draining replica's own 503 must never
+    reach the client for a request HAProxy can replay."""
     answer = timed.answer
+    draining = answer.status == 503 and "shutting down" in str(answer.body.get("error"))
+    if draining and answer.kind not in mix.HEAVY:
+        return "a draining replica's 503 reached the client: HAProxy should have replayed it"
     why = mix.judge(answer)
     if why is None:
         return None
@@ -419,6 +506,8 @@ def judge(timed: Timed, windows: list[Window]) -> str | None:
         return None
     failed = answer.status in (502, 504, -1)
     if failed and in_window(timed, windows, "SIGKILL", "link", faulty=True):
+        return None
+    if failed and answer.kind in mix.HEAVY and in_window(timed, windows, "SIGTERM", faulty=True):
         return None
     return why
 
@@ -581,11 +670,19 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         outcomes = [w for w in seen.windows if w.ended != float("inf")]
+        drained = any(w.what.startswith("SIGTERM") for w in outcomes)
         results.append(
             run.Check(
                 "disruptions ended, cluster whole again",
-                f"{len(outcomes)} of 3",
-                [] if len(outcomes) == 3 else ["a disruption did not end"],
+                f"{len(outcomes)} of 4",
+                [] if len(outcomes) == 4 else ["a disruption did not end"],
+            )
+        )
+        results.append(
+            run.Check(
+                "SIGTERM: replica1 drained, exited 0, nothing left",
+                "drained" if drained else "not drained",
+                seen.drain_failures if drained else ["the drain did not happen"],
             )
         )
         results.append(

@@ -105,6 +105,73 @@ def test_shutdown_with_a_job_running_cancels_it_and_exits_zero(server: Server) -
     assert any(e["event"] == "stopped" for e in server.log_events())
 
 
+def read_until(sock: socket.socket, data: bytes, marker: bytes) -> tuple[bytes, bytes]:
+    """Receive until `marker`: what came before it (with it), and what came after."""
+    while marker not in data:
+        more = sock.recv(65536)
+        if not more:
+            pytest.fail(f"the server closed the connection; received {data!r}")
+        data += more
+    head, _, rest = data.partition(marker)
+    return head + marker, rest
+
+
+def read_response(sock: socket.socket) -> str:
+    """One whole HTTP/1.1 response (with a Content-Length) from `sock`."""
+    head, rest = read_until(sock, b"", b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(rest) < length:
+        more = sock.recv(65536)
+        if not more:
+            pytest.fail(f"the server closed the connection; received {head + rest!r}")
+        rest += more
+    return (head + rest).decode()
+
+
+def connection_refused(server: Server) -> bool:
+    url = urlsplit(server.url)
+    assert url.hostname is not None
+    assert url.port is not None
+    try:
+        socket.create_connection((url.hostname, url.port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_shutdown_refuses_new_connections_and_finishes_open_requests(server: Server) -> None:
+    url = urlsplit(server.url)
+    assert url.hostname is not None
+    assert url.port is not None
+    sock = socket.create_connection((url.hostname, url.port))
+    body = json.dumps({"code": HELLO_C, "type": "c"}).encode()
+    head = (
+        f"POST /compile HTTP/1.1\r\nHost: {url.netloc}\r\nExpect: 100-continue\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    # The 100 Continue says the request was accepted and is open: it keeps the server draining
+    # until its body arrives (a request not yet read when the server stops is dropped, as on
+    # any server's idle keep-alive connection).
+    sock.sendall(head)
+    interim, early = read_until(sock, b"", b"\r\n\r\n")
+    assert interim.startswith(b"HTTP/1.1 100"), interim
+    assert early == b""
+    server.proc.send_signal(signal.SIGTERM)
+    eventually(lambda: connection_refused(server), 4, "new connections to be refused")
+    assert server.proc.poll() is None, "the open request should hold the server"
+    sock.sendall(body)
+    reply = read_response(sock)
+    sock.close()
+    assert reply.startswith("HTTP/1.1 503"), reply
+    assert "shutting down" in reply
+    assert server.proc.wait(15) == 0
+    assert server.leftovers() == {"processes": [], "job_dirs": [], "cgroups": []}
+
+
 def test_sweeper_removes_expired_artifacts(make_server: MakeServer) -> None:
     # A TTL of ~1 s and a sweep every 0.3 s.
     server = make_server(artifactTTLDays=1 / 86400, cleanupIntervalMins=0.005, cacheEnabled=False)
