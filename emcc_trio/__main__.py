@@ -36,7 +36,7 @@ from .cors import Cors
 from .gate import Budget, Gate, default_budget
 from .jobs import Compiler
 from .policy import make_policy
-from .redis_store import RedisStore, open_client
+from .redis_store import RedisStore, connect
 from .runner import Limits
 from .sandbox import Sandbox, SandboxError
 from .service import Service
@@ -91,8 +91,10 @@ async def open_store(config: Config, paths: Paths) -> Store:
     """The one place that knows which store runs: Redis when a URL is set, else local disk."""
     if config.redis_url:
         log.info("store", extra={"fields": {"redis": redact_url(config.redis_url)}})
+        client, sentinel = connect(config.redis_url)
         return RedisStore(
-            open_client(config.redis_url),
+            client,
+            sentinel=sentinel,
             artifact_ttl_days=config.artifact_ttl_days,
             # A holder's lock lasts its queue wait plus its run; then waiters give up.
             max_wait_seconds=config.queue_timeout_seconds + config.job_timeout_seconds + 30,

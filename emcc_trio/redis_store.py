@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit
 
 import attrs
 import coredis
@@ -32,10 +33,12 @@ import coredis.exceptions
 import outcome
 import trio
 from coredis.commands import Script
+from coredis.connection import TCPLocation
 from coredis.tokens import PureToken
 
 from .artifacts import ARTIFACT_FILES, BOTH_FILES, is_valid_id, read_job_outputs, stored_files
 from .cache import Entry
+from .config import SENTINEL_SCHEME, parse_sentinel_url
 from .metrics import Metrics
 from .store import FlightWaitTimeoutError, StoreUnavailableError
 
@@ -122,12 +125,35 @@ def open_client(url: str) -> coredis.Redis[bytes]:
     )
 
 
+def connect(url: str) -> tuple[coredis.Redis[bytes], coredis.Sentinel[bytes] | None]:
+    """A client for any `redisUrl`; for redis+sentinel://, also the Sentinel client it asks
+    where the primary is (again after a failover: the client follows the new primary)."""
+    if urlsplit(url).scheme != SENTINEL_SCHEME:
+        return open_client(url), None
+    target = parse_sentinel_url(url)
+    timeouts = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, "stream_timeout": OP_TIMEOUT_SECONDS}
+    sentinel = coredis.Sentinel(
+        [TCPLocation(host, port) for host, port in target.sentinels], sentinel_kwargs=timeouts
+    )
+    client = sentinel.primary_for(
+        target.service,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        stream_timeout=OP_TIMEOUT_SECONDS,
+    )
+    return client, sentinel
+
+
 @attrs.define
 class RedisStore:
     client: coredis.Redis[bytes]
     artifact_ttl_days: float  # 0: artifacts never expire (size Redis for that)
     max_wait_seconds: float  # the longest a compile can hold a key: queue wait plus run
     metrics: Metrics = attrs.field(factory=Metrics)
+    # Set when `client` follows a primary through Sentinel: entered before the client.
+    sentinel: coredis.Sentinel[bytes] | None = None
     reachable: bool = False
     # EVALSHA, falling back to EVAL once per connection that has not seen the script.
     _cache_get: Script[bytes] = attrs.field(init=False)
@@ -283,7 +309,10 @@ class RedisStore:
     @asynccontextmanager
     async def session(self) -> AsyncIterator[None]:
         """The client's connection pool lives as long as the server; it connects lazily."""
-        async with self.client:
+        async with contextlib.AsyncExitStack() as stack:
+            if self.sentinel is not None:
+                await stack.enter_async_context(self.sentinel)
+            await stack.enter_async_context(self.client)
             yield
 
     async def run(self) -> None:

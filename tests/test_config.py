@@ -16,8 +16,10 @@ from emcc_trio.config import (
     REDIS_URL_ENV,
     Config,
     ConfigError,
+    SentinelUrl,
     load,
     parse,
+    parse_sentinel_url,
     redact_url,
     resolve_paths,
 )
@@ -201,9 +203,44 @@ def test_redis_url_is_checked_and_its_password_never_shown() -> None:
     with pytest.raises(ConfigError) as excinfo:
         parse('{"redisUrl": "http://user:hunter2@redis.example:6379"}')
     message = str(excinfo.value)
-    assert message.startswith("redisUrl: must start with one of redis://, rediss://, unix://")
+    assert message.startswith(
+        "redisUrl: must start with one of redis://, rediss://, unix://, redis+sentinel://"
+    )
     assert "hunter2" not in message
     assert "user:***@redis.example:6379" in message
+
+
+def test_a_sentinel_url_names_its_sentinels_service_and_database() -> None:
+    url = "redis+sentinel://:pw@10.0.0.1,10.0.0.2:26380,[fd00::3]/emcc-trio/2"
+    assert parse(json.dumps({"redisUrl": url})).redis_url == url
+    assert parse_sentinel_url(url) == SentinelUrl(
+        sentinels=(("10.0.0.1", 26379), ("10.0.0.2", 26380), ("fd00::3", 26379)),
+        service="emcc-trio",
+        db=2,
+        username=None,
+        password="pw",
+    )
+    assert parse_sentinel_url("redis+sentinel://s1/main").db == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("redis+sentinel://:hunter2@s1:26379", "needs the name of the primary"),
+        ("redis+sentinel://:hunter2@s1:26379/", "needs the name of the primary"),
+        ("redis+sentinel://:hunter2@s1:port/main", "a Sentinel port must be 1-65535"),
+        ("redis+sentinel://:hunter2@s1:70000/main", "a Sentinel port must be 1-65535"),
+        ("redis+sentinel://:hunter2@s1,/main", "a Sentinel without a host"),
+        ("redis+sentinel://:hunter2@s1/main/zero", "the database after the service name"),
+    ],
+)
+def test_a_bad_sentinel_url_is_refused_by_name(url: str, why: str) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        parse(json.dumps({"redisUrl": url}))
+    message = str(excinfo.value)
+    assert message.startswith(f"redisUrl: {why}")
+    assert "hunter2" not in message
+    assert ":***@" in message
 
 
 def test_redact_url() -> None:

@@ -14,6 +14,7 @@ from conftest import (
     REDIS_PASSWORD,
     MakeServer,
     RedisServer,
+    SentinelSetup,
     eventually,
     run_artifact,
     spin,
@@ -96,6 +97,31 @@ def test_redis_outage_is_503_then_recovers(
     assert run_artifact(server, recovered, tmp_path) == "hello from C\n"
     metrics = httpx.get(f"{server.url}/metrics").text
     assert re.search(r'^emcc_trio_store_errors_total\{op="cache_get"\} [1-9]', metrics, re.M)
+    server.assert_clean()
+
+
+def test_a_replica_follows_the_primary_through_a_sentinel_failover(
+    make_server: MakeServer, redis_sentinel: SentinelSetup, tmp_path: Path
+) -> None:
+    primary, replica = redis_sentinel.primary, redis_sentinel.replica
+    server = make_server(redisUrl=redis_sentinel.url)
+    built = server.compile(HELLO_C)
+    assert built.status_code == 200, built.text
+    key = f"emcc-trio:artifact:{built.json()['id']}"
+    assert primary.cli("exists", key).stdout.strip() == "1"
+    # Replicated before the primary goes: what was stored must outlive it.
+    assert primary.cli("wait", "1", "10000").stdout.strip() == "1"
+    primary.stop()
+    eventually(lambda: redis_sentinel.primary_port() == replica.port, 60, "the Sentinel's failover")
+    with server.client() as client:
+        # The server asks the Sentinel again and follows it, without a restart.
+        eventually(lambda: client.get("/readyz").status_code == 200, 30, "ready again")
+    assert run_artifact(server, built, tmp_path) == "hello from C\n"
+    after = server.compile("int main(void) { return 7; }\n")
+    assert after.status_code == 200, after.text
+    stored = replica.cli("exists", f"emcc-trio:artifact:{after.json()['id']}")
+    assert stored.stdout.strip() == "1"
+    assert REDIS_PASSWORD not in server.log()
     server.assert_clean()
 
 
