@@ -337,6 +337,7 @@ async def _serve(
                 app,
                 hypercorn_config,
                 config.max_connections,
+                config.send_timeout_seconds,
                 shutdown_trigger=shutdown.wait,
                 task_status=task_status,
             )

@@ -61,6 +61,7 @@ class Config:
     nsjail_config: str = attrs.field(default="", metadata=_key("nsjailConfig"))
     max_body_bytes: int = attrs.field(default=1024 * 1024, metadata=_key("maxBodyBytes"))
     body_timeout_seconds: float = attrs.field(default=30, metadata=_key("bodyTimeoutSeconds"))
+    send_timeout_seconds: float = attrs.field(default=60, metadata=_key("sendTimeoutSeconds"))
     max_connections: int = attrs.field(default=1000, metadata=_key("maxConnections"))
     max_output_bytes: int = attrs.field(default=64 * 1024, metadata=_key("maxOutputBytes"))
     job_timeout_seconds: float = attrs.field(default=120, metadata=_key("jobTimeoutSeconds"))
@@ -211,6 +212,7 @@ def validate(config: Config) -> list[str]:
         "job_memory_estimate_mb",
         "max_body_bytes",
         "body_timeout_seconds",
+        "send_timeout_seconds",
         "max_connections",
         "max_output_bytes",
         "job_timeout_seconds",

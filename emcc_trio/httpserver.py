@@ -36,6 +36,9 @@ from hypercorn.utils import repr_socket_addr, wrap_app
 # (see _LingeringStream): long enough for the rest of a refused body on any network, short
 # enough that a client cannot hold the connection.
 LINGER_SECONDS: Final = 5.0
+# An answer is written in slices of this size, each of which must leave within the send
+# timeout: a client that stops reading loses its connection instead of holding it for good.
+SEND_SLICE_BYTES: Final = 64 * 1024
 # Descriptors the server needs besides its connections: listeners, logs, the cache, cgroup
 # files, and a few pipes and files per running compile.
 RESERVED_FDS: Final = 256
@@ -69,17 +72,36 @@ class _LingeringStream(trio.abc.HalfCloseableStream):
     and the client then fails on its next send or loses the answer unread: a client still
     sending the body of a request refused before its body was read (413, 408, 401) would see
     "connection reset" instead of the JSON error. HAProxy reports it as a failed request.
+
+    Sending gives up when the client takes nothing for `send_timeout` seconds, and then
+    `abandon` ends the whole connection: hypercorn shields its writes from cancellation and,
+    with further requests pipelined behind the stalled answer, waits for that answer to finish
+    before it reads again, so a client that never reads would otherwise hold its connection
+    (and delay a graceful shutdown) for as long as it likes.
     """
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(
+        self, stream: trio.SocketStream, send_timeout: float, abandon: Callable[[], None]
+    ) -> None:
         self.stream = stream
         self.socket = stream.socket
+        self.send_timeout = send_timeout
+        self.abandon = abandon
         self._finished_sending = False
         # hypercorn's reader and the drain in aclose take turns instead of colliding.
         self._receiving = trio.Lock()
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.stream.send_all(data)
+        view = memoryview(data)
+        for start in range(0, len(view), SEND_SLICE_BYTES):
+            with trio.move_on_after(self.send_timeout) as stalled:
+                await self.stream.send_all(view[start : start + SEND_SLICE_BYTES])
+            if stalled.cancelled_caught:
+                # Part of a slice may have left: the connection cannot carry anything more.
+                self.abandon()
+                raise trio.BrokenResourceError(
+                    f"the client read nothing for {self.send_timeout:g} s"
+                )
 
     async def wait_send_all_might_not_block(self) -> None:
         await self.stream.wait_send_all_might_not_block()
@@ -162,6 +184,7 @@ async def serve(
     app: ASGIFramework,
     config: HypercornConfig,
     max_connections: int,
+    send_timeout: float,
     *,
     shutdown_trigger: Callable[[], Awaitable[None]],
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
@@ -192,10 +215,17 @@ async def serve(
 
             async def handle(stream: trio.SocketStream) -> None:
                 try:
-                    # Annotated as an SSLStream; hypercorn.trio.run passes plain streams too.
-                    await connection(_LingeringStream(stream)).run()  # type: ignore[arg-type]
+                    with trio.CancelScope() as scope:
+                        lingering = _LingeringStream(stream, send_timeout, scope.cancel)
+                        # Annotated as an SSLStream; hypercorn.trio.run passes plain streams too.
+                        await connection(lingering).run()  # type: ignore[arg-type]
                 finally:
-                    slots.release()
+                    try:
+                        # An abandoned connection skipped hypercorn's own close.
+                        with trio.CancelScope(shield=True):
+                            await stream.aclose()
+                    finally:
+                        slots.release()
 
             accept = partial(trio.serve_listeners, handle, listeners, handler_nursery=connections)
             task_status.started(binds)

@@ -236,3 +236,47 @@ def test_a_refused_body_still_arriving_is_read_before_the_close(server: Server) 
     conn.sendall(b" " * more)
     conn.shutdown(socket.SHUT_WR)
     assert read_until_closed([conn], CLOSE_WAIT_SECONDS) == [b""]
+
+
+def holds_connection_from(server: Server, client_port: int) -> bool:
+    """Whether the server process still has a socket open to `client_port` (from /proc: its
+    descriptors' inodes, matched against the kernel's TCP table)."""
+    server_port = address(server)[1]
+    inodes = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote, inode = fields[1], fields[2], fields[9]
+            ports = (int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16))
+            if ports == (server_port, client_port) and inode != "0":
+                inodes.add(f"socket:[{inode}]")
+    fd_dir = Path(f"/proc/{server.proc.pid}/fd")
+    return any(os.readlink(fd_dir / fd) in inodes for fd in os.listdir(fd_dir))
+
+
+def test_a_client_that_stops_reading_loses_its_connection(make_server: MakeServer) -> None:
+    """hypercorn writes an answer with no deadline of its own: a client that asks and never
+    reads would hold its connection (and its maxConnections slot) for good."""
+    server = make_server(sendTimeoutSeconds=2)
+    built = server.compile(HELLO_C)
+    assert built.status_code == 200, built.text
+    js = built.json()["js"]
+    with server.client() as client:
+        size = len(client.get(js).content)
+    # Pipelined requests for more than the server's send buffer and this socket's small receive
+    # buffer can hold, so that the server's writes stall for want of a reader.
+    stuck = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2]) + (1 << 20)
+    requests = stuck // size + 2
+    conn = socket.socket()
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    conn.connect(address(server))
+    client_port = conn.getsockname()[1]
+    conn.sendall(f"GET {js} HTTP/1.1\r\nHost: test\r\n\r\n".encode() * requests)
+    eventually(lambda: holds_connection_from(server, client_port), 30, "the server to write")
+    eventually(
+        lambda: not holds_connection_from(server, client_port),
+        CLOSE_WAIT_SECONDS,
+        "the server to close the connection of a client that stopped reading",
+    )
+    assert server.compile(HELLO_C).status_code == 200
+    conn.close()
