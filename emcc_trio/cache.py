@@ -170,8 +170,9 @@ class ResultCache:
 
     def _read(self, path: Path) -> Entry | None:
         try:
-            body = json.loads(path.read_text())
-            size = len(path.read_bytes())
+            raw = path.read_bytes()
+            body = json.loads(raw)
+            size = len(raw)
             files = stored_files(body)
             if body["ok"]:
                 size += sum(

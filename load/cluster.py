@@ -245,8 +245,8 @@ class Cluster:
             served = False
         return served and all(state == "UP" for state in states.values())
 
-    def haproxy_saw(self, server: str, state: str, times: int = 1) -> bool:
-        return self.haproxy_count(server, state) >= times
+    def haproxy_saw(self, server: str, state: str) -> bool:
+        return self.haproxy_count(server, state) > 0
 
     def haproxy_count(self, server: str, state: str) -> int:
         """How often HAProxy's log says `server` went `state` (UP or DOWN)."""
@@ -382,16 +382,12 @@ async def drain(cluster: Cluster, index: int, seen: Seen) -> None:
     )
     window = Window(f"SIGTERM {name} (drain)", time.monotonic())
     seen.windows.append(window)
-    replica.proc.send_signal(signal.SIGTERM)
-    try:
-        code = await trio.to_thread.run_sync(replica.proc.wait, WAIT_SECONDS)
-    except subprocess.TimeoutExpired:
-        seen.drain_failures.append(f"{name} still running {WAIT_SECONDS:.0f} s after SIGTERM")
-        replica.proc.kill()
-        code = await trio.to_thread.run_sync(replica.proc.wait)
+    code = await trio.to_thread.run_sync(replica.stop, WAIT_SECONDS)
     window.repaired = time.monotonic()
     if code != 0:
-        seen.drain_failures.append(f"{name} exited with {code} on SIGTERM")
+        seen.drain_failures.append(
+            f"{name} exited with {code} on SIGTERM (-9: still running after {WAIT_SECONDS:.0f} s)"
+        )
     events = replica.log_events()
     since = next((i for i, e in enumerate(events) if e.get("event") == "shutting down"), 0)
     refused = [e for e in events[since:] if e.get("path") == "/compile" and e.get("status") == 503]
@@ -400,7 +396,7 @@ async def drain(cluster: Cluster, index: int, seen: Seen) -> None:
     seen.drain_failures += [
         f"{name} left {what}: {x}" for what, items in left.items() for x in items
     ]
-    if not any(e.get("event") == "stopped" for e in replica.log_events()):
+    if not any(e.get("event") == "stopped" for e in events):
         seen.drain_failures.append(f"{name} did not log that it stopped")
     await trio.to_thread.run_sync(
         wait_until, lambda: cluster.haproxy_saw(name, "DOWN"), f"HAProxy to take {name} out"
@@ -422,7 +418,7 @@ async def start_without_store(cluster: Cluster, index: int, downs: int, seen: Se
     # retries all failed without an answer.
     await trio.to_thread.run_sync(
         wait_until,
-        lambda: cluster.haproxy_saw(name, "DOWN", downs + 1),
+        lambda: cluster.haproxy_count(name, "DOWN") > downs,
         f"HAProxy to take {name} out",
     )
     code = await trio.to_thread.run_sync(cluster.replicas[index].stop)

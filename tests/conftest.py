@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import attrs
 import httpx
@@ -119,6 +120,14 @@ class Server:
     @property
     def jobs_dir(self) -> Path:
         return self.workdir / "jobs"
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where to open a raw socket to the server."""
+        url = urlsplit(self.url)
+        assert url.hostname is not None
+        assert url.port is not None
+        return url.hostname, url.port
 
     @property
     def artifacts_dir(self) -> Path:

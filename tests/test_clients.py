@@ -91,10 +91,7 @@ def test_trusted_proxies_must_be_networks() -> None:
 
 
 def _connect(server: Server, source: str = "127.0.0.1") -> socket.socket:
-    url = urlsplit(server.url)
-    assert url.hostname is not None
-    assert url.port is not None
-    return socket.create_connection((url.hostname, url.port), source_address=(source, 0))
+    return socket.create_connection(server.address, source_address=(source, 0))
 
 
 def _send(

@@ -19,13 +19,10 @@ from emcc_trio.artifacts import ArtifactStore, UnsafeOutputError, run_sweeper
 
 def open_compile(server: Server, code: str, kind: str = "c") -> socket.socket:
     """Send a compile request on a raw socket, so the test can hang up mid-compile."""
-    url = urlsplit(server.url)
-    assert url.hostname is not None
-    assert url.port is not None
-    sock = socket.create_connection((url.hostname, url.port))
+    sock = socket.create_connection(server.address)
     body = json.dumps({"code": code, "type": kind}).encode()
     head = (
-        f"POST /compile HTTP/1.1\r\nHost: {url.netloc}\r\n"
+        f"POST /compile HTTP/1.1\r\nHost: {urlsplit(server.url).netloc}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode()
     sock.sendall(head + body)
@@ -133,24 +130,19 @@ def read_response(sock: socket.socket) -> str:
 
 
 def connection_refused(server: Server) -> bool:
-    url = urlsplit(server.url)
-    assert url.hostname is not None
-    assert url.port is not None
     try:
-        socket.create_connection((url.hostname, url.port), timeout=5).close()
+        socket.create_connection(server.address, timeout=5).close()
     except ConnectionRefusedError:
         return True
     return False
 
 
 def test_shutdown_refuses_new_connections_and_finishes_open_requests(server: Server) -> None:
-    url = urlsplit(server.url)
-    assert url.hostname is not None
-    assert url.port is not None
-    sock = socket.create_connection((url.hostname, url.port))
+    sock = socket.create_connection(server.address)
     body = json.dumps({"code": HELLO_C, "type": "c"}).encode()
     head = (
-        f"POST /compile HTTP/1.1\r\nHost: {url.netloc}\r\nExpect: 100-continue\r\n"
+        f"POST /compile HTTP/1.1\r\nHost: {urlsplit(server.url).netloc}\r\n"
+        "Expect: 100-continue\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode()
     # The 100 Continue says the request was accepted and is open: it keeps the server draining

@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from conftest import HELLO_C, MakeServer, Server, eventually
 
@@ -53,16 +52,9 @@ def open_fds(server: Server) -> int:
     return len(os.listdir(f"/proc/{server.proc.pid}/fd"))
 
 
-def address(server: Server) -> tuple[str, int]:
-    url = urlsplit(server.url)
-    assert url.hostname is not None
-    assert url.port is not None
-    return url.hostname, url.port
-
-
 def slow_client(server: Server) -> socket.socket:
     """The head of a 1 MB POST /compile and the first 1 000 bytes of its body, then nothing."""
-    sock = socket.create_connection(address(server))
+    sock = socket.create_connection(server.address)
     sock.sendall(SLOW_HEAD + SLOW_BODY_SENT)
     return sock
 
@@ -171,12 +163,12 @@ def test_idle_and_half_sent_connections_are_closed(server: Server) -> None:
     """hypercorn's keep_alive_timeout: silent after connecting, a head that never ends, and
     idle after an answer all end in the server closing the connection; so does a 413, whose
     body is never read."""
-    silent = socket.create_connection(address(server))
-    half_head = socket.create_connection(address(server))
+    silent = socket.create_connection(server.address)
+    half_head = socket.create_connection(server.address)
     half_head.sendall(b"GET /healthz HTTP/1.1\r\nHost: te")
-    kept_alive = socket.create_connection(address(server))
+    kept_alive = socket.create_connection(server.address)
     kept_alive.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
-    too_large = socket.create_connection(address(server))
+    too_large = socket.create_connection(server.address)
     too_large.sendall(SLOW_HEAD.replace(b"1000000", b"2000000") + SLOW_BODY_SENT)
     silent_got, half_got, kept_got, too_large_got = read_until_closed(
         [silent, half_head, kept_alive, too_large], CLOSE_WAIT_SECONDS
@@ -202,7 +194,7 @@ def test_connections_past_max_connections_wait_for_a_free_slot(make_server: Make
         lambda: open_fds(server) >= baseline + cap, CLOSE_WAIT_SECONDS, "the server to hold them"
     )
 
-    waiting = socket.create_connection(address(server))
+    waiting = socket.create_connection(server.address)
     waiting.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
     (healthz,) = read_until_closed([waiting], CLOSE_WAIT_SECONDS)
     assert healthz.startswith(b"HTTP/1.1 200 ")
@@ -223,7 +215,7 @@ def test_a_refused_body_still_arriving_is_read_before_the_close(server: Server) 
     # More than both kernels' socket buffers hold: sendall can only finish if the server reads.
     more = sum(int(Path(f"/proc/sys/net/ipv4/{n}").read_text().split()[2]) for n in BUFFERS)
     more += 1 << 20
-    conn = socket.create_connection(address(server), timeout=CLOSE_WAIT_SECONDS)
+    conn = socket.create_connection(server.address, timeout=CLOSE_WAIT_SECONDS)
     conn.sendall(SLOW_HEAD.replace(b"1000000", str(2 * more).encode()) + b" " * 65536)
     # The whole answer and the server's end of sending (its FIN) arrive first.
     (got,) = read_until_closed([conn], CLOSE_WAIT_SECONDS, close=False)
@@ -241,7 +233,7 @@ def test_a_refused_body_still_arriving_is_read_before_the_close(server: Server) 
 def holds_connection_from(server: Server, client_port: int) -> bool:
     """Whether the server process still has a socket open to `client_port` (from /proc: its
     descriptors' inodes, matched against the kernel's TCP table)."""
-    server_port = address(server)[1]
+    server_port = server.address[1]
     inodes = set()
     for table in ("tcp", "tcp6"):
         for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
@@ -269,7 +261,7 @@ def test_a_client_that_stops_reading_loses_its_connection(make_server: MakeServe
     requests = stuck // size + 2
     conn = socket.socket()
     conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    conn.connect(address(server))
+    conn.connect(server.address)
     client_port = conn.getsockname()[1]
     conn.sendall(f"GET {js} HTTP/1.1\r\nHost: test\r\n\r\n".encode() * requests)
     eventually(lambda: holds_connection_from(server, client_port), 30, "the server to write")
