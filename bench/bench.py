@@ -40,7 +40,7 @@ import attrs
 import httpx
 
 from bench import cluster, hostile
-from emcc_trio.cache import ResultCache
+from emcc_trio.storage.cache import ResultCache
 from load.server import LoadServer, start
 
 REPO = Path(__file__).resolve().parent.parent

@@ -17,11 +17,19 @@ from typing import Final
 import trio
 from hypercorn.config import Config as HypercornConfig
 
-from . import cli, httpserver, logs
-from .app import AccessLog, create_app
-from .artifacts import ArtifactStore
-from .cache import ResultCache
-from .cgroups import (
+from emcc_trio import logs
+from emcc_trio.api import httpserver
+from emcc_trio.api.app import AccessLog, create_app
+from emcc_trio.api.clients import parse_networks
+from emcc_trio.api.cors import Cors
+from emcc_trio.api.tokens import TokenBook, TokenFileError, new_token, parse_tokens
+from emcc_trio.client import cli
+from emcc_trio.compile.compiler import Compiler
+from emcc_trio.compile.gate import Budget, Gate, default_budget
+from emcc_trio.compile.policy import make_policy
+from emcc_trio.compile.service import Service
+from emcc_trio.config import Config, ConfigError, Paths, load, parse_addr, redact_url, resolve_paths
+from emcc_trio.isolation.cgroups import (
     BudgetGroup,
     Caps,
     CgroupError,
@@ -30,18 +38,12 @@ from .cgroups import (
     read_budget,
     read_mem_total,
 )
-from .clients import parse_networks
-from .config import Config, ConfigError, Paths, load, parse_addr, redact_url, resolve_paths
-from .cors import Cors
-from .gate import Budget, Gate, default_budget
-from .jobs import Compiler
-from .policy import make_policy
-from .redis_store import RedisStore, connect
-from .runner import Limits
-from .sandbox import Sandbox, SandboxError
-from .service import Service
-from .store import LocalStore, Store
-from .tokens import TokenBook, TokenFileError, new_token, parse_tokens
+from emcc_trio.isolation.runner import Limits
+from emcc_trio.isolation.sandbox import Sandbox, SandboxError
+from emcc_trio.storage.artifacts import ArtifactStore
+from emcc_trio.storage.base import LocalStore, Store
+from emcc_trio.storage.cache import ResultCache
+from emcc_trio.storage.redis import RedisStore, connect
 
 log = logging.getLogger("emcc_trio")
 _GRACEFUL_SECONDS: Final = 5.0

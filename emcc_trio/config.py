@@ -19,8 +19,8 @@ import cattrs
 from cattrs.errors import AttributeValidationNote, ForbiddenExtraKeysError
 from cattrs.gen import make_dict_structure_fn, override
 
-from .clients import parse_networks
-from .policy import POLICY_NAMES, path_reason
+from emcc_trio.api.clients import parse_networks
+from emcc_trio.compile.policy import POLICY_NAMES, path_reason
 
 DEFAULT_ARGS: Final = (
     "-sINVOKE_RUN=0",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import attrs
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from .cache import ResultCache
-from .gate import Gate
+from emcc_trio.compile.gate import Gate
+from emcc_trio.storage.cache import ResultCache
 
 _DURATION_BUCKETS = (0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, float("inf"))
 

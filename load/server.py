@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from emcc_trio.leftovers import job_cgroups, job_processes
+from emcc_trio.isolation.leftovers import job_cgroups, job_processes
 from load.mix import REPO
 
 START_SECONDS = 60.0

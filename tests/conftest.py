@@ -18,7 +18,7 @@ import attrs
 import httpx
 import pytest
 
-from emcc_trio.leftovers import job_cgroups, job_processes
+from emcc_trio.isolation.leftovers import job_cgroups, job_processes
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from test_lifecycle import open_compile, wait_for_compiler
 
-from emcc_trio.cache import ResultCache, cache_key
+from emcc_trio.storage.cache import ResultCache, cache_key
 
 
 def metric(server: Server, name: str) -> float:

@@ -17,7 +17,7 @@ import pytest
 import trio
 from conftest import HELLO_C, MakeServer, eventually, program
 
-from emcc_trio.cgroups import (
+from emcc_trio.isolation.cgroups import (
     Caps,
     JobGroup,
     V1Driver,
@@ -27,7 +27,7 @@ from emcc_trio.cgroups import (
     open_driver,
     read_budget,
 )
-from emcc_trio.runner import JobStartError, Limits, run_job
+from emcc_trio.isolation.runner import JobStartError, Limits, run_job
 
 MB = 1024 * 1024
 DRIVER_KIND = os.environ.get("EMCC_TRIO_TEST_DRIVER", "v1")

@@ -27,7 +27,7 @@ from test_gate import (
 )
 from test_lifecycle import open_compile
 
-from emcc_trio.leftovers import job_cgroups
+from emcc_trio.isolation.leftovers import job_cgroups
 
 MB = 1024 * 1024
 # Small, so the memory bomb reaches it soon even under emulation; the CPU and wall-clock caps

@@ -15,8 +15,8 @@ from conftest import HELLO_C, MakeServer, Server, eventually, spin
 from test_lifecycle import wait_for_compiler
 
 from emcc_trio.__main__ import main
-from emcc_trio.clients import client_address, parse_networks
-from emcc_trio.tokens import TokenFileError, bearer_token, digest_of, new_token, parse_tokens
+from emcc_trio.api.clients import client_address, parse_networks
+from emcc_trio.api.tokens import TokenFileError, bearer_token, digest_of, new_token, parse_tokens
 
 
 def test_a_new_token_line_admits_that_token_only() -> None:

@@ -24,7 +24,7 @@ from conftest import (
     start_server,
 )
 
-from emcc_trio.policy import (
+from emcc_trio.compile.policy import (
     C_STANDARDS,
     CXX_STANDARDS,
     SEED_FLAGS,

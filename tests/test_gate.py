@@ -19,9 +19,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_lifecycle import open_compile, wait_for_compiler
 
 from emcc_trio.__main__ import apply_budget
-from emcc_trio.cgroups import BudgetGroup, instance_tag, read_budget
+from emcc_trio.compile.gate import (
+    Gate,
+    QueueFullError,
+    QueueTimeoutError,
+    default_budget,
+    free_slots,
+)
 from emcc_trio.config import parse
-from emcc_trio.gate import Gate, QueueFullError, QueueTimeoutError, default_budget, free_slots
+from emcc_trio.isolation.cgroups import BudgetGroup, instance_tag, read_budget
 
 MB = 1024 * 1024
 GB = 1024 * MB

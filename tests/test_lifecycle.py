@@ -14,7 +14,7 @@ import pytest
 import trio
 from conftest import HELLO_C, MakeServer, Server, eventually, program, spin
 
-from emcc_trio.artifacts import ArtifactStore, UnsafeOutputError, run_sweeper
+from emcc_trio.storage.artifacts import ArtifactStore, UnsafeOutputError, run_sweeper
 
 
 def open_compile(server: Server, code: str, kind: str = "c") -> socket.socket:

@@ -24,13 +24,13 @@ from schemathesis.checks import (
 )
 from schemathesis.core.result import Ok
 
-from emcc_trio import openapi
-from emcc_trio.app import create_app
-from emcc_trio.artifacts import ARTIFACT_FILES, ArtifactStore
-from emcc_trio.gate import Gate
-from emcc_trio.jobs import Compiler
-from emcc_trio.service import Service
-from emcc_trio.store import LocalStore
+from emcc_trio.api import openapi
+from emcc_trio.api.app import create_app
+from emcc_trio.compile.compiler import Compiler
+from emcc_trio.compile.gate import Gate
+from emcc_trio.compile.service import Service
+from emcc_trio.storage.artifacts import ARTIFACT_FILES, ArtifactStore
+from emcc_trio.storage.base import LocalStore
 
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 # Examples per operation; /compile runs the real emcc for every well-formed body.

@@ -23,9 +23,9 @@ from conftest import REPO, Server, eventually, server_config, start_server
 from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Playwright, sync_playwright
 from playwright.sync_api import expect as pw_expect
 
-from emcc_trio.leftovers import descendants
-from emcc_trio.playground import ASSET_TYPES
-from emcc_trio.tokens import new_token
+from emcc_trio.api.playground import ASSET_TYPES
+from emcc_trio.api.tokens import new_token
+from emcc_trio.isolation.leftovers import descendants
 
 pytestmark = pytest.mark.browser
 
@@ -439,7 +439,7 @@ def test_committed_editor_bundle_is_built_from_the_lockfile(tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     committed = PLAYGROUND / "static" / "editor.js"
     assert rebuilt.read_bytes() == committed.read_bytes(), (
-        "static/editor.js is stale: run `npm run build` in emcc_trio/playground and commit it"
+        "static/editor.js is stale: run `npm run build` in emcc_trio/api/playground and commit it"
     )
 
 

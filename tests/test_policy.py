@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emcc_trio.config import ConfigError, parse
-from emcc_trio.policy import (
+from emcc_trio.compile.policy import (
     PATH_FLAGS,
     SEED,
     STANDARD,
@@ -21,6 +20,7 @@ from emcc_trio.policy import (
     make_policy,
     parse_request,
 )
+from emcc_trio.config import ConfigError, parse
 
 POLICIES = [STANDARD, SEED]
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emcc_trio.policy import STANDARD, RequestError, check_args, standard_policy
+from emcc_trio.compile.policy import STANDARD, RequestError, check_args, standard_policy
 
 ACCEPTED = [
     ["-std=c++20"],

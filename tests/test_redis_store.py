@@ -12,9 +12,10 @@ import pytest
 import trio
 from conftest import REDIS_PASSWORD, RedisServer, free_port
 
-from emcc_trio.artifacts import UnsafeOutputError
 from emcc_trio.metrics import Metrics
-from emcc_trio.redis_store import (
+from emcc_trio.storage.artifacts import UnsafeOutputError
+from emcc_trio.storage.base import FlightWaitTimeoutError, StoreUnavailableError
+from emcc_trio.storage.redis import (
     LOCK_MS,
     RedisStore,
     artifact_key,
@@ -22,7 +23,6 @@ from emcc_trio.redis_store import (
     lock_key,
     open_client,
 )
-from emcc_trio.store import FlightWaitTimeoutError, StoreUnavailableError
 
 JOB = "a" * 32
 DAY_MS = 86_400_000

@@ -21,11 +21,11 @@ from conftest import (
 )
 from test_lifecycle import open_compile, wait_for_compiler
 
-from emcc_trio.artifacts import ArtifactStore
-from emcc_trio.gate import Gate
-from emcc_trio.jobs import Compiler
-from emcc_trio.service import Service
-from emcc_trio.store import LocalStore
+from emcc_trio.compile.compiler import Compiler
+from emcc_trio.compile.gate import Gate
+from emcc_trio.compile.service import Service
+from emcc_trio.storage.artifacts import ArtifactStore
+from emcc_trio.storage.base import LocalStore
 
 COMPILE_SAMPLES = re.compile(r"^emcc_trio_compile_duration_seconds_count (\S+)$", re.M)
 

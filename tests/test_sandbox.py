@@ -16,10 +16,10 @@ import attrs
 import pytest
 from conftest import HELLO_C, HELLO_CPP, REPO, MakeServer, Server, run_artifact
 
-from emcc_trio.cgroups import Caps
-from emcc_trio.jobs import compile_env
-from emcc_trio.runner import Limits, run_job
-from emcc_trio.sandbox import Sandbox
+from emcc_trio.compile.compiler import compile_env
+from emcc_trio.isolation.cgroups import Caps
+from emcc_trio.isolation.runner import Limits, run_job
+from emcc_trio.isolation.sandbox import Sandbox
 
 MB = 1024 * 1024
 

@@ -21,7 +21,15 @@ from typing import Final, Literal
 import attrs
 import trio
 
-from .cgroups import ENTER_FAILED_STATUS, Caps, CgroupError, Driver, JobGroup, Usage, enter_argv
+from emcc_trio.isolation.cgroups import (
+    ENTER_FAILED_STATUS,
+    Caps,
+    CgroupError,
+    Driver,
+    JobGroup,
+    Usage,
+    enter_argv,
+)
 
 Limit = Literal["memory", "pids", "cpu", "timeout", "output"]
 _POLL_SECONDS: Final = 0.1

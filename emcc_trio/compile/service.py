@@ -12,17 +12,17 @@ from typing import Any
 import attrs
 import trio
 
-from .artifacts import stored_files
-from .cache import Entry, SingleFlight, cache_key
-from .cgroups import Driver, Usage
-from .clients import Network
-from .gate import Gate
-from .jobs import Compiler, CompileResult
-from .metrics import Metrics
-from .policy import STANDARD, CompileRequest, Policy
-from .runner import Limit
-from .store import Store, StoreUnavailableError
-from .tokens import TokenBook
+from emcc_trio.api.clients import Network
+from emcc_trio.api.tokens import TokenBook
+from emcc_trio.compile.compiler import Compiler, CompileResult
+from emcc_trio.compile.gate import Gate
+from emcc_trio.compile.policy import STANDARD, CompileRequest, Policy
+from emcc_trio.isolation.cgroups import Driver, Usage
+from emcc_trio.isolation.runner import Limit
+from emcc_trio.metrics import Metrics
+from emcc_trio.storage.artifacts import stored_files
+from emcc_trio.storage.base import Store, StoreUnavailableError
+from emcc_trio.storage.cache import Entry, SingleFlight, cache_key
 
 log = logging.getLogger("emcc_trio.service")
 

@@ -21,18 +21,19 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from . import diagnostics, encodings, openapi, playground
-from .artifacts import ARTIFACT_FILES
-from .cache import FlightCancelledError
-from .clients import Client, identify
-from .gate import QueueFullError, QueueTimeoutError
-from .jobs import CompileResult, InternalJobError, new_job_id
-from .metrics import Metrics, route_of
-from .policy import CompileRequest, RequestError
-from .runner import JobStartError
-from .service import Service, usage_json
-from .store import FlightWaitTimeoutError, StoreUnavailableError
-from .tokens import bearer_token
+from emcc_trio.api import bodies, openapi, playground
+from emcc_trio.api.clients import Client, identify
+from emcc_trio.api.tokens import bearer_token
+from emcc_trio.compile import diagnostics
+from emcc_trio.compile.compiler import CompileResult, InternalJobError, new_job_id
+from emcc_trio.compile.gate import QueueFullError, QueueTimeoutError
+from emcc_trio.compile.policy import CompileRequest, RequestError
+from emcc_trio.compile.service import Service, usage_json
+from emcc_trio.isolation.runner import JobStartError
+from emcc_trio.metrics import Metrics, route_of
+from emcc_trio.storage.artifacts import ARTIFACT_FILES
+from emcc_trio.storage.base import FlightWaitTimeoutError, StoreUnavailableError
+from emcc_trio.storage.cache import FlightCancelledError
 
 LIMIT_STATUS: Final = 422
 BUSY_STATUS: Final = 503
@@ -150,7 +151,7 @@ def create_app(service: Service) -> QuartTrio:
         """The parsed request (JSON, multipart or raw body), or the 400 that says what is wrong
         with it. The raw body dies here: a request waiting in the queue holds its source once."""
         try:
-            return await encodings.read(request, service.policy)
+            return await bodies.read(request, service.policy)
         except RequestError as exc:
             return json_error(400, str(exc))
 

@@ -22,7 +22,7 @@ from typing import Any, Final
 import attrs
 from quart import Request
 
-from .policy import (
+from emcc_trio.compile.policy import (
     LANGUAGES,
     SOURCE_NAMES,
     STANDARD,
@@ -31,7 +31,7 @@ from .policy import (
     RequestError,
     parse_request,
 )
-from .sources import MAIN_NAMES, FileError, check_files
+from emcc_trio.compile.sources import MAIN_NAMES, FileError, check_files
 
 FIELDS: Final = frozenset({"code", "type", "args"})
 _RAW_TYPES: Final = ("text/", "application/octet-stream")

@@ -15,9 +15,9 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-from .artifacts import BOTH_FILES, ArtifactStore, run_sweeper
-from .cache import Entry, ResultCache
-from .metrics import Metrics
+from emcc_trio.metrics import Metrics
+from emcc_trio.storage.artifacts import BOTH_FILES, ArtifactStore, run_sweeper
+from emcc_trio.storage.cache import Entry, ResultCache
 
 log = logging.getLogger("emcc_trio.store")
 

@@ -1,6 +1,6 @@
 // Bundle src/editor.js (CodeMirror 6 from node_modules) into static/editor.js: one minified
 // IIFE exposing window.EmccEditor. Deterministic: same package-lock, same bytes.
-//   cd emcc_trio/playground && npm ci && npm run build
+//   cd emcc_trio/api/playground && npm ci && npm run build
 import { build } from "esbuild";
 import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";

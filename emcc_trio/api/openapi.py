@@ -12,9 +12,9 @@ from typing import Any, Final
 from quart import Response
 from quart_trio import QuartTrio
 
-from .artifacts import ARTIFACT_FILES
-from .policy import MAX_ARG_LENGTH, MAX_ARGS
-from .sources import MAX_DEPTH, MAX_FILES, MAX_PATH_LENGTH
+from emcc_trio.compile.policy import MAX_ARG_LENGTH, MAX_ARGS
+from emcc_trio.compile.sources import MAX_DEPTH, MAX_FILES, MAX_PATH_LENGTH
+from emcc_trio.storage.artifacts import ARTIFACT_FILES
 
 JsonObject = dict[str, Any]
 

@@ -24,7 +24,7 @@ from typing import Any, Generic, TypeVar
 import attrs
 import trio
 
-from .artifacts import BOTH_FILES, stored_files
+from emcc_trio.storage.artifacts import BOTH_FILES, stored_files
 
 T = TypeVar("T")
 

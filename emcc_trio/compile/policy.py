@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import attrs
 
-from .sources import Files, extra_sources
+from emcc_trio.compile.sources import Files, extra_sources
 
 MAX_ARGS: Final = 64
 MAX_ARG_LENGTH: Final = 4096

@@ -18,12 +18,12 @@ from typing import Final
 import attrs
 import trio
 
-from .artifacts import MAIN_FILE, UnsafeOutputError, job_outputs
-from .cgroups import Driver, Usage
-from .policy import CompileRequest, compiler_argv
-from .runner import JobResult, Limit, Limits, run_job
-from .sandbox import Sandbox
-from .store import Store
+from emcc_trio.compile.policy import CompileRequest, compiler_argv
+from emcc_trio.isolation.cgroups import Driver, Usage
+from emcc_trio.isolation.runner import JobResult, Limit, Limits, run_job
+from emcc_trio.isolation.sandbox import Sandbox
+from emcc_trio.storage.artifacts import MAIN_FILE, UnsafeOutputError, job_outputs
+from emcc_trio.storage.base import Store
 
 _CLEANUP_SECONDS: Final = 10.0
 TMP_SUBDIR: Final = ".tmp"

@@ -36,11 +36,17 @@ from coredis.commands import Script
 from coredis.connection import TCPLocation
 from coredis.tokens import PureToken
 
-from .artifacts import ARTIFACT_FILES, BOTH_FILES, is_valid_id, read_job_outputs, stored_files
-from .cache import Entry
-from .config import SENTINEL_SCHEME, parse_sentinel_url
-from .metrics import Metrics
-from .store import FlightWaitTimeoutError, StoreUnavailableError
+from emcc_trio.config import SENTINEL_SCHEME, parse_sentinel_url
+from emcc_trio.metrics import Metrics
+from emcc_trio.storage.artifacts import (
+    ARTIFACT_FILES,
+    BOTH_FILES,
+    is_valid_id,
+    read_job_outputs,
+    stored_files,
+)
+from emcc_trio.storage.base import FlightWaitTimeoutError, StoreUnavailableError
+from emcc_trio.storage.cache import Entry
 
 T = TypeVar("T")
 PREFIX: Final = "emcc-trio:"

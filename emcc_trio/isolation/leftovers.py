@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .cgroups import CLIENT_PREFIX, instance_tag
+from emcc_trio.isolation.cgroups import CLIENT_PREFIX, instance_tag
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 

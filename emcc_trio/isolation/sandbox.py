@@ -18,7 +18,7 @@ from typing import Final
 
 import attrs
 
-from .runner import JobResult
+from emcc_trio.isolation.runner import JobResult
 
 DEFAULT_CONFIG: Final = Path(__file__).parent / "nsjail" / "emcc.cfg"
 JOB_MOUNT: Final = "/job"
