@@ -1,5 +1,5 @@
-"""nox sessions: lint, typecheck, tests, cgroup2 (the v2 driver in a VM), browser, load, cluster,
-bench."""
+"""nox sessions: lint, typecheck, unit (seconds, no root, no emcc), tests, cgroup2 (the v2 driver
+in a VM), browser, load, cluster, bench."""
 
 from __future__ import annotations
 
@@ -16,13 +16,26 @@ TEST_DEPS = ("-e", ".[test]")
 # Pinned: a new linter release must not turn a green main red on its own.
 RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
+IMPORT_LINTER = "import-linter==2.17"
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.install(RUFF)
+    """ruff, and the layers: import-linter checks pyproject's contracts (imports flow
+    api -> compile -> {isolation, storage}; only api imports the HTTP libraries)."""
+    session.install(RUFF, IMPORT_LINTER, "-e", ".")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("lint-imports")
+
+
+@nox.session
+def unit(session: nox.Session) -> None:
+    """The fast loop: in-process route, policy, config and cache tests (marked `unit`), with a
+    stand-in compiler for routing and error mapping only. Seconds; needs neither root nor
+    emcc. Everything that involves emcc, nsjail or cgroups runs in `tests`."""
+    session.install(*TEST_DEPS)
+    session.run("pytest", "-m", "unit", "-p", "no:cacheprovider", *session.posargs)
 
 
 @nox.session

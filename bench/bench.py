@@ -41,7 +41,9 @@ import httpx
 
 from bench import cluster, hostile
 from emcc_trio.storage.cache import ResultCache
-from load.server import LoadServer, start
+from emcc_trio.testing.harness import Server
+from emcc_trio.testing.results import stored_result
+from load.server import start
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS_DIR = REPO / "load" / "corpus"
@@ -281,7 +283,9 @@ class FullCache:
         batch = list(itertools.islice(self.keys, count))
         start = time.perf_counter()
         for key in batch:
-            self.cache.put(key, key[-32:], False, "error: expected ';'", {"cpuSeconds": 0.1})
+            self.cache.put(
+                key, stored_result(key[-32:], False, "error: expected ';'", cpu_seconds=0.1)
+            )
         return time.perf_counter() - start
 
     def hit_seconds(self, count: int) -> float:
@@ -356,7 +360,7 @@ def served(settings: Settings, rounds: int) -> None:
         cache_hits(servers["cache on"].url, settings.cache_requests)
     finally:
         for server in servers.values():
-            server.stop(30)
+            server.stop(timeout=30)
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -372,11 +376,11 @@ def fair_share() -> None:
     try:
         hostile.run(server.url, corpus())
     finally:
-        server.stop(30)
+        server.stop(timeout=30)
         shutil.rmtree(base, ignore_errors=True)
 
 
-def start_server(workdir: Path, overrides: Mapping[str, Any]) -> LoadServer:
+def start_server(workdir: Path, overrides: Mapping[str, Any]) -> Server:
     """A server with the defaults plus `overrides` (not the top-level config: the variants
     differ only in what they name)."""
     workdir.mkdir(parents=True)

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import httpx
 
+from emcc_trio.testing.harness import Server
 from load.cluster import FALLBACK_SERVER, free_port, haproxy_config
-from load.server import LoadServer, start
+from load.server import start
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS_DIR = REPO / "load" / "corpus"
@@ -155,7 +156,7 @@ def run(quick: bool) -> None:
     compiles = 8 if quick else 16
     base = Path(tempfile.mkdtemp(prefix="emcc-trio-bench-cluster-"))
     base.chmod(0o711)
-    replicas: list[LoadServer] = []
+    replicas: list[Server] = []
     try:
         with ExitStack() as stack:
             url = stack.enter_context(redis(base))
@@ -187,7 +188,7 @@ def run(quick: bool) -> None:
                     cold[name].append(cold_per_second(lb, compiles, 4))
     finally:
         for replica in replicas:
-            replica.stop(30)
+            replica.stop(timeout=30)
         shutil.rmtree(base, ignore_errors=True)
     print(
         f"\ncluster: HAProxy + Redis, {rounds} round(s); best of rounds"

@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import attrs
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from emcc_trio.compile.gate import Gate
-from emcc_trio.storage.cache import ResultCache
+
+class GateGauges(Protocol):
+    """What the gauges read of the memory gate (`compile.gate.Gate`)."""
+
+    @property
+    def waiting(self) -> int: ...
+    @property
+    def running(self) -> int: ...
+    @property
+    def clients_waiting(self) -> int: ...
+    @property
+    def estimate_bytes(self) -> int: ...
+    @property
+    def last_budget(self) -> tuple[int, int] | None: ...
+
+
+class CacheGauges(Protocol):
+    """What the gauges read of the local result cache (`storage.cache.ResultCache`)."""
+
+    @property
+    def total_bytes(self) -> int: ...
+
 
 _DURATION_BUCKETS = (0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, float("inf"))
 
@@ -91,7 +113,7 @@ class Metrics:
             registry=self.registry,
         )
 
-    def watch_gate(self, gate: Gate) -> None:
+    def watch_gate(self, gate: GateGauges) -> None:
         waiting = Gauge(
             "emcc_trio_queue_waiting", "Requests waiting for admission", registry=self.registry
         )
@@ -103,10 +125,10 @@ class Metrics:
         )
         waiting.set_function(lambda: gate.waiting)
         running.set_function(lambda: gate.running)
-        clients.set_function(lambda: gate.turns.clients_waiting)
+        clients.set_function(lambda: gate.clients_waiting)
         self.watch_budget(gate)
 
-    def watch_cache(self, cache: ResultCache) -> None:
+    def watch_cache(self, cache: CacheGauges) -> None:
         size = Gauge(
             "emcc_trio_cache_bytes",
             "Bytes the result cache keeps (entries and their artifacts)",
@@ -114,7 +136,7 @@ class Metrics:
         )
         size.set_function(lambda: cache.total_bytes)
 
-    def watch_budget(self, gate: Gate) -> None:
+    def watch_budget(self, gate: GateGauges) -> None:
         reserved = Gauge(
             "emcc_trio_memory_reserved_bytes",
             "Memory reserved by running jobs (jobMemoryEstimateMB each)",

@@ -34,9 +34,10 @@ import attrs
 import httpx
 import trio
 
+from emcc_trio.testing.harness import Server
 from load import mix, run
 from load.netns import Network
-from load.server import LoadServer, load_config, start
+from load.server import STOP_SECONDS, load_config, start
 
 REPO = mix.REPO
 HAPROXY_CFG = REPO / "deploy" / "haproxy.cfg"
@@ -182,7 +183,7 @@ class Cluster:
     workdir: Path
     network: Network = attrs.Factory(Network)
     redis: Redis | None = None
-    replicas: list[LoadServer] = attrs.Factory(list)
+    replicas: list[Server] = attrs.Factory(list)
     configs: list[dict[str, Any]] = attrs.Factory(list)
     haproxy: subprocess.Popen[bytes] | None = None
     url: str = ""
@@ -221,7 +222,7 @@ class Cluster:
         self.url = f"http://127.0.0.1:{port}"
         self.wait_whole()
 
-    def ready(self, replica: LoadServer) -> bool:
+    def ready(self, replica: Server) -> bool:
         try:
             return httpx.get(f"{replica.url}/readyz", timeout=5).status_code == 200
         except httpx.HTTPError:
@@ -253,7 +254,7 @@ class Cluster:
         text = self.haproxy_log.read_text(errors="replace")
         return text.count(f"Server replicas/{server} is {state}")
 
-    def restart(self, index: int) -> LoadServer:
+    def restart(self, index: int) -> Server:
         host, config = self.network.hosts[index], self.configs[index]
         self.replicas[index] = start(self.replicas[index].workdir, config, host.exec_prefix())
         return self.replicas[index]
@@ -269,7 +270,7 @@ class Cluster:
                 self.haproxy.kill()
                 self.haproxy.wait()
         for replica in self.replicas:
-            code = replica.stop()
+            code = replica.stop(timeout=STOP_SECONDS)
             if code != 0:
                 problems.append(f"replica {replica.url} exited with {code} on SIGTERM")
         if self.redis is not None:
@@ -378,11 +379,13 @@ async def drain(cluster: Cluster, index: int, seen: Seen) -> None:
     replica = cluster.replicas[index]
     # Stopped while it compiles, so that there is something in flight to drain.
     await trio.to_thread.run_sync(
-        wait_until, lambda: replica.leftovers()["job_dirs"], f"a compile running on {name}"
+        wait_until,
+        lambda: replica.leftovers(staging=True)["job_dirs"],
+        f"a compile running on {name}",
     )
     window = Window(f"SIGTERM {name} (drain)", time.monotonic())
     seen.windows.append(window)
-    code = await trio.to_thread.run_sync(replica.stop, WAIT_SECONDS)
+    code = await trio.to_thread.run_sync(partial(replica.stop, timeout=WAIT_SECONDS))
     window.repaired = time.monotonic()
     if code != 0:
         seen.drain_failures.append(
@@ -392,7 +395,7 @@ async def drain(cluster: Cluster, index: int, seen: Seen) -> None:
     since = next((i for i, e in enumerate(events) if e.get("event") == "shutting down"), 0)
     refused = [e for e in events[since:] if e.get("path") == "/compile" and e.get("status") == 503]
     seen.notes.append(f"{name} answered 503 to {len(refused)} compile(s) while it drained")
-    left = replica.leftovers()
+    left = replica.leftovers(staging=True)
     seen.drain_failures += [
         f"{name} left {what}: {x}" for what, items in left.items() for x in items
     ]
@@ -421,7 +424,9 @@ async def start_without_store(cluster: Cluster, index: int, downs: int, seen: Se
         lambda: cluster.haproxy_count(name, "DOWN") > downs,
         f"HAProxy to take {name} out",
     )
-    code = await trio.to_thread.run_sync(cluster.replicas[index].stop)
+    code = await trio.to_thread.run_sync(
+        partial(cluster.replicas[index].stop, timeout=STOP_SECONDS)
+    )
     if code != 0:
         seen.probe_failures.append(f"{name} exited with {code} on SIGTERM")
     replica = await trio.to_thread.run_sync(cluster.restart, index)
@@ -508,7 +513,7 @@ def judge(timed: Timed, windows: list[Window]) -> str | None:
     return why
 
 
-def compile_count(replica: LoadServer) -> float:
+def compile_count(replica: Server) -> float:
     metrics = httpx.get(f"{replica.url}/metrics", timeout=10).text
     return run.metric_value(metrics, "emcc_trio_compile_duration_seconds_count")
 
@@ -606,7 +611,7 @@ def leftovers(cluster: Cluster) -> run.Check:
     found: list[str] = []
     for replica in cluster.replicas:
         end = time.monotonic() + run.LEFTOVER_GRACE
-        while any((left := replica.leftovers()).values()) and time.monotonic() < end:
+        while any((left := replica.leftovers(staging=True)).values()) and time.monotonic() < end:
             time.sleep(0.2)
         found += [f"{replica.url} {what}: {x}" for what, items in left.items() for x in items]
     if cluster.redis is not None:

@@ -28,8 +28,9 @@ import attrs
 import httpx
 import trio
 
+from emcc_trio.testing.harness import Server
 from load import mix
-from load.server import LoadServer, load_config, start
+from load.server import STOP_SECONDS, load_config, start
 
 RUN_ARTIFACT_JS = mix.REPO / "tests" / "run_artifact.js"
 # What "responsive" means: an event loop that a compile never blocks. Measured here at a p99
@@ -206,7 +207,7 @@ async def burst(url: str, size: int, seen: Observed, seed: int) -> None:
                 nursery.start_soon(one, request)
 
 
-async def watch(url: str, server: LoadServer, seen: Observed, done: trio.Event) -> None:
+async def watch(url: str, server: Server, seen: Observed, done: trio.Event) -> None:
     """Probe /healthz and sample the server's RSS every HEALTH_PERIOD until `done`."""
     async with httpx.AsyncClient(base_url=url, timeout=HEALTH_TIMEOUT) as client:
         while not done.is_set():
@@ -226,7 +227,7 @@ async def watch(url: str, server: LoadServer, seen: Observed, done: trio.Event) 
             await trio.sleep(HEALTH_PERIOD)
 
 
-async def drive(server: LoadServer, budget: Budget, seed: int) -> tuple[Observed, str]:
+async def drive(server: Server, budget: Budget, seed: int) -> tuple[Observed, str]:
     """Run the mix; return what was seen and the /metrics text scraped at the end."""
     seen = Observed()
     limits = httpx.Limits(max_connections=budget.workers + 2)
@@ -287,9 +288,9 @@ def run_artifacts(url: str, answers: list[mix.Answer], scratch: Path) -> tuple[i
     return len(chosen), failures
 
 
-def wait_for_no_leftovers(server: LoadServer) -> dict[str, list[str]]:
+def wait_for_no_leftovers(server: Server) -> dict[str, list[str]]:
     end = time.monotonic() + LEFTOVER_GRACE
-    while any((found := server.leftovers()).values()) and time.monotonic() < end:
+    while any((found := server.leftovers(staging=True)).values()) and time.monotonic() < end:
         time.sleep(0.2)
     return found
 
@@ -423,7 +424,7 @@ def checks(seen: Observed, metrics: str) -> list[Check]:
     return result
 
 
-def log_checks(server: LoadServer, answers: list[mix.Answer], metrics: str) -> list[Check]:
+def log_checks(server: Server, answers: list[mix.Answer], metrics: str) -> list[Check]:
     """What the server's own log says: the driver in use, every hang-up seen, no errors;
     and that /metrics counts a cancellation for each hang-up that had a compile (one that
     hung up halfway through its body never had one)."""
@@ -523,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
         ran, artifact_failures = run_artifacts(server.url, seen.answers, workdir)
         leftovers = wait_for_no_leftovers(server)
     finally:
-        exit_code = server.stop()
+        exit_code = server.stop(timeout=STOP_SECONDS)
     results = checks(seen, metrics) + log_checks(server, seen.answers, metrics)
     results.append(cache_check(seen.answers))
     results.append(Check(f"artifacts run under node ({ran})", "", artifact_failures))

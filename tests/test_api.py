@@ -9,15 +9,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import (
-    HELLO_C,
-    HELLO_CPP,
-    REPO,
-    MakeServer,
-    Server,
-    eventually,
-    run_artifact,
-)
+
+from emcc_trio.testing.harness import REPO, MakeServer, Server, eventually
+from emcc_trio.testing.programs import HELLO_C, HELLO_CPP, run_artifact
 
 
 def test_healthz(server: Server) -> None:

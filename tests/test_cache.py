@@ -12,13 +12,17 @@ import tempfile
 from pathlib import Path
 
 import httpx
-from conftest import HELLO_C, FifoGate, MakeServer, Server, eventually, program, run_artifact, spin
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from test_lifecycle import open_compile, wait_for_compiler
 
-from emcc_trio.storage.cache import ResultCache, cache_key
+from emcc_trio.compile.keys import cache_key
+from emcc_trio.storage.cache import ResultCache
+from emcc_trio.testing.harness import MakeServer, Server, eventually
+from emcc_trio.testing.programs import HELLO_C, FifoGate, program, run_artifact, spin
+from emcc_trio.testing.results import stored_result
 
 
 def metric(server: Server, name: str) -> float:
@@ -160,9 +164,10 @@ def _entry(cache: ResultCache, artifacts: Path, key: str, size: int) -> None:
     (artifacts / job_id).mkdir()
     (artifacts / job_id / "app.js").write_bytes(b"j" * size)
     (artifacts / job_id / "app.wasm").write_bytes(b"w")
-    cache.put(key, job_id, True, "", {})
+    cache.put(key, stored_result(job_id))
 
 
+@pytest.mark.unit
 def test_lru_eviction_keeps_the_recently_used(tmp_path: Path) -> None:
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
@@ -182,6 +187,7 @@ def test_lru_eviction_keeps_the_recently_used(tmp_path: Path) -> None:
     assert cache.live_ids() == {keys[0][:32], keys[2][:32]}
 
 
+@pytest.mark.unit
 def test_a_single_file_entry_survives_a_restart_and_keeps_its_file_list(tmp_path: Path) -> None:
     """A -sSINGLE_FILE artifact has no app.wasm: its entry is whole without one, across a
     restart too; a forged file list (names become paths) drops the entry."""
@@ -192,7 +198,7 @@ def test_a_single_file_entry_survives_a_restart_and_keeps_its_file_list(tmp_path
     key, forged = cache_key("v", ["emcc"], "one"), cache_key("v", ["emcc"], "forged")
     (artifacts / key[:32]).mkdir()
     (artifacts / key[:32] / "app.js").write_bytes(b"js with the wasm inside")
-    cache.put(key, key[:32], True, "", {}, ("app.js",))
+    cache.put(key, stored_result(key[:32], files=("app.js",)))
     entry = cache.get(key)
     assert entry is not None
     assert entry.files == ("app.js",)
@@ -204,10 +210,11 @@ def test_a_single_file_entry_survives_a_restart_and_keeps_its_file_list(tmp_path
     restarted.load()
     reloaded = restarted.get(key)
     assert reloaded is not None
-    assert (reloaded.files, reloaded.size) == (("app.js",), entry.size)
+    assert (reloaded.files, restarted.entry_bytes(key)) == (("app.js",), cache.entry_bytes(key))
     assert restarted.get(forged) is None
 
 
+@pytest.mark.unit
 def test_entries_without_artifacts_are_dropped_at_load(tmp_path: Path) -> None:
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
@@ -237,6 +244,7 @@ def test_sweeper_keeps_what_a_live_entry_points_at(make_server: MakeServer) -> N
     assert server.compile(HELLO_C).json()["cached"] is True
 
 
+@pytest.mark.unit
 def test_a_hit_refreshes_the_entry_and_its_artifact_for_the_next_start(tmp_path: Path) -> None:
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
@@ -251,6 +259,7 @@ def test_a_hit_refreshes_the_entry_and_its_artifact_for_the_next_start(tmp_path:
     assert all(path.stat().st_mtime_ns > 0 for path in stale)
 
 
+@pytest.mark.unit
 def test_a_restart_keeps_the_use_order_by_file_time(tmp_path: Path) -> None:
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
@@ -316,7 +325,7 @@ class CacheBookkeeping(RuleBasedStateMachine):
             (self.artifacts / job_id).mkdir()
             (self.artifacts / job_id / "app.js").write_bytes(b"j" * js_bytes)
             (self.artifacts / job_id / "app.wasm").write_bytes(b"w")
-        self.cache.put(k, job_id, ok, output, {"cpuSeconds": 0.5})
+        self.cache.put(k, stored_result(job_id, ok, output, cpu_seconds=0.5))
         self.model.pop(k, None)
         self.model[k] = (self._size_on_disk(k, job_id if ok else None), job_id if ok else None)
         while sum(size for size, _ in self.model.values()) > CACHE_MAX and len(self.model) > 1:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import trio
-from conftest import HELLO_C, MakeServer, eventually, program
 
 from emcc_trio.isolation.cgroups import (
     Caps,
@@ -28,6 +27,8 @@ from emcc_trio.isolation.cgroups import (
     read_budget,
 )
 from emcc_trio.isolation.runner import JobStartError, Limits, run_job
+from emcc_trio.testing.harness import MakeServer, eventually
+from emcc_trio.testing.programs import HELLO_C, program
 
 MB = 1024 * 1024
 DRIVER_KIND = os.environ.get("EMCC_TRIO_TEST_DRIVER", "v1")

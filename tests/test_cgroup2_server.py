@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import HELLO_C, Server, eventually, program, server_config, spin, start_server
 from test_gate import (
     SLOW_SECONDS,
     V2,
@@ -28,6 +27,8 @@ from test_gate import (
 from test_lifecycle import open_compile
 
 from emcc_trio.isolation.leftovers import job_cgroups
+from emcc_trio.testing.harness import Server, eventually, server_config, start_server
+from emcc_trio.testing.programs import HELLO_C, program, spin
 
 MB = 1024 * 1024
 # Small, so the memory bomb reaches it soon even under emulation; the CPU and wall-clock caps

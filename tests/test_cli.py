@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FifoGate, Server, program, run_node
 from test_flags_compile import THREAD_ARGS
+
+from emcc_trio.testing.harness import Server
+from emcc_trio.testing.programs import FifoGate, program, run_node
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

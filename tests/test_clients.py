@@ -11,14 +11,16 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import HELLO_C, MakeServer, Server, eventually, spin
 from test_lifecycle import wait_for_compiler
 
 from emcc_trio.__main__ import main
 from emcc_trio.api.clients import client_address, parse_networks
 from emcc_trio.api.tokens import TokenFileError, bearer_token, digest_of, new_token, parse_tokens
+from emcc_trio.testing.harness import MakeServer, Server, eventually
+from emcc_trio.testing.programs import HELLO_C, spin
 
 
+@pytest.mark.unit
 def test_a_new_token_line_admits_that_token_only() -> None:
     token, line = new_token("alice")
     other, _ = new_token("bob")
@@ -29,6 +31,7 @@ def test_a_new_token_line_admits_that_token_only() -> None:
     assert book.identify("") is None
 
 
+@pytest.mark.unit
 def test_token_file_errors_name_the_line() -> None:
     digest = digest_of("x")
     with pytest.raises(TokenFileError, match="line 2: expected the SHA-256"):
@@ -51,10 +54,12 @@ def test_token_file_errors_name_the_line() -> None:
         (None, None),
     ],
 )
+@pytest.mark.unit
 def test_bearer_token(header: str | None, token: str | None) -> None:
     assert bearer_token(header) == token
 
 
+@pytest.mark.unit
 def test_token_new_command_prints_a_token_and_its_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["token", "new", "ci-runner"]) == 0
     token, line = capsys.readouterr().out.splitlines()
@@ -79,12 +84,14 @@ def test_token_new_command_prints_a_token_and_its_line(capsys: pytest.CaptureFix
         ("::1", ["[2001:db8::1]:4711"], ["::1/128"], "2001:db8::1"),
     ],
 )
+@pytest.mark.unit
 def test_forwarded_for_is_believed_from_trusted_proxies_only(
     peer: str, forwarded: list[str], trusted: list[str], client: str
 ) -> None:
     assert client_address(peer, forwarded, parse_networks(trusted)) == client
 
 
+@pytest.mark.unit
 def test_trusted_proxies_must_be_networks() -> None:
     with pytest.raises(ValueError, match=r"'10\.0\.0\.0/33'"):
         parse_networks(["127.0.0.1", "10.0.0.0/33"])

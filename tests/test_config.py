@@ -8,7 +8,6 @@ from pathlib import Path
 
 import attrs
 import pytest
-from conftest import REPO, serve_once
 
 from emcc_trio.config import (
     DEFAULT_ARGS,
@@ -16,13 +15,12 @@ from emcc_trio.config import (
     REDIS_URL_ENV,
     Config,
     ConfigError,
-    SentinelUrl,
     load,
     parse,
-    parse_sentinel_url,
-    redact_url,
     resolve_paths,
 )
+from emcc_trio.storage.redis_url import SentinelUrl, parse_sentinel_url, redact_url
+from emcc_trio.testing.harness import REPO, serve_once
 
 SEED_DEFAULTS = {
     "workingDir": "/srv/emcc-sandboxd",
@@ -47,6 +45,7 @@ SEED_DEFAULTS = {
 }
 
 
+@pytest.mark.unit
 def test_seed_defaults() -> None:
     config = Config()
     by_key = {KEYS[f.name]: getattr(config, f.name) for f in attrs.fields(Config)}
@@ -56,14 +55,17 @@ def test_seed_defaults() -> None:
     assert config.default_args == DEFAULT_ARGS
 
 
+@pytest.mark.unit
 def test_missing_file_means_defaults(tmp_path: Path) -> None:
     assert load(tmp_path / "absent.json") == Config()
 
 
+@pytest.mark.unit
 def test_empty_object_means_defaults() -> None:
     assert parse("{}") == Config()
 
 
+@pytest.mark.unit
 def test_every_key_round_trips() -> None:
     text = json.dumps({**SEED_DEFAULTS, "addr": "127.0.0.1:9000", "jobPidsMax": 32})
     config = parse(text)
@@ -71,6 +73,7 @@ def test_every_key_round_trips() -> None:
     assert config.job_pids_max == 32
 
 
+@pytest.mark.unit
 def test_cors_origins_are_exact_origins_or_a_star() -> None:
     origins = ["https://example.com", "http://127.0.0.1:8443", "http://[::1]:9000", "*"]
     config = parse(json.dumps({"corsAllowedOrigins": origins}))
@@ -114,12 +117,14 @@ def test_cors_origins_are_exact_origins_or_a_star() -> None:
         ("{", "config is not valid JSON"),
     ],
 )
+@pytest.mark.unit
 def test_validation_errors_name_the_key(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse(text)
     assert message in str(info.value)
 
 
+@pytest.mark.unit
 def test_relative_paths_resolve_from_working_dir(tmp_path: Path) -> None:
     config = parse(
         json.dumps(
@@ -133,12 +138,14 @@ def test_relative_paths_resolve_from_working_dir(tmp_path: Path) -> None:
     assert paths.cgroup_root == tmp_path / "srv" / "cgroup"
 
 
+@pytest.mark.unit
 def test_empty_working_dir_is_the_start_dir(tmp_path: Path) -> None:
     paths = resolve_paths(parse('{"workingDir": ""}'), tmp_path)
     assert paths.working_dir == tmp_path
     assert paths.jobs_dir == tmp_path / "jobs"
 
 
+@pytest.mark.unit
 def test_top_level_config_is_valid_and_secure() -> None:
     config = load(REPO / "config.json")
     assert config.nsjail_enabled
@@ -196,6 +203,7 @@ def test_server_refuses_to_start_without_the_compiler(tmp_path: Path) -> None:
     assert "emccPath: cannot find the compiler '/no/such/emcc'" in done.stderr
 
 
+@pytest.mark.unit
 def test_redis_url_is_checked_and_its_password_never_shown() -> None:
     assert parse('{"redisUrl": "rediss://:pw@redis.example:6380/2"}').redis_url == (
         "rediss://:pw@redis.example:6380/2"
@@ -210,6 +218,7 @@ def test_redis_url_is_checked_and_its_password_never_shown() -> None:
     assert "user:***@redis.example:6379" in message
 
 
+@pytest.mark.unit
 def test_a_sentinel_url_names_its_sentinels_service_and_database() -> None:
     url = "redis+sentinel://:pw@10.0.0.1,10.0.0.2:26380,[fd00::3]/emcc-trio/2"
     assert parse(json.dumps({"redisUrl": url})).redis_url == url
@@ -234,6 +243,7 @@ def test_a_sentinel_url_names_its_sentinels_service_and_database() -> None:
         ("redis+sentinel://:hunter2@s1/main/zero", "the database after the service name"),
     ],
 )
+@pytest.mark.unit
 def test_a_bad_sentinel_url_is_refused_by_name(url: str, why: str) -> None:
     with pytest.raises(ConfigError) as excinfo:
         parse(json.dumps({"redisUrl": url}))
@@ -243,12 +253,14 @@ def test_a_bad_sentinel_url_is_refused_by_name(url: str, why: str) -> None:
     assert ":***@" in message
 
 
+@pytest.mark.unit
 def test_redact_url() -> None:
     assert redact_url("redis://:pw@h:1/0") == "redis://:***@h:1/0"
     assert redact_url("rediss://u:pw@h:1") == "rediss://u:***@h:1"
     assert redact_url("redis://h:1/0") == "redis://h:1/0"
 
 
+@pytest.mark.unit
 def test_redis_url_from_the_environment(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text('{"redisUrl": "redis://file:6379"}')
     env = {REDIS_URL_ENV: "redis://:pw@env:6379/1"}
@@ -263,6 +275,7 @@ def test_redis_url_from_the_environment(tmp_path: Path) -> None:
     ("text", "budget"),
     [("{}", None), ('{"memoryBudgetMB": null}', None), ('{"memoryBudgetMB": 0}', 0)],
 )
+@pytest.mark.unit
 def test_memory_budget_unset_means_the_default_and_zero_the_seeds(
     text: str, budget: int | None
 ) -> None:
@@ -285,11 +298,13 @@ def test_memory_budget_unset_means_the_default_and_zero_the_seeds(
         ),
     ],
 )
+@pytest.mark.unit
 def test_memory_budget_validation(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse(text)
     assert message in str(info.value)
 
 
+@pytest.mark.unit
 def test_memory_budget_equal_to_the_job_cap_is_valid() -> None:
     assert parse('{"memoryBudgetMB": 1024, "jobMemoryMaxMB": 1024}').memory_budget_mb == 1024

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import HELLO_C, MakeServer, Server, eventually, server_config, start_server
 from playwright.sync_api import BrowserContext, sync_playwright
+
+from emcc_trio.testing.harness import MakeServer, Server, eventually, server_config, start_server
+from emcc_trio.testing.programs import HELLO_C
 
 ALLOWED = "http://allowed.example:8443"
 CHROMIUM = "/usr/bin/chromium"

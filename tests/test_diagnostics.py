@@ -13,8 +13,10 @@ from hypothesis import strategies as st
 
 from emcc_trio.api.bodies import assemble, from_form, from_raw
 from emcc_trio.compile.diagnostics import Diagnostic, human_text, parse
-from emcc_trio.compile.policy import RequestError
 from emcc_trio.compile.sources import FileError, check_files
+from emcc_trio.errors import RequestError
+
+pytestmark = pytest.mark.unit
 
 # What emcc 3.1.6 printed for a header error included from main.c, plus a link error.
 CLANG_OUTPUT = """\

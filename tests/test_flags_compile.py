@@ -13,16 +13,6 @@ from pathlib import Path
 import attrs
 import httpx
 import pytest
-from conftest import (
-    REPO,
-    RUN_ARTIFACT_JS,
-    MakeServer,
-    Server,
-    program,
-    serve_once,
-    server_config,
-    start_server,
-)
 
 from emcc_trio.compile.policy import (
     C_STANDARDS,
@@ -33,6 +23,15 @@ from emcc_trio.compile.policy import (
     STANDARD_FLAGS,
     check_args,
 )
+from emcc_trio.testing.harness import (
+    REPO,
+    MakeServer,
+    Server,
+    serve_once,
+    server_config,
+    start_server,
+)
+from emcc_trio.testing.programs import RUN_ARTIFACT_JS, program
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,9 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from conftest import HELLO_C, MakeServer, Server, eventually, spin
 from prometheus_client.parser import text_string_to_metric_families
 from test_lifecycle import open_compile, wait_for_compiler
 
-from emcc_trio.__main__ import apply_budget
 from emcc_trio.compile.gate import (
     Gate,
     QueueFullError,
@@ -28,6 +26,9 @@ from emcc_trio.compile.gate import (
 )
 from emcc_trio.config import parse
 from emcc_trio.isolation.cgroups import BudgetGroup, instance_tag, read_budget
+from emcc_trio.server import apply_budget
+from emcc_trio.testing.harness import MakeServer, Server, eventually
+from emcc_trio.testing.programs import HELLO_C, spin
 
 MB = 1024 * 1024
 GB = 1024 * MB

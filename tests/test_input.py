@@ -11,9 +11,10 @@ import json
 from typing import Any
 
 import httpx
-from conftest import MakeServer
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+
+from emcc_trio.testing.harness import MakeServer
 
 DEEP = 100_000  # the depth, far past Python's recursion limit
 BODY_LIMIT = 256 * 1024  # room for the 200 kB deep body, small enough to keep 413s cheap

@@ -12,9 +12,10 @@ from urllib.parse import urlsplit
 
 import pytest
 import trio
-from conftest import HELLO_C, MakeServer, Server, eventually, program, spin
 
 from emcc_trio.storage.artifacts import ArtifactStore, UnsafeOutputError, run_sweeper
+from emcc_trio.testing.harness import MakeServer, Server, eventually
+from emcc_trio.testing.programs import HELLO_C, program, spin
 
 
 def open_compile(server: Server, code: str, kind: str = "c") -> socket.socket:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from conftest import HELLO_C, MakeServer, program
 from prometheus_client.parser import text_string_to_metric_families
+
+from emcc_trio.testing.harness import MakeServer
+from emcc_trio.testing.programs import HELLO_C, program
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -11,7 +11,6 @@ from typing import Any, cast
 import httpx
 import pytest
 import schemathesis
-from conftest import HELLO_C, Server, server_config, start_server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import APIOperation, BaseSchema, Case
@@ -25,12 +24,15 @@ from schemathesis.checks import (
 from schemathesis.core.result import Ok
 
 from emcc_trio.api import openapi
-from emcc_trio.api.app import create_app
+from emcc_trio.api.app import ApiOptions, create_app
 from emcc_trio.compile.compiler import Compiler
 from emcc_trio.compile.gate import Gate
 from emcc_trio.compile.service import Service
-from emcc_trio.storage.artifacts import ARTIFACT_FILES, ArtifactStore
-from emcc_trio.storage.base import LocalStore
+from emcc_trio.models import ARTIFACT_FILES
+from emcc_trio.storage.artifacts import ArtifactStore
+from emcc_trio.storage.local import LocalStore
+from emcc_trio.testing.harness import Server, server_config, start_server
+from emcc_trio.testing.programs import HELLO_C
 
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 # Examples per operation; /compile runs the real emcc for every well-formed body.
@@ -58,10 +60,9 @@ def app_routes(tmp_path: Path, enable_static_artifacts: bool = True) -> dict[str
             budget=None,
         ),
         store=LocalStore(ArtifactStore(tmp_path), None, 3, 30),
-        enable_static_artifacts=enable_static_artifacts,
-        max_body_bytes=1024,
     )
-    app = create_app(service)
+    options = ApiOptions(max_body_bytes=1024, enable_static_artifacts=enable_static_artifacts)
+    app = create_app(service, options)
     routes: dict[str, set[str]] = {}
     for rule in app.url_map.iter_rules():
         methods = set(rule.methods or ()) - IGNORED_METHODS

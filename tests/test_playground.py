@@ -19,13 +19,13 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import REPO, Server, eventually, server_config, start_server
 from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Playwright, sync_playwright
 from playwright.sync_api import expect as pw_expect
 
 from emcc_trio.api.playground import ASSET_TYPES
 from emcc_trio.api.tokens import new_token
 from emcc_trio.isolation.leftovers import descendants
+from emcc_trio.testing.harness import REPO, Server, eventually, server_config, start_server
 
 pytestmark = pytest.mark.browser
 

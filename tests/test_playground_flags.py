@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import pytest
 import test_playground as playground
-from conftest import Server, program
 from playwright.sync_api import BrowserContext, Page
 from playwright.sync_api import expect as pw_expect
 from test_flags_compile import THREAD_ARGS
+
+from emcc_trio.testing.harness import Server
+from emcc_trio.testing.programs import program
 
 pytestmark = pytest.mark.browser
 

@@ -12,15 +12,17 @@ from emcc_trio.compile.policy import (
     PATH_FLAGS,
     SEED,
     STANDARD,
-    CompileRequest,
     Policy,
-    RequestError,
     check_args,
     compiler_argv,
     make_policy,
     parse_request,
 )
 from emcc_trio.config import ConfigError, parse
+from emcc_trio.errors import RequestError
+from emcc_trio.models import CompileRequest
+
+pytestmark = pytest.mark.unit
 
 POLICIES = [STANDARD, SEED]
 

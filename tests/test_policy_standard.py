@@ -9,7 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emcc_trio.compile.policy import STANDARD, RequestError, check_args, standard_policy
+from emcc_trio.compile.policy import STANDARD, check_args, standard_policy
+from emcc_trio.errors import RequestError
+
+pytestmark = pytest.mark.unit
 
 ACCEPTED = [
     ["-std=c++20"],

@@ -11,7 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import REPO, MakeServer, Server, run_artifact
+
+from emcc_trio.testing.harness import REPO, MakeServer, Server
+from emcc_trio.testing.programs import run_artifact
 
 EXAMPLES = REPO / "examples"
 EXPECTED = "sum of squares 1..4 = 30\n"

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import trio
-from conftest import REDIS_PASSWORD, RedisServer, free_port
 
 from emcc_trio.metrics import Metrics
+from emcc_trio.models import CompileResult
 from emcc_trio.storage.artifacts import UnsafeOutputError
 from emcc_trio.storage.base import FlightWaitTimeoutError, StoreUnavailableError
 from emcc_trio.storage.redis import (
@@ -23,6 +23,9 @@ from emcc_trio.storage.redis import (
     lock_key,
     open_client,
 )
+from emcc_trio.testing.harness import free_port
+from emcc_trio.testing.redis import REDIS_PASSWORD, RedisServer
+from emcc_trio.testing.results import stored_result
 
 JOB = "a" * 32
 DAY_MS = 86_400_000
@@ -68,7 +71,7 @@ async def test_a_single_file_artifact_is_app_js_alone_in_store_and_cache(
         await store.publish(JOB, job_dir(tmp_path, b"one file", wasm=None), ("app.js",))
         assert await store.read(JOB, "app.js") == b"one file"
         assert await store.read(JOB, "app.wasm") is None
-        await store.cache_put(key, JOB, True, "", {}, ("app.js",))
+        await store.cache_put(key, stored_result(JOB, files=("app.js",)))
         entry = await store.cache_get(key)
         assert entry is not None
         assert entry.files == ("app.js",)
@@ -95,8 +98,8 @@ async def test_cache_hit_refreshes_the_artifact_and_outlives_no_artifact(
     key = "k" * 64
     async with redis_store(redis_server, ttl_days=1) as store:
         await store.publish(JOB, job_dir(tmp_path))
-        usage = {"durationSeconds": 0.5}
-        await store.cache_put(key, JOB, True, "warning: x", usage)
+        stored = stored_result(JOB, True, "warning: x", duration_seconds=0.5)
+        await store.cache_put(key, stored)
         entry_ttl = int(redis_server.cli("pttl", entry_key(key)).stdout)
         artifact_ttl = int(redis_server.cli("pttl", artifact_key(JOB)).stdout)
         # Entries expire before the artifacts they point at (volatile-ttl evicts them first).
@@ -104,19 +107,14 @@ async def test_cache_hit_refreshes_the_artifact_and_outlives_no_artifact(
         redis_server.cli("pexpire", artifact_key(JOB), "60000")
         entry = await store.cache_get(key)
         assert entry is not None
-        assert (entry.job_id, entry.ok, entry.output, entry.usage) == (
-            JOB,
-            True,
-            "warning: x",
-            usage,
-        )
+        assert entry == stored
         assert int(redis_server.cli("pttl", artifact_key(JOB)).stdout) > 60000
         # The artifact gone (evicted, expired): the entry is a miss and is dropped.
         redis_server.cli("del", artifact_key(JOB))
         assert await store.cache_get(key) is None
         assert redis_server.cli("exists", entry_key(key)).stdout.strip() == "0"
         # Compile errors have no artifact and are cached too.
-        await store.cache_put(key, JOB, False, "error: nope", usage)
+        await store.cache_put(key, stored_result(JOB, False, "error: nope"))
         failed = await store.cache_get(key)
         assert failed is not None
         assert (failed.ok, failed.output) == (False, "error: nope")
@@ -126,13 +124,14 @@ async def test_one_flight_across_clients(redis_server: RedisServer) -> None:
     """Six callers on three clients (as on three replicas): the work runs once."""
     runs = 0
     release = trio.Event()
-    outcomes: list[bytes] = []
+    outcomes: list[CompileResult] = []
+    the_outcome = stored_result(JOB, True, "the outcome")
 
-    async def work() -> bytes:
+    async def work() -> CompileResult:
         nonlocal runs
         runs += 1
         await release.wait()
-        return b"the outcome"
+        return the_outcome
 
     async with (
         redis_store(redis_server) as one,
@@ -151,7 +150,7 @@ async def test_one_flight_across_clients(redis_server: RedisServer) -> None:
                 await trio.sleep(0.01)
             release.set()
     assert runs == 1
-    assert outcomes == [b"the outcome"] * 6
+    assert outcomes == [the_outcome] * 6
     assert redis_server.cli("exists", lock_key("f" * 64)).stdout.strip() == "0"
 
 
@@ -160,11 +159,12 @@ async def test_a_waiter_takes_over_from_a_holder_that_died(redis_server: RedisSe
     key = "d" * 64
     redis_server.cli("set", lock_key(key), "dead-holder", "px", str(LOCK_MS))
     async with redis_store(redis_server) as store:
+        mine = stored_result(JOB, False, "mine")
 
-        async def work() -> bytes:
-            return b"mine"
+        async def work() -> CompileResult:
+            return mine
 
-        assert await store.once(key, work) == b"mine"
+        assert await store.once(key, work) == mine
     assert redis_server.cli("exists", lock_key(key)).stdout.strip() == "0"
 
 
@@ -172,7 +172,7 @@ async def test_a_cancelled_holder_releases_its_lock(redis_server: RedisServer) -
     key = "c" * 64
     started = trio.Event()
 
-    async def never() -> bytes:
+    async def never() -> CompileResult:
         started.set()
         await trio.sleep_forever()
         raise AssertionError
@@ -220,11 +220,11 @@ async def test_a_holder_that_loses_the_store_gets_the_store_error(
 ) -> None:
     """Not wrapped in an exception group: the service answers it with a 503."""
 
-    async def work() -> bytes:
+    async def work() -> CompileResult:
         redis_server.stop()
-        return b"done, but nowhere to put it"
+        return stored_result(JOB, False, "done, but nowhere to put it")
 
-    async def failing() -> bytes:
+    async def failing() -> CompileResult:
         raise KeyError("the work's own error")
 
     async with redis_store(redis_server) as store:
@@ -241,7 +241,7 @@ async def test_waiters_give_up_on_a_holder_that_never_finishes(redis_server: Red
     async with open_client(redis_server.url) as client:
         store = RedisStore(client, artifact_ttl_days=3, max_wait_seconds=0.5)
 
-        async def work() -> bytes:
+        async def work() -> CompileResult:
             raise AssertionError("the lock is held elsewhere")
 
         with pytest.raises(FlightWaitTimeoutError):

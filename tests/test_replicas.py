@@ -9,23 +9,16 @@ from typing import cast
 
 import httpx
 import pytest
-from conftest import (
-    HELLO_C,
-    REDIS_PASSWORD,
-    MakeServer,
-    RedisServer,
-    SentinelSetup,
-    eventually,
-    run_artifact,
-    spin,
-)
 from test_lifecycle import open_compile, wait_for_compiler
 
 from emcc_trio.compile.compiler import Compiler
 from emcc_trio.compile.gate import Gate
 from emcc_trio.compile.service import Service
 from emcc_trio.storage.artifacts import ArtifactStore
-from emcc_trio.storage.base import LocalStore
+from emcc_trio.storage.local import LocalStore
+from emcc_trio.testing.harness import MakeServer, eventually
+from emcc_trio.testing.programs import HELLO_C, run_artifact, spin
+from emcc_trio.testing.redis import REDIS_PASSWORD, RedisServer, SentinelSetup
 
 COMPILE_SAMPLES = re.compile(r"^emcc_trio_compile_duration_seconds_count (\S+)$", re.M)
 
@@ -169,8 +162,6 @@ def test_not_ready_while_shutting_down(tmp_path: Path) -> None:
             estimate_bytes=1, max_concurrent=1, queue_max=1, queue_timeout_seconds=1, budget=None
         ),
         store=LocalStore(ArtifactStore(tmp_path), None, 3, 30),
-        enable_static_artifacts=True,
-        max_body_bytes=1024,
     )
     assert service.not_ready() is None
     service.shutdown()

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import attrs
 import pytest
-from conftest import HELLO_C, HELLO_CPP, REPO, MakeServer, Server, run_artifact
 
 from emcc_trio.compile.compiler import compile_env
 from emcc_trio.isolation.cgroups import Caps
 from emcc_trio.isolation.runner import Limits, run_job
 from emcc_trio.isolation.sandbox import Sandbox
+from emcc_trio.testing.harness import REPO, MakeServer, Server
+from emcc_trio.testing.programs import HELLO_C, HELLO_CPP, run_artifact
 
 MB = 1024 * 1024
 

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from conftest import HELLO_C, MakeServer, Server, eventually
+from emcc_trio.testing.harness import MakeServer, Server, eventually
+from emcc_trio.testing.programs import HELLO_C
 
 SLOW_CLIENTS = 2000
 SLOW_HEAD = (

@@ -22,16 +22,10 @@ from typing import Any, Final
 import attrs
 from quart import Request
 
-from emcc_trio.compile.policy import (
-    LANGUAGES,
-    SOURCE_NAMES,
-    STANDARD,
-    CompileRequest,
-    Policy,
-    RequestError,
-    parse_request,
-)
+from emcc_trio.compile.policy import LANGUAGES, STANDARD, Policy, parse_request
 from emcc_trio.compile.sources import MAIN_NAMES, FileError, check_files
+from emcc_trio.errors import RequestError
+from emcc_trio.models import SOURCE_NAMES, CompileRequest
 
 FIELDS: Final = frozenset({"code", "type", "args"})
 _RAW_TYPES: Final = ("text/", "application/octet-stream")

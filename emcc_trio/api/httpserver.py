@@ -11,6 +11,7 @@ attempts, which clients retry). Nothing in the server fails for want of a file d
 from __future__ import annotations
 
 import contextlib
+import logging
 import resource
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -42,6 +43,22 @@ SEND_SLICE_BYTES: Final = 64 * 1024
 # Descriptors the server needs besides its connections: listeners, logs, the cache, cgroup
 # files, and a few pipes and files per running compile.
 RESERVED_FDS: Final = 256
+# How long open requests get to finish after the shutdown trigger.
+GRACEFUL_SECONDS: Final = 5.0
+# A connection must send a whole request head within this, and is closed after this long idle
+# between requests (hypercorn's keep_alive_timeout).
+KEEP_ALIVE_SECONDS: Final = 5.0
+
+
+def make_config(host: str, port: int) -> HypercornConfig:
+    """hypercorn's settings for one plain-HTTP bind; access logging is ours (AccessLog)."""
+    config = HypercornConfig()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.graceful_timeout = GRACEFUL_SECONDS
+    config.keep_alive_timeout = KEEP_ALIVE_SECONDS
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    return config
 
 
 class _CappedListener(trio.abc.Listener[trio.SocketStream]):

@@ -14,7 +14,7 @@ from quart_trio import QuartTrio
 
 from emcc_trio.compile.policy import MAX_ARG_LENGTH, MAX_ARGS
 from emcc_trio.compile.sources import MAX_DEPTH, MAX_FILES, MAX_PATH_LENGTH
-from emcc_trio.storage.artifacts import ARTIFACT_FILES
+from emcc_trio.models import ARTIFACT_FILES
 
 JsonObject = dict[str, Any]
 

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from pathlib import Path
 from typing import Final
 
 import attrs
@@ -68,6 +69,16 @@ def parse_tokens(text: str) -> TokenBook:
         names.add(name)
         entries.append(TokenEntry(digest.encode(), name))
     return TokenBook(tuple(entries))
+
+
+def load_tokens(path: Path) -> TokenBook:
+    """The token file at `path`; TokenFileError says why it cannot be used."""
+    try:
+        return parse_tokens(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise TokenFileError(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise TokenFileError(f"{path} is not UTF-8 text") from exc
 
 
 def new_token(name: str) -> tuple[str, str]:

@@ -19,7 +19,7 @@ import attrs
 import httpx
 import trio
 
-from emcc_trio.compile.sources import is_source
+from emcc_trio.models import is_source
 
 DEFAULT_SERVER: Final = "http://localhost:8080"
 PROGRESS_AFTER_SECONDS: Final = 2.0

@@ -1,13 +1,14 @@
 """One compile from start to end: job dir, source file, run, bounded output, publish, cleanup.
 
 `Compiler.compile` is cancellation-safe: whether it returns, raises or is cancelled (client
-gone, shutdown), the job's processes are dead, its cgroup is gone and its dir is removed
-before control leaves it.
+gone, shutdown), the job's processes are dead and its cgroup is gone before control leaves
+it; its dir is removed too, unless that overruns its deadline (see `_remove_job_dir`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import shutil
@@ -18,13 +19,16 @@ from typing import Final
 import attrs
 import trio
 
-from emcc_trio.compile.policy import CompileRequest, compiler_argv
-from emcc_trio.isolation.cgroups import Driver, Usage
-from emcc_trio.isolation.runner import JobResult, Limit, Limits, run_job
+from emcc_trio.compile.policy import compiler_argv
+from emcc_trio.errors import InternalError
+from emcc_trio.isolation.cgroups import Driver
+from emcc_trio.isolation.runner import JobResult, Limits, run_job
 from emcc_trio.isolation.sandbox import Sandbox
-from emcc_trio.storage.artifacts import MAIN_FILE, UnsafeOutputError, job_outputs
+from emcc_trio.models import MAIN_FILE, CompileRequest, CompileResult
+from emcc_trio.storage.artifacts import UnsafeOutputError, job_outputs
 from emcc_trio.storage.base import Store
 
+log = logging.getLogger("emcc_trio.jobs")
 _CLEANUP_SECONDS: Final = 10.0
 TMP_SUBDIR: Final = ".tmp"
 # What emsdk installs need to find their config, cache and tools when not jailed.
@@ -75,19 +79,7 @@ def write_file(root: Path, path: str, content: bytes) -> None:
         os.close(fd)
 
 
-@attrs.frozen
-class CompileResult:
-    job_id: str
-    ok: bool
-    output: str
-    output_truncated: bool
-    limit: Limit | None
-    usage: Usage
-    duration_seconds: float
-    files: tuple[str, ...] = ()  # the published artifact's files (none for a failure)
-
-
-class InternalJobError(Exception):
+class InternalJobError(InternalError):
     """The service, not the submitted code, failed (sandbox or cgroup trouble)."""
 
 
@@ -141,7 +133,9 @@ class Compiler:
                 client=client,
             )
             if self.sandbox is not None and self.sandbox.failed(result):
-                raise InternalJobError(f"the sandbox failed to start: {result.output.strip()}")
+                raise InternalJobError(
+                    f"the sandbox failed to start: {result.output.strip()}", job_id=job_id
+                )
             ok = result.exit_code == 0 and result.limit is None
             output = result.output
             files = await trio.to_thread.run_sync(job_outputs, job_dir) if ok else ()
@@ -154,8 +148,17 @@ class Compiler:
                     ok, output = False, output + f"\nrefused to publish the output: {exc}"
             return _result(job_id, ok, output, result, files if ok else ())
         finally:
-            with trio.CancelScope(shield=True, deadline=trio.current_time() + _CLEANUP_SECONDS):
-                await trio.to_thread.run_sync(shutil.rmtree, job_dir, True)
+            await _remove_job_dir(job_dir)
+
+
+async def _remove_job_dir(job_dir: Path) -> None:
+    """Remove the job dir, shielded from the request's cancellation, within a deadline trio
+    can enforce: past it the worker thread is abandoned (it finishes the removal on its own)
+    and the job's slot is freed; the next start's recovery removes anything left."""
+    with trio.move_on_after(_CLEANUP_SECONDS, shield=True) as scope:
+        await trio.to_thread.run_sync(shutil.rmtree, job_dir, True, abandon_on_cancel=True)
+    if scope.cancelled_caught:
+        log.warning("job dir removal overran", extra={"fields": {"dir": str(job_dir)}})
 
 
 def _result(

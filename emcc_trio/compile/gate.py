@@ -30,6 +30,8 @@ from typing import Final
 import attrs
 import trio
 
+from emcc_trio.errors import UnavailableError
+
 POLL_SECONDS: Final = 0.2
 # The default budget: this share of the machine's memory (or of the enclosing group's limit,
 # when lower) for all jobs together; the rest is for the server, the kernel and the page cache.
@@ -38,12 +40,16 @@ _MIB: Final = 1024 * 1024
 Budget = Callable[[], "tuple[int, int] | None"]
 
 
-class QueueFullError(Exception):
+class QueueFullError(UnavailableError):
     """More requests are waiting than the queue may hold."""
 
+    public = "too many compiles are waiting; try again later"
 
-class QueueTimeoutError(Exception):
+
+class QueueTimeoutError(UnavailableError):
     """The request waited longer than the queue's deadline."""
+
+    public = "no capacity became free in time; try again later"
 
 
 def free_slots(limit: int, current: int, running: int, estimate: int) -> int:
@@ -133,6 +139,10 @@ class Gate:
     running: int = attrs.field(init=False, default=0)
     turns: RoundRobin = attrs.field(init=False, factory=RoundRobin)
     _ballast: object = attrs.field(init=False, factory=object)
+
+    @property
+    def clients_waiting(self) -> int:
+        return self.turns.clients_waiting
 
     def __attrs_post_init__(self) -> None:
         self.memory = trio.CapacityLimiter(math.inf)

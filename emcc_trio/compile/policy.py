@@ -15,7 +15,8 @@ from typing import Any, Final
 
 import attrs
 
-from emcc_trio.compile.sources import Files, extra_sources
+from emcc_trio.errors import RequestError
+from emcc_trio.models import CompileRequest
 
 MAX_ARGS: Final = 64
 MAX_ARG_LENGTH: Final = 4096
@@ -24,7 +25,6 @@ WASM_PAGE: Final = 64 * 1024
 WASM32_MAX_MEMORY: Final = 4096 * MB
 
 LANGUAGES: Final[Mapping[str, str]] = {"": "c", "c": "c", "cpp": "cpp", "cc": "cpp", "c++": "cpp"}
-SOURCE_NAMES: Final[Mapping[str, str]] = {"c": "main.c", "cpp": "main.cpp"}
 POLICY_NAMES: Final = ("standard", "seed")
 
 # Flags that name a file in the job dir, given as the next argument or after `=`.
@@ -435,10 +435,6 @@ def _macro_ok(text: str, with_value: bool) -> bool:
     return bool(_IDENT_RE.match(name)) and not any(c in value for c in "\n\r\x00")
 
 
-class RequestError(Exception):
-    """The request is unacceptable; the message says which part and why."""
-
-
 @attrs.frozen
 class Policy:
     """A closed argument policy. `check` returns the args unchanged or names the first refused."""
@@ -584,23 +580,6 @@ STANDARD: Final = standard_policy()
 def make_policy(name: str, memory_cap_mb: int, extra: Sequence[str] = ()) -> Policy:
     base = SEED if name == "seed" else standard_policy(memory_cap_mb)
     return base.with_extra(extra)
-
-
-@attrs.frozen
-class CompileRequest:
-    code: str
-    language: str  # "c" or "cpp"
-    args: tuple[str, ...]
-    files: Files = ()  # checked by sources.check_files: (path, content), sorted by path
-
-    @property
-    def source_name(self) -> str:
-        return SOURCE_NAMES[self.language]
-
-    @property
-    def sources(self) -> tuple[str, ...]:
-        """Every source compiled and linked: the main one first."""
-        return (self.source_name, *extra_sources(self.files, self.source_name))
 
 
 def check_args(args: Sequence[str], policy: Policy = STANDARD) -> tuple[str, ...]:

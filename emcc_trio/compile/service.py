@@ -1,30 +1,45 @@
-"""One compile as the service runs it: the result cache, single flight, the gate and the
-metrics around the compiler. No HTTP here: app.py maps results and errors to responses."""
+"""One compile as the service runs it: the per-client bound, the result cache, single
+flight, the gate and the metrics around the compiler. No HTTP here: `api` maps results and
+`ServiceError`s to answers.
+
+The service owns a nursery for the work no single request owns (shared compiles, the gate's
+poller, the store's upkeep): `async with service.running():` opens it, and leaving the block
+cancels what is still in it.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from functools import partial
-from typing import Any
+from typing import Protocol
 
 import attrs
 import trio
 
-from emcc_trio.api.clients import Network
-from emcc_trio.api.tokens import TokenBook
-from emcc_trio.compile.compiler import Compiler, CompileResult
+from emcc_trio.compile.flight import FlightCancelledError, SingleFlight
 from emcc_trio.compile.gate import Gate
-from emcc_trio.compile.policy import STANDARD, CompileRequest, Policy
-from emcc_trio.isolation.cgroups import Driver, Usage
-from emcc_trio.isolation.runner import Limit
+from emcc_trio.compile.keys import cache_key
+from emcc_trio.compile.policy import STANDARD, Policy
+from emcc_trio.errors import InternalError, ShuttingDownError, TooManyJobsError
+from emcc_trio.isolation.cgroups import Driver
 from emcc_trio.metrics import Metrics
-from emcc_trio.storage.artifacts import stored_files
+from emcc_trio.models import CompileRequest, CompileResult
 from emcc_trio.storage.base import Store, StoreUnavailableError
-from emcc_trio.storage.cache import Entry, SingleFlight, cache_key
 
 log = logging.getLogger("emcc_trio.service")
+
+
+class JobCompiler(Protocol):
+    """What the service needs of `compile.compiler.Compiler`."""
+
+    def command(self, request: CompileRequest) -> list[str]:
+        """The compile command that decides the output (part of the cache key)."""
+
+    async def compile(self, request: CompileRequest, job_id: str, client: str) -> CompileResult:
+        """Run one compile to its end; cancellation-safe."""
 
 
 @attrs.define
@@ -32,33 +47,36 @@ class Service:
     """What the routes need, passed in explicitly (no globals)."""
 
     driver: Driver | None
-    compiler: Compiler
+    compiler: JobCompiler
     gate: Gate
     store: Store
-    enable_static_artifacts: bool
-    max_body_bytes: int
-    body_timeout_seconds: float = 30
     cache_enabled: bool = False
     emscripten_version: str = ""
     metrics: Metrics = attrs.field(factory=Metrics)
-    retry_after_seconds: int = 5
-    running: set[trio.CancelScope] = attrs.field(factory=set)
     shutting_down: bool = False
-    flights: SingleFlight[CompileResult] | None = None
     policy: Policy = STANDARD
     max_jobs_per_client: int = 8
-    tokens: TokenBook | None = None  # None: no API tokens, anyone may compile
-    trusted_proxies: tuple[Network, ...] = ()
     # client key -> its compile requests running or waiting (maxJobsPerClient)
-    client_jobs: Counter[str] = attrs.field(factory=Counter)
+    _client_jobs: Counter[str] = attrs.field(factory=Counter)
+    _flights: SingleFlight[CompileResult] | None = None  # while `running` is open
 
     def __attrs_post_init__(self) -> None:
         self.metrics.watch_gate(self.gate)
         self.store.watch(self.metrics)
 
-    def start(self, nursery: trio.Nursery) -> None:
-        """Shared compiles run in the server's nursery, owned by no single request."""
-        self.flights = SingleFlight(nursery, self.running)
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Run the background work (gate poller, store upkeep, shared compiles) for as long as
+        the block runs; on leaving it, everything still running there is cancelled."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.gate.run_poller)
+            nursery.start_soon(self.store.run)
+            self._flights = SingleFlight(nursery)
+            try:
+                yield
+            finally:
+                self._flights = None
+                nursery.cancel_scope.cancel()
 
     def not_ready(self) -> str | None:
         """Why this replica cannot take a compile now, or None when it can."""
@@ -70,6 +88,26 @@ class Service:
             return "the queue is full"
         return None
 
+    @contextmanager
+    def client_slot(self, client: str) -> Iterator[None]:
+        """Count one compile request of `client` while the block runs; raise
+        ShuttingDownError or TooManyJobsError (`maxJobsPerClient`) instead of entering."""
+        if self.shutting_down:
+            raise ShuttingDownError
+        if self._client_jobs[client] >= self.max_jobs_per_client:
+            self.metrics.client_rejections.labels("jobs_per_client").inc()
+            raise TooManyJobsError(
+                f"this client already has {self.max_jobs_per_client} compiles running or"
+                " waiting (maxJobsPerClient); try again when one has finished"
+            )
+        self._client_jobs[client] += 1
+        try:
+            yield
+        finally:
+            self._client_jobs[client] -= 1
+            if not self._client_jobs[client]:
+                del self._client_jobs[client]
+
     async def compile(
         self, request: CompileRequest, job_id: str, client: str = ""
     ) -> tuple[CompileResult, bool]:
@@ -77,44 +115,65 @@ class Service:
 
         Identical requests in flight share one compile (across replicas too, when the store
         is shared); cancelling this call (the client went away) cancels the compile only when
-        no other request in this process waits for it. Raises StoreUnavailableError.
+        no other request in this process waits for it. Raises a ServiceError subclass when the
+        compile cannot run (queue full or timed out, store unreachable, shutdown, internal).
         """
-        assert self.flights is not None, "Service.start was not called"
+        try:
+            return await self._compile(request, job_id, client)
+        except trio.Cancelled:
+            self.metrics.cancellations.labels("client").inc()
+            raise
+        except FlightCancelledError:
+            self.metrics.cancellations.labels("shutdown").inc()
+            raise
+        except StoreUnavailableError:
+            log.warning("store unreachable", extra={"fields": {"job": job_id}})
+            raise
+        except InternalError as exc:
+            exc.job_id = exc.job_id or job_id
+            log.error("job failed to run", extra={"fields": {"job": job_id, "error": str(exc)}})
+            raise
+
+    async def _compile(
+        self, request: CompileRequest, job_id: str, client: str
+    ) -> tuple[CompileResult, bool]:
+        if self._flights is None:
+            raise RuntimeError("Service.compile outside `async with service.running()`")
         if not self.cache_enabled:
             work = partial(self._compile_admitted, request, job_id, None, client)
-            return await self.flights.run(job_id, work), False
+            return await self._flights.run(job_id, work), False
         key = cache_key(
             self.emscripten_version, self.compiler.command(request), request.code, request.files
         )
-        entry = await self.store.cache_get(key)
-        if entry is not None:
+        cached = await self.store.cache_get(key)
+        if cached is not None:
             self.metrics.cache_requests.labels("hit").inc()
-            return _from_entry(entry), True
+            return cached, True
         # "shared": an identical compile is already running and this request joins it.
-        lookup = "shared" if self.flights.is_flying(key) else "miss"
+        lookup = "shared" if self._flights.is_flying(key) else "miss"
         self.metrics.cache_requests.labels(lookup).inc()
         once = partial(self._compile_once, request, job_id, key, client)
-        return await self.flights.run(key, once), False
+        return await self._flights.run(key, once), False
 
     async def _compile_once(
         self, request: CompileRequest, job_id: str, key: str, client: str
     ) -> CompileResult:
         """One compile for every replica that shares the store."""
 
-        async def work() -> bytes:
+        async def work() -> CompileResult:
             # Whoever held the key before may have finished since this request looked.
-            entry = await self.store.cache_get(key)
-            if entry is not None:
-                return encode_result(_from_entry(entry))
-            return encode_result(await self._compile_admitted(request, job_id, key, client))
+            cached = await self.store.cache_get(key)
+            if cached is not None:
+                return cached
+            return await self._compile_admitted(request, job_id, key, client)
 
-        return decode_result(await self.store.once(key, work))
+        return await self.store.once(key, work)
 
     async def _compile_admitted(
         self, request: CompileRequest, job_id: str, key: str | None, client: str
     ) -> CompileResult:
         queued_at = trio.current_time()
-        client_class = "single" if self.client_jobs[client] <= 1 else "multi"
+        client_class = "single" if self._client_jobs[client] <= 1 else "multi"
         async with self.gate.admit(client):
             waited = trio.current_time() - queued_at
             self.metrics.queue_wait_seconds.labels(client_class).observe(waited)
@@ -124,11 +183,8 @@ class Service:
             self.metrics.cap_kills.labels(result.limit).inc()
         elif key is not None:
             # Deterministic results only: successes and compile errors, never cap kills.
-            usage = usage_json(result.usage, result.duration_seconds)
             try:
-                await self.store.cache_put(
-                    key, result.job_id, result.ok, result.output, usage, result.files
-                )
+                await self.store.cache_put(key, result)
             except (OSError, StoreUnavailableError) as exc:
                 # The artifacts are stored: a lost cache entry costs a later compile only.
                 log.warning("cannot cache", extra={"fields": {"error": str(exc)}})
@@ -137,70 +193,5 @@ class Service:
     def shutdown(self) -> None:
         """Refuse new compiles and cancel the running ones (their cleanup still runs)."""
         self.shutting_down = True
-        for scope in self.running:
-            scope.cancel()
-
-
-def _from_entry(entry: Entry) -> CompileResult:
-    return _result_of(entry.job_id, entry.ok, entry.output, entry.usage, entry.files)
-
-
-def _result_of(
-    job_id: str,
-    ok: bool,
-    output: str,
-    usage: dict[str, Any],
-    files: tuple[str, ...],
-    output_truncated: bool = False,
-    limit: Limit | None = None,
-) -> CompileResult:
-    return CompileResult(
-        job_id=job_id,
-        ok=ok,
-        output=output,
-        output_truncated=output_truncated,
-        limit=limit,
-        usage=Usage(
-            peak_memory_bytes=usage.get("peakMemoryBytes"),
-            cpu_seconds=usage.get("cpuSeconds"),
-            peak_pids=usage.get("peakPids"),
-        ),
-        duration_seconds=float(usage.get("durationSeconds", 0.0)),
-        files=files if ok else (),
-    )
-
-
-def encode_result(result: CompileResult) -> bytes:
-    """A result as another replica waiting for the same compile receives it."""
-    body = {
-        "id": result.job_id,
-        "ok": result.ok,
-        "output": result.output,
-        "truncated": result.output_truncated,
-        "limit": result.limit,
-        "usage": usage_json(result.usage, result.duration_seconds),
-        "files": result.files,
-    }
-    return json.dumps(body).encode()
-
-
-def decode_result(data: bytes) -> CompileResult:
-    body = json.loads(data)
-    return _result_of(
-        body["id"],
-        body["ok"],
-        body["output"],
-        body["usage"],
-        stored_files(body),
-        body["truncated"],
-        body["limit"],
-    )
-
-
-def usage_json(usage: Usage, duration_seconds: float) -> dict[str, Any]:
-    return {
-        "peakMemoryBytes": usage.peak_memory_bytes,
-        "cpuSeconds": None if usage.cpu_seconds is None else round(usage.cpu_seconds, 3),
-        "peakPids": usage.peak_pids,
-        "durationSeconds": round(duration_seconds, 3),
-    }
+        if self._flights is not None:
+            self._flights.cancel_all()

@@ -4,7 +4,7 @@ A path is accepted only if it names a plain file inside the job dir: relative, c
 letters, digits and `._-` that start with a letter, digit or `_` (so never `.`, `..`, a hidden
 name or something emcc would read as a flag), a bounded depth, and never one of the names the
 service writes itself. The job dir is new and empty, so a link can only come from the writer;
-`jobs.write_files` refuses to follow one anyway.
+`compiler.write_file` refuses to follow one anyway.
 """
 
 from __future__ import annotations
@@ -13,17 +13,16 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Final
 
+from emcc_trio.models import Files
+
 MAX_FILES: Final = 64
 MAX_DEPTH: Final = 4  # directories above a file, plus the file itself
 MAX_PATH_LENGTH: Final = 255
-SOURCE_SUFFIXES: Final = (".c", ".cpp", ".cc")
 MAIN_NAMES: Final[Mapping[str, str]] = {"main.c": "c", "main.cpp": "cpp"}
 # What the service itself writes into the job dir.
 RESERVED: Final = frozenset({"app.js", "app.wasm", "app.wasm.map", "app.data", "app.worker.js"})
 
 _COMPONENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
-
-Files = tuple[tuple[str, bytes], ...]
 
 
 class FileError(Exception):
@@ -73,12 +72,3 @@ def check_files(files: Iterable[tuple[str, bytes]]) -> Files:
             if parent in seen:
                 raise FileError(f"file {path!r} is not allowed: {parent!r} is a file")
     return tuple(checked)
-
-
-def is_source(path: str) -> bool:
-    return path.endswith(SOURCE_SUFFIXES)
-
-
-def extra_sources(files: Files, main_name: str) -> tuple[str, ...]:
-    """The sources compiled and linked with the main one, in a stable order."""
-    return tuple(path for path, _ in files if is_source(path) and path != main_name)

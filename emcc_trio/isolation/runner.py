@@ -16,22 +16,22 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final
 
 import attrs
 import trio
 
+from emcc_trio.errors import InternalError
 from emcc_trio.isolation.cgroups import (
     ENTER_FAILED_STATUS,
     Caps,
     CgroupError,
     Driver,
     JobGroup,
-    Usage,
     enter_argv,
 )
+from emcc_trio.models import Limit, Usage
 
-Limit = Literal["memory", "pids", "cpu", "timeout", "output"]
 _POLL_SECONDS: Final = 0.1
 _CLEANUP_SECONDS: Final = 10.0
 _READ_CHUNK: Final = 65536
@@ -57,7 +57,7 @@ class JobResult:
     duration_seconds: float
 
 
-class JobStartError(Exception):
+class JobStartError(InternalError):
     """The job could not be started (its cgroup or its process)."""
 
 

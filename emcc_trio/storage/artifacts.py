@@ -16,23 +16,15 @@ import re
 import shutil
 import stat
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, Final
+from typing import BinaryIO, Final
 
 import attrs
 import trio
 
-ARTIFACT_FILES: Final = {
-    "app.js": "application/javascript",
-    "app.wasm": "application/wasm",
-    # -pthread: the script each thread's worker runs (it loads app.js and app.wasm).
-    "app.worker.js": "application/javascript",
-}
-# What every build writes; without it there is nothing to run.
-MAIN_FILE: Final = "app.js"
-# An artifact's files when nothing says otherwise (results cached before SINGLE_FILE was allowed).
-BOTH_FILES: Final = ("app.js", "app.wasm")
+from emcc_trio.models import ARTIFACT_FILES, BOTH_FILES
+
 _ID = re.compile(r"^[0-9a-f]{32}$")
 _STAGING_PREFIX: Final = ".staging-"
 # The jail's fsize rlimit: no file the compile writes can be larger.
@@ -74,15 +66,6 @@ def _open_job_output(source: Path) -> BinaryIO:
 def _copy_job_output(source: Path, target: Path) -> None:
     with _open_job_output(source) as src, target.open("wb") as dst:
         shutil.copyfileobj(src, dst, MAX_ARTIFACT_BYTES)
-
-
-def stored_files(body: Mapping[str, Any]) -> tuple[str, ...]:
-    """The artifact's file list stored with a result (ValueError when it is not one: the names
-    end up in paths); BOTH_FILES for results stored before the list was."""
-    value = body.get("files", BOTH_FILES)
-    if not isinstance(value, list | tuple) or not set(value) <= ARTIFACT_FILES.keys():
-        raise ValueError(f"not a list of artifact files: {value!r}")
-    return tuple(value)
 
 
 def job_outputs(job_dir: Path) -> tuple[str, ...]:

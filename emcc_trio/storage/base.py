@@ -1,33 +1,31 @@
-"""Where artifacts and cached results live: one protocol, and the local-disk implementation.
+"""The one interface every store implements (`Store`), and what a store can fail with.
 
-`__main__` picks the implementation (local disk, the embedded default, or Redis for several
-replicas, in `redis_store.py`); everything else sees only `Store`.
+`server` picks the implementation (local disk in `local.py`, the default; Redis for several
+replicas in `redis.py`); everything else sees only `Store`.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-import attrs
-import trio
-
+from emcc_trio.errors import UnavailableError
 from emcc_trio.metrics import Metrics
-from emcc_trio.storage.artifacts import BOTH_FILES, ArtifactStore, run_sweeper
-from emcc_trio.storage.cache import Entry, ResultCache
-
-log = logging.getLogger("emcc_trio.store")
+from emcc_trio.models import BOTH_FILES, CompileResult
 
 
-class StoreUnavailableError(Exception):
+class StoreUnavailableError(UnavailableError):
     """The store cannot be reached now; the request may be retried later."""
 
+    public = "the artifact store is unreachable; try again later"
 
-class FlightWaitTimeoutError(Exception):
+
+class FlightWaitTimeoutError(UnavailableError):
     """An identical compile elsewhere held its lock longer than a compile can take."""
+
+    public = "an identical compile on another replica did not finish in time"
 
 
 class Store(Protocol):
@@ -43,20 +41,13 @@ class Store(Protocol):
     async def read(self, job_id: str, name: str) -> bytes | None:
         """One artifact file, or None for an unknown id or name."""
 
-    async def cache_get(self, key: str) -> Entry | None:
+    async def cache_get(self, key: str) -> CompileResult | None:
         """The cached result for `key`; a hit restarts its artifact's TTL."""
 
-    async def cache_put(
-        self,
-        key: str,
-        job_id: str,
-        ok: bool,
-        output: str,
-        usage: dict[str, Any],
-        files: tuple[str, ...] = BOTH_FILES,
-    ) -> None: ...
+    async def cache_put(self, key: str, result: CompileResult) -> None:
+        """Keep `result` (a success, whose artifact is published, or a compile error)."""
 
-    async def once(self, key: str, work: Callable[[], Awaitable[bytes]]) -> bytes:
+    async def once(self, key: str, work: Callable[[], Awaitable[CompileResult]]) -> CompileResult:
         """Run `work` once for every caller with this key that shares the store, and give each
         its outcome. Within one process the caller already shares work (SingleFlight)."""
 
@@ -68,59 +59,3 @@ class Store(Protocol):
 
     def watch(self, metrics: Metrics) -> None:
         """Register the store's own metrics."""
-
-
-@attrs.define
-class LocalStore:
-    """Artifacts and the result cache on this machine's disk: one replica, as ever."""
-
-    artifacts: ArtifactStore
-    cache: ResultCache | None
-    artifact_ttl_days: float
-    cleanup_interval_mins: float
-
-    @property
-    def reachable(self) -> bool:
-        return True
-
-    async def publish(
-        self, job_id: str, job_dir: Path, files: tuple[str, ...] = BOTH_FILES
-    ) -> None:
-        await self.artifacts.publish(job_id, job_dir, files)
-
-    async def read(self, job_id: str, name: str) -> bytes | None:
-        return await self.artifacts.read(job_id, name)
-
-    async def cache_get(self, key: str) -> Entry | None:
-        return None if self.cache is None else self.cache.get(key)
-
-    async def cache_put(
-        self,
-        key: str,
-        job_id: str,
-        ok: bool,
-        output: str,
-        usage: dict[str, Any],
-        files: tuple[str, ...] = BOTH_FILES,
-    ) -> None:
-        if self.cache is not None:
-            await trio.to_thread.run_sync(self.cache.put, key, job_id, ok, output, usage, files)
-
-    async def once(self, key: str, work: Callable[[], Awaitable[bytes]]) -> bytes:
-        return await work()
-
-    @asynccontextmanager
-    async def session(self) -> AsyncIterator[None]:
-        yield
-
-    async def run(self) -> None:
-        await run_sweeper(
-            self.artifacts,
-            self.artifact_ttl_days,
-            self.cleanup_interval_mins,
-            self.cache.live_ids if self.cache else set,
-        )
-
-    def watch(self, metrics: Metrics) -> None:
-        if self.cache is not None:
-            metrics.watch_cache(self.cache)

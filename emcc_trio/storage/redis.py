@@ -17,14 +17,13 @@ unreachable (readiness fails) until an operation or the background ping succeeds
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Final, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
@@ -36,17 +35,17 @@ from coredis.commands import Script
 from coredis.connection import TCPLocation
 from coredis.tokens import PureToken
 
-from emcc_trio.config import SENTINEL_SCHEME, parse_sentinel_url
 from emcc_trio.metrics import Metrics
-from emcc_trio.storage.artifacts import (
+from emcc_trio.models import (
     ARTIFACT_FILES,
     BOTH_FILES,
-    is_valid_id,
-    read_job_outputs,
-    stored_files,
+    CompileResult,
+    decode_result,
+    encode_result,
 )
+from emcc_trio.storage.artifacts import is_valid_id, read_job_outputs
 from emcc_trio.storage.base import FlightWaitTimeoutError, StoreUnavailableError
-from emcc_trio.storage.cache import Entry
+from emcc_trio.storage.redis_url import SENTINEL_SCHEME, parse_sentinel_url
 
 T = TypeVar("T")
 PREFIX: Final = "emcc-trio:"
@@ -212,7 +211,7 @@ class RedisStore:
             return None
         return await self._call("read", lambda: self.client.hget(artifact_key(job_id), name))
 
-    async def cache_get(self, key: str) -> Entry | None:
+    async def cache_get(self, key: str) -> CompileResult | None:
         args: tuple[str, int, int] = (
             artifact_key(""),
             self.artifact_ttl_ms,
@@ -224,31 +223,18 @@ class RedisStore:
         if not isinstance(raw, bytes):
             return None
         try:
-            body = json.loads(raw)
-            files = stored_files(body)
-            return Entry(
-                body["id"], bool(body["ok"]), body["output"], body["usage"], len(raw), files
-            )
-        except (ValueError, KeyError, TypeError):
+            return decode_result(raw)
+        except ValueError:
             return None
 
-    async def cache_put(
-        self,
-        key: str,
-        job_id: str,
-        ok: bool,
-        output: str,
-        usage: dict[str, Any],
-        files: tuple[str, ...] = BOTH_FILES,
-    ) -> None:
-        body = {"id": job_id, "ok": ok, "output": output, "usage": usage, "files": files}
-        text = json.dumps(body)
+    async def cache_put(self, key: str, result: CompileResult) -> None:
+        text = encode_result(result)
         ttl = entry_ttl_ms(self.artifact_ttl_ms)
         await self._call(
             "cache_put", lambda: self.client.set(entry_key(key), text, px=ttl if ttl > 0 else None)
         )
 
-    async def once(self, key: str, work: Callable[[], Awaitable[bytes]]) -> bytes:
+    async def once(self, key: str, work: Callable[[], Awaitable[CompileResult]]) -> CompileResult:
         """Take the key's lock and run `work`, or wait for the holder's outcome; take over
         when the holder's lock goes without an outcome (it died or was cancelled)."""
         token = secrets.token_hex(16)
@@ -268,20 +254,22 @@ class RedisStore:
             if outcome is not None:
                 return outcome
 
-    async def _wait_for(self, key: str, holder: str, deadline: float) -> bytes | None:
+    async def _wait_for(self, key: str, holder: str, deadline: float) -> CompileResult | None:
         """The holder's outcome, or None once its lock is gone without one."""
         lock, outcome = lock_key(key), outcome_key(key, holder)
         while True:
             found, current = await self._call("wait", lambda: self.client.mget([outcome, lock]))
             if found is not None:
-                return found
+                return decode_result(found)
             if current is None or current.decode() != holder:
                 return None
             if trio.current_time() > deadline:
                 raise FlightWaitTimeoutError
             await trio.sleep(POLL_SECONDS)
 
-    async def _hold(self, key: str, token: str, work: Callable[[], Awaitable[bytes]]) -> bytes:
+    async def _hold(
+        self, key: str, token: str, work: Callable[[], Awaitable[CompileResult]]
+    ) -> CompileResult:
         lock = lock_key(key)
         try:
             async with trio.open_nursery() as nursery:
@@ -290,8 +278,9 @@ class RedisStore:
                 result = await outcome.acapture(work)
                 nursery.cancel_scope.cancel()
             value = result.unwrap()
+            text = encode_result(value)
             await self._call(
-                "outcome", lambda: self.client.set(outcome_key(key, token), value, px=OUTCOME_MS)
+                "outcome", lambda: self.client.set(outcome_key(key, token), text, px=OUTCOME_MS)
             )
             return value
         finally:

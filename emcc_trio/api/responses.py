@@ -1,0 +1,83 @@
+"""How results and refusals are answered: JSON bodies, statuses and their headers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+from quart import Response
+
+from emcc_trio.compile import diagnostics
+from emcc_trio.errors import ServiceError
+from emcc_trio.models import CompileResult, usage_json
+
+LIMIT_STATUS: Final = 422
+
+LIMIT_MESSAGES: Final = {
+    "memory": "the compile exceeded its memory cap (jobMemoryMaxMB) and was killed",
+    "pids": "the compile exceeded its process cap (jobPidsMax)",
+    "cpu": "the compile exceeded its CPU-time cap (jobCpuSeconds) and was killed",
+    "timeout": "the compile exceeded its wall-clock cap (jobTimeoutSeconds) and was killed",
+    "output": "the compiler's output exceeded maxOutputBytes; the compile was stopped",
+}
+
+
+def json_error(status: int, message: str, **extra: Any) -> Response:
+    body = {"ok": False, "error": message, **extra}
+    return Response(json.dumps(body), status=status, mimetype="application/json")
+
+
+def json_ok(body: dict[str, Any], status: int = 200) -> Response:
+    return Response(json.dumps(body), status=status, mimetype="application/json")
+
+
+def busy(message: str, retry_after_seconds: int) -> Response:
+    response = json_error(503, message)
+    response.headers["Retry-After"] = str(retry_after_seconds)
+    return response
+
+
+def error_response(exc: ServiceError, retry_after_seconds: int) -> Response:
+    """The answer to any refusal: its status, its public message, the job it concerns."""
+    extra = {} if exc.job_id is None else {"id": exc.job_id}
+    response = json_error(exc.status, exc.answer(), **extra)
+    response.headers.update(exc.headers)
+    if exc.retry:
+        response.headers["Retry-After"] = str(retry_after_seconds)
+    return response
+
+
+def compile_response(result: CompileResult, cached: bool) -> Response:
+    usage = usage_json(result.usage, result.duration_seconds)
+    found = [d.to_json() for d in diagnostics.parse(result.output)]
+    if result.ok:
+        body = {
+            "ok": True,
+            "id": result.job_id,
+            "js": f"/artifacts/{result.job_id}/app.js",
+            # None for -sSINGLE_FILE: the wasm is inside app.js.
+            "wasm": f"/artifacts/{result.job_id}/app.wasm" if "app.wasm" in result.files else None,
+            "output": result.output,
+            "diagnostics": found,
+            "usage": usage,
+            "cached": cached,
+        }
+        if "app.worker.js" in result.files:  # -pthread
+            body["worker"] = f"/artifacts/{result.job_id}/app.worker.js"
+        return json_ok(body)
+    if result.limit is not None:
+        message = LIMIT_MESSAGES[result.limit]
+        if result.output:
+            message += "\n" + result.output
+        return json_error(
+            LIMIT_STATUS,
+            message,
+            id=result.job_id,
+            limit=result.limit,
+            diagnostics=found,
+            usage=usage,
+        )
+    error = diagnostics.human_text(result.output)
+    if result.output_truncated:
+        error += "\n[output truncated]"
+    return json_error(400, error, id=result.job_id, diagnostics=found, usage=usage, cached=cached)

@@ -1,0 +1,97 @@
+"""The routes. Each one translates: HTTP in, a service call, HTTP out. Refusals are raised
+as `ServiceError`s and answered by the app's one handler."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from quart import Response, request
+from quart_trio import QuartTrio
+
+from emcc_trio.api import bodies
+from emcc_trio.api.clients import Client, identify
+from emcc_trio.api.middleware import log_fields
+from emcc_trio.api.responses import busy, compile_response, json_error
+from emcc_trio.api.tokens import bearer_token
+from emcc_trio.compile.compiler import new_job_id
+from emcc_trio.compile.service import Service
+from emcc_trio.errors import UnauthorizedError
+from emcc_trio.models import ARTIFACT_FILES
+
+if TYPE_CHECKING:
+    from emcc_trio.api.app import ApiOptions
+
+IMMUTABLE_CACHE: Final = "public, max-age=31536000, immutable"
+
+
+def register_health(app: QuartTrio, service: Service, options: ApiOptions) -> None:
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return Response("ok", mimetype="text/plain")
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        """For the balancer: can this replica take a compile now?"""
+        reason = service.not_ready()
+        if reason is not None:
+            return busy(f"not ready: {reason}", options.retry_after_seconds)
+        return Response("ready", mimetype="text/plain")
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(service.metrics.render(), mimetype="text/plain; version=0.0.4")
+
+
+def register_compile(app: QuartTrio, service: Service, options: ApiOptions) -> None:
+    def identify_client() -> Client:
+        """Who sends this request; UnauthorizedError when tokens are on and it carries no
+        valid one. The token itself is never kept or logged, only its name."""
+        token_name = None
+        if options.tokens is not None:
+            token = bearer_token(request.headers.get("Authorization"))
+            token_name = options.tokens.identify(token) if token is not None else None
+            if token_name is None:
+                service.metrics.client_rejections.labels("unauthorized").inc()
+                raise UnauthorizedError(
+                    "a valid API token is required: send Authorization: Bearer <token>"
+                    if token is None
+                    else "the API token is not valid"
+                )
+        return identify(
+            request.remote_addr or "",
+            request.headers.getlist("X-Forwarded-For"),
+            options.trusted_proxies,
+            token_name,
+        )
+
+    @app.post("/compile")
+    async def compile_route() -> Response:
+        client = identify_client()
+        fields = log_fields()
+        fields["client"] = client.key.removeprefix("token:")
+        # The raw body dies in `read`: a request waiting in the queue holds its source once.
+        compile_request = await bodies.read(request, service.policy)
+        with service.client_slot(client.key):
+            job_id = new_job_id()
+            fields["job"] = job_id
+            result, cached = await service.compile(compile_request, job_id, client.key)
+        fields.update(job=result.job_id, limit=result.limit, ok=result.ok, cached=cached)
+        return compile_response(result, cached)
+
+
+def register_artifacts(app: QuartTrio, service: Service) -> None:
+    @app.get("/artifacts/<job_id>/<name>")
+    async def artifact(job_id: str, name: str) -> Response:
+        data = await service.store.read(job_id, name)
+        if data is None:
+            return json_error(404, "no such artifact")
+        response = Response(data, mimetype=ARTIFACT_FILES[name])
+        response.headers["Cache-Control"] = IMMUTABLE_CACHE
+        response.headers["ETag"] = f'"{job_id}-{name}"'
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        # Threads need a cross-origin-isolated page (COOP + COEP require-corp): such a page
+        # loads these from any origin, and a worker script must itself say require-corp.
+        response.headers["Cross-Origin-Resource-Policy"] = "cross-origin"
+        if name == "app.worker.js":
+            response.headers["Cross-Origin-Embedder-Policy"] = "require-corp"
+        return response

@@ -1,0 +1,373 @@
+"""The composition root: build every part from the config, then serve until a signal.
+
+`__main__` parses the command line and calls `run`. Everything the server needs is built
+here and passed down explicitly; nothing below this module reads the config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+from collections.abc import AsyncIterator
+from functools import partial
+from pathlib import Path
+from typing import Final
+
+import trio
+
+from emcc_trio.api import httpserver
+from emcc_trio.api.app import ApiOptions, create_app
+from emcc_trio.api.clients import parse_networks
+from emcc_trio.api.cors import Cors
+from emcc_trio.api.middleware import AccessLog
+from emcc_trio.api.tokens import TokenBook, TokenFileError, load_tokens
+from emcc_trio.compile.compiler import Compiler
+from emcc_trio.compile.gate import Budget, Gate, default_budget
+from emcc_trio.compile.policy import make_policy
+from emcc_trio.compile.service import Service
+from emcc_trio.config import Config, Paths, parse_addr, resolve_paths
+from emcc_trio.isolation.cgroups import (
+    BudgetGroup,
+    Caps,
+    CgroupError,
+    Driver,
+    instance_tag,
+    open_driver,
+    read_budget,
+    read_mem_total,
+)
+from emcc_trio.isolation.runner import Limits
+from emcc_trio.isolation.sandbox import Sandbox, SandboxError
+from emcc_trio.storage.artifacts import ArtifactStore
+from emcc_trio.storage.base import Store
+from emcc_trio.storage.cache import ResultCache
+from emcc_trio.storage.local import LocalStore
+from emcc_trio.storage.redis import RedisStore, connect
+from emcc_trio.storage.redis_url import redact_url
+
+log = logging.getLogger("emcc_trio")
+MB: Final = 1024 * 1024
+# More jobs than cores: a light client's job starts at once instead of waiting for a heavy
+# client's to end, and the per-client CPU weights share the cores (the memory gate still
+# bounds how many run).
+DEFAULT_JOBS_PER_CPU: Final = 4
+
+
+class StartupError(Exception):
+    """The server must not start; the message says why."""
+
+
+async def run(config: Config, start_dir: Path) -> None:
+    """Serve until SIGINT or SIGTERM; then finish the requests in flight and return.
+    Raises StartupError, before listening, when the server must not start."""
+    paths = resolve_paths(config, start_dir)
+    try:
+        open_files = httpserver.raise_open_files_limit(config.max_connections)
+    except ValueError as exc:
+        raise StartupError(f"{exc}: lower maxConnections or raise the limit") from exc
+    store = await open_store(config, paths)
+    async with _opened_driver(config, paths) as driver:
+        service = await build_service(config, paths, store, driver)
+        options = api_options(config, paths)
+        async with store.session(), service.running():
+            await _serve_http(config, service, options, open_files, paths.api_tokens_file)
+    log.info("stopped")
+
+
+async def open_store(config: Config, paths: Paths) -> Store:
+    """The one place that knows which store runs: Redis when a URL is set, else local disk."""
+    if config.redis_url:
+        log.info("store", extra={"fields": {"redis": redact_url(config.redis_url)}})
+        client, sentinel = connect(config.redis_url)
+        return RedisStore(
+            client,
+            sentinel=sentinel,
+            artifact_ttl_days=config.artifact_ttl_days,
+            # A holder's lock lasts its queue wait plus its run; then waiters give up.
+            max_wait_seconds=config.queue_timeout_seconds + config.job_timeout_seconds + 30,
+        )
+    for directory in (paths.artifacts_dir, paths.cache_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+    cache = None
+    if config.cache_enabled:
+        cache = ResultCache(paths.cache_dir, paths.artifacts_dir, config.cache_max_mb * MB)
+        await trio.to_thread.run_sync(cache.load)
+    return LocalStore(
+        ArtifactStore(paths.artifacts_dir),
+        cache,
+        artifact_ttl_days=config.artifact_ttl_days,
+        cleanup_interval_mins=config.cleanup_interval_mins,
+    )
+
+
+@contextlib.asynccontextmanager
+async def _opened_driver(config: Config, paths: Paths) -> AsyncIterator[Driver | None]:
+    """The cgroup driver for as long as the server runs; closed however the block ends."""
+    try:
+        driver = open_driver(config.cgroup_driver, paths.cgroup_root, instance_tag(paths.jobs_dir))
+    except (CgroupError, OSError) as exc:
+        raise StartupError(
+            f"cgroupDriver {config.cgroup_driver!r}: per-job caps cannot be enforced: {exc}. "
+            'Set "cgroupDriver": "none" to run without caps.'
+        ) from exc
+    try:
+        yield driver
+    finally:
+        if driver is not None:
+            driver.close()
+
+
+def apply_budget(config: Config, group: BudgetGroup) -> int | None:
+    """Write `memoryBudgetMB` (or its default) as the limit of the group holding every job;
+    return what was written (None: no limit)."""
+    setting = config.memory_budget_mb
+    machine = read_mem_total()
+    enclosing = group.enclosing_limit()
+    bound = machine if enclosing is None else min(machine, enclosing)
+    if setting == 0:
+        limit = None
+    elif setting is not None:
+        limit = setting * MB
+        if limit > bound:
+            log.warning(
+                "memoryBudgetMB is more than the machine or the enclosing cgroup has",
+                extra={"fields": {"budget_bytes": limit, "available_bytes": bound}},
+            )
+    else:
+        limit = default_budget(machine, enclosing)
+        floor = max(config.job_memory_max_mb, config.job_memory_estimate_mb) * MB
+        if limit < floor:
+            # One job must be able to reach its own cap, and the gate to admit one.
+            log.warning(
+                "the default memory budget is below jobMemoryMaxMB or jobMemoryEstimateMB: "
+                "raised to the larger",
+                extra={"fields": {"default_bytes": limit, "budget_bytes": floor}},
+            )
+            limit = floor
+    try:
+        group.set_limit(limit)
+    except CgroupError as exc:
+        raise StartupError(f"memoryBudgetMB: {exc}") from exc
+    return limit
+
+
+def _open_budget(config: Config, paths: Paths, group: BudgetGroup | None) -> Budget | None:
+    """What the gate reads: the budget group's files, or with `memoryBudgetMB` 0 (or no
+    driver) the seed's: `cgroupV2Root`, else the server's own memory group."""
+    if not config.enable_resource_gating:
+        return None
+    seed_v2 = (paths.cgroup_root / "memory.max", paths.cgroup_root / "memory.current")
+    if group is not None and config.memory_budget_mb != 0:
+        files = group.files
+    elif group is None or seed_v2[0].exists():
+        files = seed_v2
+    else:
+        files = group.parent_files() or group.files
+    if read_budget(*files) is None:
+        log.warning(
+            "enableResourceGating is on but the budget group has no memory limit: compiles "
+            "are admitted by maxConcurrentJobs only",
+            extra={"fields": {"limit_file": str(files[0])}},
+        )
+    return partial(read_budget, *files)
+
+
+def _which(setting: str, key: str) -> str:
+    found = shutil.which(setting)
+    if found is None:
+        raise StartupError(f"{key}: cannot find the compiler {setting!r} (install emscripten)")
+    return os.path.abspath(found)
+
+
+def _remove_leftover_jobs(jobs_dir: Path) -> list[str]:
+    """Job dirs are never kept across runs: anything here was left by a killed server."""
+    leftovers = sorted(p.name for p in jobs_dir.iterdir())
+    for name in leftovers:
+        path = jobs_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return leftovers
+
+
+async def _emscripten_version(emcc: str) -> str:
+    """Part of every cache key: a new emscripten must not serve old results."""
+    try:
+        done = await trio.run_process([emcc, "--version"], capture_stdout=True, check=False)
+    except OSError as exc:
+        raise StartupError(f"emccPath: cannot run {emcc}: {exc.strerror}") from exc
+    return f"{emcc} " + done.stdout.decode(errors="replace").partition("\n")[0]
+
+
+def _open_sandbox(config: Config, paths: Paths) -> Sandbox | None:
+    if not config.nsjail_enabled:
+        return None
+    try:
+        sandbox = Sandbox.open(config.nsjail_path, config.nsjail_config, paths.working_dir)
+        sandbox.check_reachable(paths.jobs_dir)
+    except SandboxError as exc:
+        raise StartupError(str(exc)) from exc
+    return sandbox
+
+
+async def build_service(
+    config: Config, paths: Paths, store: Store, driver: Driver | None
+) -> Service:
+    """Prepare everything a compile needs; refuse to start rather than run unsafely."""
+    for directory in (paths.working_dir, paths.jobs_dir, paths.artifacts_dir, paths.cache_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+    # As emcc-sandboxd: the process runs in workingDir.
+    os.chdir(paths.working_dir)
+    emcc, emxx = _which(config.emcc_path, "emccPath"), _which(config.emxx_path, "emxxPath")
+    sandbox = _open_sandbox(config, paths)
+
+    recovered_groups = await driver.recover() if driver else []
+    recovered_dirs = _remove_leftover_jobs(paths.jobs_dir)
+    if recovered_groups or recovered_dirs:
+        log.warning(
+            "cleaned up after an earlier run",
+            extra={"fields": {"cgroups": recovered_groups, "job_dirs": recovered_dirs}},
+        )
+
+    budget_group = driver.budget_group() if driver else None
+    if budget_group is not None:
+        apply_budget(config, budget_group)
+    elif config.memory_budget_mb:
+        log.warning('memoryBudgetMB: no cgroup to enforce it with "cgroupDriver": "none"')
+
+    limits = Limits(
+        timeout_seconds=config.job_timeout_seconds,
+        cpu_seconds=config.job_cpu_seconds,
+        max_output_bytes=config.max_output_bytes,
+        caps=Caps(
+            memory_bytes=config.job_memory_max_mb * MB,
+            cpu_max=config.job_cpu_max,
+            pids_max=config.job_pids_max,
+        ),
+    )
+    compiler = Compiler(
+        emcc=emcc,
+        emxx=emxx,
+        default_args=config.default_args,
+        node_path=config.node_path,
+        jobs_dir=paths.jobs_dir,
+        store=store,
+        limits=limits,
+        driver=driver,
+        sandbox=sandbox,
+    )
+    gate = Gate(
+        estimate_bytes=config.job_memory_estimate_mb * MB,
+        max_concurrent=config.max_concurrent_jobs or DEFAULT_JOBS_PER_CPU * (os.cpu_count() or 1),
+        queue_max=config.queue_max,
+        queue_timeout_seconds=config.queue_timeout_seconds,
+        budget=_open_budget(config, paths, budget_group),
+    )
+    log.info(
+        "configured",
+        extra={
+            "fields": {
+                "working_dir": str(paths.working_dir),
+                "cgroups": driver.name if driver else "none",
+                "nsjail": str(sandbox.nsjail) if sandbox else None,
+                "gating": gate.last_budget is not None,
+                "memory_budget_bytes": gate.last_budget[0] if gate.last_budget else None,
+                "max_concurrent": gate.max_concurrent,
+            }
+        },
+    )
+    return Service(
+        cache_enabled=config.cache_enabled,
+        emscripten_version=await _emscripten_version(emcc),
+        driver=driver,
+        compiler=compiler,
+        gate=gate,
+        store=store,
+        policy=make_policy(
+            config.argument_policy, config.job_memory_max_mb, config.extra_allowed_args
+        ),
+        max_jobs_per_client=config.max_jobs_per_client,
+    )
+
+
+def api_options(config: Config, paths: Paths) -> ApiOptions:
+    tokens = None
+    if paths.api_tokens_file is not None:
+        try:
+            tokens = load_tokens(paths.api_tokens_file)
+        except TokenFileError as exc:
+            raise StartupError(f"apiTokensFile: {exc}") from exc
+        log.info("api tokens", extra={"fields": {"api_tokens": len(tokens.entries)}})
+    return ApiOptions(
+        max_body_bytes=config.max_body_bytes,
+        body_timeout_seconds=config.body_timeout_seconds,
+        enable_static_artifacts=config.enable_static_artifacts,
+        tokens=tokens,
+        trusted_proxies=parse_networks(config.trusted_proxies),
+    )
+
+
+def _reload_tokens(options: ApiOptions, path: Path) -> None:
+    """SIGHUP: take the token file anew; a broken file keeps the tokens in force."""
+    try:
+        tokens: TokenBook = load_tokens(path)
+    except TokenFileError as exc:
+        log.error("apiTokensFile not reloaded", extra={"fields": {"error": str(exc)}})
+        return
+    options.tokens = tokens
+    log.info("apiTokensFile reloaded", extra={"fields": {"tokens": len(tokens.entries)}})
+
+
+async def _serve_http(
+    config: Config,
+    service: Service,
+    options: ApiOptions,
+    open_files: int,
+    tokens_file: Path | None,
+) -> None:
+    """Listen until SIGINT/SIGTERM, then let the requests in flight finish."""
+    hypercorn_config = httpserver.make_config(*parse_addr(config.addr))
+    app = AccessLog(
+        Cors(create_app(service, options), config.cors_allowed_origins), service.metrics
+    )
+    shutdown = trio.Event()
+
+    async def watch_signals() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    if tokens_file is not None:
+                        _reload_tokens(options, tokens_file)
+                    continue
+                log.info("shutting down", extra={"fields": {"signal": signum}})
+                service.shutdown()
+                shutdown.set()
+                return
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch_signals)
+        binds = await nursery.start(
+            partial(
+                httpserver.serve,
+                app,
+                hypercorn_config,
+                config.max_connections,
+                config.send_timeout_seconds,
+                shutdown_trigger=shutdown.wait,
+            )
+        )
+        log.info(
+            "listening",
+            extra={
+                "fields": {
+                    "urls": binds,
+                    "max_connections": config.max_connections,
+                    "open_files_limit": open_files,
+                }
+            },
+        )
+    # httpserver.serve returned: the requests in flight are done.

@@ -1,0 +1,61 @@
+"""The store on this machine's disk: artifacts and the result cache, one replica."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import attrs
+import trio
+
+from emcc_trio.metrics import Metrics
+from emcc_trio.models import BOTH_FILES, CompileResult
+from emcc_trio.storage.artifacts import ArtifactStore, run_sweeper
+from emcc_trio.storage.cache import ResultCache
+
+
+@attrs.define
+class LocalStore:
+    artifacts: ArtifactStore
+    cache: ResultCache | None
+    artifact_ttl_days: float
+    cleanup_interval_mins: float
+
+    @property
+    def reachable(self) -> bool:
+        return True
+
+    async def publish(
+        self, job_id: str, job_dir: Path, files: tuple[str, ...] = BOTH_FILES
+    ) -> None:
+        await self.artifacts.publish(job_id, job_dir, files)
+
+    async def read(self, job_id: str, name: str) -> bytes | None:
+        return await self.artifacts.read(job_id, name)
+
+    async def cache_get(self, key: str) -> CompileResult | None:
+        return None if self.cache is None else self.cache.get(key)
+
+    async def cache_put(self, key: str, result: CompileResult) -> None:
+        if self.cache is not None:
+            await trio.to_thread.run_sync(self.cache.put, key, result)
+
+    async def once(self, key: str, work: Callable[[], Awaitable[CompileResult]]) -> CompileResult:
+        return await work()
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[None]:
+        yield
+
+    async def run(self) -> None:
+        await run_sweeper(
+            self.artifacts,
+            self.artifact_ttl_days,
+            self.cleanup_interval_mins,
+            self.cache.live_ids if self.cache else set,
+        )
+
+    def watch(self, metrics: Metrics) -> None:
+        if self.cache is not None:
+            metrics.watch_cache(self.cache)
