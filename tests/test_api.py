@@ -188,23 +188,24 @@ def test_requests_are_logged_one_line_each(server: Server) -> None:
     assert any(e["path"] == "/healthz" and e["status"] == 200 for e in requests)
 
 
-def _readme_examples() -> list[tuple[str, str]]:
-    """(curl command, the output the README shows under it) from the Examples section."""
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("## Examples", 1)[1].split("\n## ", 1)[0]
+def _doc_examples() -> list[tuple[str, str]]:
+    """(curl command, the output the examples page shows under it) from its section
+    "Compiling C and C++"."""
+    page = (REPO / "docs" / "tutorial" / "examples.md").read_text()
+    section = page.split("## Compiling C and C++", 1)[1].split("\n## ", 1)[0]
     pairs = re.findall(r"```sh\n(curl [^\n]+)\n```\n```(?:json|text)\n(.*?)\n```", section, re.S)
     return [(command, shown) for command, shown in pairs]
 
 
-def test_readme_examples_work_verbatim(server: Server, tmp_path: Path) -> None:
-    """The README's curl examples, pointed at this server, give what the README shows."""
-    examples = _readme_examples()
+def test_doc_examples_work_verbatim(server: Server, tmp_path: Path) -> None:
+    """The examples page's curl examples, pointed at this server, give what the page shows."""
+    examples = _doc_examples()
     assert len(examples) >= 6
     printed = []
     for command, shown in examples:
         done = subprocess.run(
             ["bash", "-c", command.replace("http://localhost:8080", server.url)],
-            cwd=REPO / "examples",  # where the README runs them: the upload examples' files
+            cwd=REPO / "examples",  # where the page runs them: the upload examples' files
             capture_output=True,
             text=True,
             timeout=120,

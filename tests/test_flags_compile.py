@@ -307,7 +307,7 @@ def test_a_path_reading_extra_arg_stops_the_server_at_start(tmp_path: Path) -> N
     assert "config error: extraAllowedArgs: '-I/etc' can name a host path" in done.stderr
 
 
-PLAYGROUND = REPO / "emcc_trio" / "playground" / "static"
+PLAYGROUND = REPO / "emcc_trio" / "api" / "playground" / "static"
 RUN_IN_RUNNER_JS = Path(__file__).resolve().parent / "run_in_runner.js"
 
 
@@ -373,10 +373,10 @@ def test_playground_examples_print_everything_through_the_runner(
     assert "".join(m["text"] for m in messages if m["type"] == "stderr") == errors
 
 
-def test_the_readme_policy_examples_work_verbatim(server: Server, tmp_path: Path) -> None:
-    """The curl examples under "The argument policy" give what the README shows."""
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("### The argument policy", 1)[1].split("\n## ", 1)[0]
+def test_the_doc_policy_examples_work_verbatim(server: Server, tmp_path: Path) -> None:
+    """The curl examples under "The argument policy" of the examples page give what it shows."""
+    page = (REPO / "docs" / "tutorial" / "examples.md").read_text()
+    section = page.split("## The argument policy", 1)[1].split("\n## ", 1)[0]
     pairs = re.findall(r"```sh\n(curl [^\n]+)\n```\n```json\n(.*?)\n```", section, re.S)
     assert len(pairs) == 3
     for command, shown in pairs:

@@ -40,7 +40,7 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 SCREENSHOTS = REPO / "test-artifacts"
-PLAYGROUND = REPO / "emcc_trio" / "playground"
+PLAYGROUND = REPO / "emcc_trio" / "api" / "playground"
 # A compile under real cgroups takes about a second; the first -O2 link takes several.
 COMPILE_MS = 120_000
 RUN_MS = 30_000
@@ -179,10 +179,10 @@ def test_stdout_stderr_and_exit_code_apart(page: Page, live: Server) -> None:
     assert run_and_wait(page) == ("to stdout\n", "to stderr\n", 3)
 
 
-def readme_compile_bodies() -> list[dict[str, Any]]:
-    """The JSON bodies of the README's successful `POST /compile` examples, in order."""
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("## Examples", 1)[1].split("\n## ", 1)[0]
+def doc_compile_bodies() -> list[dict[str, Any]]:
+    """The JSON bodies of the examples page's successful `POST /compile` examples, in order."""
+    page = (REPO / "docs" / "tutorial" / "examples.md").read_text()
+    section = page.split("## Compiling C and C++", 1)[1].split("\n## ", 1)[0]
     bodies = [json.loads(body) for body in re.findall(r"/compile .*-d '(\{.*\})'\n", section)]
     return [body for body in bodies if "missing" not in body["code"]][:3]
 
@@ -195,14 +195,15 @@ def readme_compile_bodies() -> list[dict[str, Any]]:
         (2, "sqrt (-O2, callMain)", "sqrt(2) = 1.414\n"),
     ],
 )
-def test_readme_examples(page: Page, live: Server, index: int, example: str, printed: str) -> None:
-    """The menu's first three examples are the README's, verbatim; each compiles and runs."""
-    readme = readme_compile_bodies()[index]
+def test_doc_examples(page: Page, live: Server, index: int, example: str, printed: str) -> None:
+    """The menu's first three examples are the examples page's, verbatim; each compiles and
+    runs."""
+    doc = doc_compile_bodies()[index]
     open_playground(page, live)
     choose_example(page, example)
-    assert editor_code(page) == readme["code"]
-    assert page.input_value("#language") == readme.get("type", "c")
-    assert page.input_value("#args") == " ".join(readme.get("args", []))
+    assert editor_code(page) == doc["code"]
+    assert page.input_value("#language") == doc.get("type", "c")
+    assert page.input_value("#args") == " ".join(doc.get("args", []))
     compile_and_wait(page)
     assert run_and_wait(page) == (printed, "", 0)
 

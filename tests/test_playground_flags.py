@@ -1,9 +1,9 @@
 """The standard policy's flags in Chromium: in the playground, the last line without a newline
 shows (-sEXIT_RUNTIME=1 and the runner's callMain), Embind binds C++ for JavaScript
 (-lembind), and a -sSINGLE_FILE build runs with no app.wasm; on a cross-origin-isolated page
-(COOP same-origin, COEP require-corp, as the README says to serve it), a -pthread build's
-threads run as workers loaded from the service. Threads need a browser here: the policy blocks
--sENVIRONMENT=node, and this emscripten's web build starts web workers."""
+(COOP same-origin, COEP require-corp, as the argument policy reference says to serve it), a
+-pthread build's threads run as workers loaded from the service. Threads need a browser here:
+the policy blocks -sENVIRONMENT=node, and this emscripten's web build starts web workers."""
 
 from __future__ import annotations
 

@@ -165,7 +165,7 @@ def test_a_broken_jail_is_a_json_500_and_nothing_is_left(
 ) -> None:
     broken = reachable_dir / "broken.cfg"
     broken.write_text(
-        (REPO / "emcc_trio" / "nsjail" / "emcc.cfg").read_text()
+        (REPO / "emcc_trio" / "isolation" / "nsjail" / "emcc.cfg").read_text()
         + 'mount { src: "/no/such/dir" dst: "/x" is_bind: true }\n'
     )
     server = make_server(

@@ -46,7 +46,7 @@ _FILES_RULES: Final = (
 )
 _ARGS_DESCRIPTION: Final = (
     "Extra emcc arguments, checked by the closed argument policy (see the "
-    "README): a refused one is a 400 that names it."
+    "documentation): a refused one is a 400 that names it."
 )
 
 SCHEMAS: Final[JsonObject] = {
@@ -84,7 +84,7 @@ SCHEMAS: Final[JsonObject] = {
                 "maxItems": MAX_ARGS,
                 "description": (
                     "Extra emcc arguments, appended to the server's defaultArgs and checked "
-                    "by value by a closed argument policy (the README has the full table). "
+                    "by value by a closed argument policy (the documentation has the full tables). "
                     "The default policy, `standard`: -O and -g levels, -std=, -D NAME[=VALUE] "
                     "and -U NAME (joined or split), -W<name>, -Werror, -w, a curated list of "
                     "-f and -m flags (exceptions, RTTI, LTO, fast math, sanitizers, SIMD), "

@@ -516,8 +516,8 @@ class Policy:
         if name in PORTS:
             return _PORTS_REASON
         return (
-            f"{name or '-s'} is not on the allowlist of settings (see the README for the ones "
-            "that are)"
+            f"{name or '-s'} is not on the allowlist of settings (the documentation's argument "
+            "policy lists the ones that are)"
         )
 
     def _refuse(self, arg: str) -> None:
