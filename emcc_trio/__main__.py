@@ -1,6 +1,6 @@
-"""`emcc-trio serve [--config PATH]`: the server (server.run); `emcc-trio compile ...` is the
-client (client/cli.py); `emcc-trio token new NAME`: a new API token and its line for
-`apiTokensFile`."""
+"""`emcc-trio serve [--config PATH]`: the server (server.run); `emcc-trio compile ...` and
+`emcc-trio build DIR ...` are the client (client/cli.py); `emcc-trio token new NAME`: a new
+API token and its line for `apiTokensFile`."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     serve_parser = sub.add_parser("serve", help="run the HTTP service")
     serve_parser.add_argument("--config", default="config.json", help="path to config.json")
     sub.add_parser("compile", help="compile files on a server: emcc-trio compile --help")
+    sub.add_parser("build", help="build a source tree on a server: emcc-trio build --help")
     token_parser = sub.add_parser("token", help="API tokens")
     token_sub = token_parser.add_subparsers(dest="token_command", required=True)
     new_parser = token_sub.add_parser(
@@ -63,8 +64,8 @@ def _serve(config_path: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["compile"]:
-        return cli.main(argv[1:])
+    if argv[:1] in (["compile"], ["build"]):
+        return cli.main(argv[1:], command=argv[0])
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:

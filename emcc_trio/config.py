@@ -163,8 +163,50 @@ class Config:
         ),
     )
     max_body_bytes: int = attrs.field(
-        default=1024 * 1024,
-        metadata=_key("maxBodyBytes", "The largest request body; a larger one is a 413."),
+        default=16 * 1024 * 1024,
+        metadata=_key(
+            "maxBodyBytes",
+            "The largest request body (JSON, multipart, raw source or archive); a larger one "
+            "is a 413.",
+        ),
+    )
+    max_files: int = attrs.field(
+        default=1000,
+        metadata=_key("maxFiles", "The most project files one request may hold (`files`)."),
+    )
+    max_path_depth: int = attrs.field(
+        default=8,
+        metadata=_key(
+            "maxPathDepth", "The most levels of a project file's path (directories and the file)."
+        ),
+    )
+    max_path_length: int = attrs.field(
+        default=255,
+        metadata=_key("maxPathLength", "The longest project file path, in characters."),
+    )
+    max_project_mb: int = attrs.field(
+        default=64,
+        metadata=_key(
+            "maxProjectMB",
+            "The most a project's sources and files may take in all, unpacked (an archive is "
+            "refused as soon as it unpacks past it).",
+        ),
+    )
+    max_queued_project_mb: int = attrs.field(
+        default=512,
+        metadata=_key(
+            "maxQueuedProjectMB",
+            "The most all requests in flight (waiting or compiling) may hold of sources and "
+            "files together; past it a request gets a 503 with Retry-After.",
+        ),
+    )
+    object_cache_max_mb: int = attrs.field(
+        default=1024,
+        metadata=_key(
+            "objectCacheMaxMB",
+            "The most the compiled objects of multi-file projects keep on disk (least "
+            "recently used out); 0: no object cache, every unit is compiled every time.",
+        ),
     )
     body_timeout_seconds: float = attrs.field(
         default=30,
@@ -436,8 +478,14 @@ def validate(config: Config) -> list[str]:
         "queue_timeout_seconds",
         "cache_max_mb",
         "max_jobs_per_client",
+        "max_files",
+        "max_path_depth",
+        "max_path_length",
+        "max_project_mb",
+        "max_queued_project_mb",
     ):
         check(getattr(config, name) > 0, name, "must be greater than 0")
+    check(config.object_cache_max_mb >= 0, "object_cache_max_mb", "must not be negative")
     check(config.job_pids_max >= 16, "job_pids_max", "emcc needs at least 16 processes")
     check(config.job_memory_max_mb >= 64, "job_memory_max_mb", "emcc needs at least 64 MB")
     budget = config.memory_budget_mb

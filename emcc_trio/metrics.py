@@ -54,6 +54,7 @@ class Metrics:
     store_seconds: Histogram = attrs.field(init=False)
     store_errors: Counter = attrs.field(init=False)
     client_rejections: Counter = attrs.field(init=False)
+    build_units: Counter = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.requests = Counter(
@@ -85,6 +86,12 @@ class Metrics:
         )
         self.cap_kills = Counter(
             "emcc_trio_cap_kills", "Jobs ended by a cap", ["limit"], registry=self.registry
+        )
+        self.build_units = Counter(
+            "emcc_trio_build_units",
+            "Translation units of multi-unit builds: compiled, or reused from the object cache",
+            ["how"],
+            registry=self.registry,
         )
         self.cache_requests = Counter(
             "emcc_trio_cache_requests",

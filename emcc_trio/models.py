@@ -43,6 +43,9 @@ class CompileRequest:
     language: str  # "c" or "cpp"
     args: tuple[str, ...]
     files: Files = ()  # checked by sources.check_files: (path, content), sorted by path
+    # The other translation units `sources` chose (sources.select_sources), in path order;
+    # None: every C or C++ file of `files`.
+    units: tuple[str, ...] | None = None
 
     @property
     def source_name(self) -> str:
@@ -51,8 +54,17 @@ class CompileRequest:
     @property
     def sources(self) -> tuple[str, ...]:
         """Every source compiled and linked: the main one first, then the others by path."""
+        if self.units is not None:
+            return (self.source_name, *self.units)
         extra = (p for p, _ in self.files if is_source(p) and p != self.source_name)
         return (self.source_name, *extra)
+
+    @property
+    def size_bytes(self) -> int:
+        """What the request's sources and files take in memory."""
+        return len(self.code.encode("utf-8", "surrogatepass")) + sum(
+            len(content) for _, content in self.files
+        )
 
 
 @attrs.frozen

@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shlex
 import shutil
 import signal
+import tempfile
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
@@ -24,10 +26,13 @@ from emcc_trio.api.clients import parse_networks
 from emcc_trio.api.cors import Cors
 from emcc_trio.api.middleware import AccessLog
 from emcc_trio.api.tokens import TokenBook, TokenFileError, load_tokens
+from emcc_trio.compile.build import Clang
+from emcc_trio.compile.builder import Builder
 from emcc_trio.compile.compiler import Compiler
 from emcc_trio.compile.gate import Budget, Gate, default_budget
 from emcc_trio.compile.policy import make_policy
 from emcc_trio.compile.service import Service
+from emcc_trio.compile.sources import ProjectLimits
 from emcc_trio.config import Config, Paths, parse_addr, resolve_paths
 from emcc_trio.isolation.cgroups import (
     BudgetGroup,
@@ -40,11 +45,13 @@ from emcc_trio.isolation.cgroups import (
     read_mem_total,
 )
 from emcc_trio.isolation.runner import Limits
-from emcc_trio.isolation.sandbox import Sandbox, SandboxError
+from emcc_trio.isolation.sandbox import JOB_MOUNT, Sandbox, SandboxError
+from emcc_trio.metrics import Metrics
 from emcc_trio.storage.artifacts import ArtifactStore
 from emcc_trio.storage.base import Store
 from emcc_trio.storage.cache import ResultCache
 from emcc_trio.storage.local import LocalStore
+from emcc_trio.storage.objects import ObjectCache
 from emcc_trio.storage.redis import RedisStore, connect
 from emcc_trio.storage.redis_url import redact_url
 
@@ -95,11 +102,16 @@ async def open_store(config: Config, paths: Paths) -> Store:
     if config.cache_enabled:
         cache = ResultCache(paths.cache_dir, paths.artifacts_dir, config.cache_max_mb * MB)
         await trio.to_thread.run_sync(cache.load)
+    objects = None
+    if config.object_cache_max_mb:
+        objects = ObjectCache(paths.cache_dir / "objects", config.object_cache_max_mb * MB)
+        await trio.to_thread.run_sync(objects.load)
     return LocalStore(
         ArtifactStore(paths.artifacts_dir),
         cache,
         artifact_ttl_days=config.artifact_ttl_days,
         cleanup_interval_mins=config.cleanup_interval_mins,
+        objects=objects,
     )
 
 
@@ -203,6 +215,29 @@ async def _emscripten_version(emcc: str) -> str:
     return f"{emcc} " + done.stdout.decode(errors="replace").partition("\n")[0]
 
 
+async def _find_clang(emcc: str, emxx: str) -> Clang | None:
+    """The clang programs emcc and em++ run to compile (from `-v`, on a probe source of
+    ours), so that a project's units compile without an emcc start each; None when emcc does
+    not say (then each unit goes through emcc)."""
+    found = []
+    with tempfile.TemporaryDirectory(prefix="emcc-trio-probe-") as folder:
+        for compiler, name in ((emcc, "probe.c"), (emxx, "probe.cpp")):
+            (Path(folder) / name).write_text("int probe(void) { return 0; }\n")
+            done = await trio.run_process(
+                [compiler, "-v", "-c", name, "-o", "probe.o"],
+                cwd=folder,
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+            lines = (done.stdout + done.stderr).decode(errors="replace").splitlines()
+            command = next((line for line in lines if line.startswith(' "')), None)
+            if done.returncode != 0 or command is None:
+                return None
+            found.append(shlex.split(command)[0])
+    return Clang(c=found[0], cxx=found[1])
+
+
 def _open_sandbox(config: Config, paths: Paths) -> Sandbox | None:
     if not config.nsjail_enabled:
         return None
@@ -249,7 +284,20 @@ async def build_service(
             pids_max=config.job_pids_max,
         ),
     )
+    toolchain = await _emscripten_version(emcc)
+    metrics = Metrics()
+    builder = Builder(
+        metrics=metrics,
+        store=store,
+        toolchain=toolchain,
+        clang=await _find_clang(emcc, emxx),
+        # Units compile side by side up to the job's CPU share.
+        parallel=max(1, int(config.job_cpu_max)),
+        reuse=config.object_cache_max_mb > 0,
+        job_mount=JOB_MOUNT if sandbox is not None else None,
+    )
     compiler = Compiler(
+        builder=builder,
         emcc=emcc,
         emxx=emxx,
         default_args=config.default_args,
@@ -277,12 +325,14 @@ async def build_service(
                 "gating": gate.last_budget is not None,
                 "memory_budget_bytes": gate.last_budget[0] if gate.last_budget else None,
                 "max_concurrent": gate.max_concurrent,
+                "clang": None if builder.clang is None else builder.clang.c,
             }
         },
     )
     return Service(
+        metrics=metrics,
         cache_enabled=config.cache_enabled,
-        emscripten_version=await _emscripten_version(emcc),
+        emscripten_version=toolchain,
         driver=driver,
         compiler=compiler,
         gate=gate,
@@ -291,6 +341,13 @@ async def build_service(
             config.argument_policy, config.job_memory_max_mb, config.extra_allowed_args
         ),
         max_jobs_per_client=config.max_jobs_per_client,
+        limits=ProjectLimits(
+            max_files=config.max_files,
+            max_depth=config.max_path_depth,
+            max_path_length=config.max_path_length,
+            max_total_bytes=config.max_project_mb * MB,
+        ),
+        max_held_bytes=config.max_queued_project_mb * MB,
     )
 
 

@@ -24,6 +24,11 @@ if ((${#apt_packages[@]})); then
   apt-get install -y -qq "${apt_packages[@]}" >/dev/null
 fi
 
+# Debian source packages: the library tests build real upstream trees (testing/libraries.py).
+if [ "$(id -u)" -eq 0 ]; then
+  bash scripts/deb-src.sh
+fi
+
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi

@@ -68,7 +68,9 @@ BLOCKED = [
     (["@/etc/passwd"], "response files"),
     (["@args.txt"], "response files"),
     (["-I/etc"], "include paths"),
-    (["-I", "."], "include paths"),
+    (["-I", "/usr/include"], "include paths"),
+    (["-I=sys"], "include paths"),
+    (["-iquote", "../up"], "include paths"),
     (["-include", "/etc/passwd"], "reads a file"),
     (["-isystem/usr"], "include paths"),
     (["--js-library", "lib.js"], "reads a file"),
@@ -111,6 +113,10 @@ SEED_ONLY_BLOCKED = [
     (["-Wall"], "not on the allowlist"),
     (["-sEXIT_RUNTIME=1"], "only the listed"),
     (["-sSINGLE_FILE=1"], "only the listed"),
+    (["-I", "."], "include paths"),
+    (["-Iinclude"], "include paths"),
+    (["-isystem", "lib/include"], "include paths"),
+    (["-iquotesrc"], "include paths"),
 ]
 
 

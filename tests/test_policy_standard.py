@@ -202,7 +202,16 @@ _READS_A_PATH = (
     "--closure-args",
 )
 _JOB_FILE_FLAGS = ("--preload-file", "--embed-file", "--source-map-base")
-_TAKES_NEXT = ("-D", "-U", "-s", *_JOB_FILE_FLAGS)
+# Include directories: clang searches them, so each must resolve inside the job dir; a value
+# starting with `=` is relative to the sysroot (a host path).
+_INCLUDE_DIR_FLAGS = ("-isystem", "-iquote", "-I")
+_TAKES_NEXT = ("-D", "-U", "-s", *_JOB_FILE_FLAGS, *_INCLUDE_DIR_FLAGS)
+
+
+def _include_dir(flag: str, value: str) -> tuple[str, str]:
+    if value.startswith("=") or value.startswith("/"):
+        return ("flag", flag + value)
+    return ("job", value)
 
 
 def _files_read(args: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -222,8 +231,13 @@ def _files_read(args: tuple[str, ...]) -> list[tuple[str, str]]:
                 value = None
             elif arg == "-s":
                 arg, value = "-s" + value, None
-        if value is not None:
+        joined = next((f for f in _INCLUDE_DIR_FLAGS if arg.startswith(f) and arg != f), None)
+        if value is not None and arg in _INCLUDE_DIR_FLAGS:
+            found.append(_include_dir(arg, value))
+        elif value is not None:
             found.append(("job", value.partition("@")[0]))
+        elif joined is not None:
+            found.append(_include_dir(joined, arg[len(joined) :]))
         elif arg.partition("=")[0] in _JOB_FILE_FLAGS:
             found.append(("job", arg.partition("=")[2].partition("@")[0]))
         elif arg.startswith(("-D", "-U")):
@@ -260,6 +274,11 @@ _PIECES = st.sampled_from(
         "-i",
         "-include",
         "-isystem",
+        "-iquote",
+        "-idirafter",
+        "include",
+        "src/",
+        ".",
         "-o",
         "-M",
         "-B",
@@ -313,7 +332,20 @@ _PIECES = st.sampled_from(
 _ARG = st.lists(_PIECES, min_size=1, max_size=5).map("".join)
 # Real flags and their split values mixed in, so accepted lists are common, not rare.
 _KNOWN = st.sampled_from(
-    ["-O2", "-DFOO=1", "-Wall", "-std=c++20", "-lembind", "-sEXIT_RUNTIME=1", "-fexceptions"]
+    [
+        "-O2",
+        "-DFOO=1",
+        "-Wall",
+        "-std=c++20",
+        "-lembind",
+        "-sEXIT_RUNTIME=1",
+        "-fexceptions",
+        "-Iinclude",
+        "-I.",
+        "-I",
+        "-isystem",
+        "-iquote",
+    ]
 )
 
 

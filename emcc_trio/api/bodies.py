@@ -7,6 +7,12 @@
   Chosen when the query string has options or the body is `text/*` or octet-stream (curl's
   `--data-binary` sends form-urlencoded); options in the query with a JSON or multipart body
   are refused, so nothing meant as JSON is ever compiled as C.
+- archive: a `.tar` (plain or compressed) or `.zip` body, by its content type, holding the
+  project tree (`archives.py`); options in the query as for a raw body.
+
+`sources` (a JSON list, repeated form fields or query parameters) names the translation units
+among the files by path or pattern (`src/*.c`, `!src/lua.c`); without it every C or C++ file
+is one.
 
 `code` may be left out when `files` holds `main.c` or `main.cpp`: that file is the main source
 (and gives the language unless `type` says otherwise). The body size bound (`maxBodyBytes`) is
@@ -22,12 +28,22 @@ from typing import Any, Final
 import attrs
 from quart import Request
 
+from emcc_trio.api.archives import ARCHIVE_TYPES, unpack
 from emcc_trio.compile.policy import LANGUAGES, STANDARD, Policy, parse_request
-from emcc_trio.compile.sources import MAIN_NAMES, FileError, check_files
+from emcc_trio.compile.sources import (
+    DEFAULT_LIMITS,
+    MAIN_NAMES,
+    FileError,
+    ProjectLimits,
+    check_files,
+    check_patterns,
+    select_sources,
+)
 from emcc_trio.errors import RequestError
 from emcc_trio.models import SOURCE_NAMES, CompileRequest
 
-FIELDS: Final = frozenset({"code", "type", "args"})
+FIELDS: Final = frozenset({"code", "type", "args", "sources"})
+QUERY_OPTIONS: Final = frozenset({"type", "args", "sources"})
 _RAW_TYPES: Final = ("text/", "application/octet-stream")
 
 
@@ -38,16 +54,28 @@ def _text(content: bytes, what: str) -> str:
         raise RequestError(f"{what} is not UTF-8 text: {exc}") from exc
 
 
+@attrs.frozen
+class Rules:
+    """What every encoding checks a request against."""
+
+    policy: Policy = STANDARD
+    limits: ProjectLimits = DEFAULT_LIMITS
+
+
+DEFAULT_RULES: Final = Rules()
+
+
 def assemble(
     code: str | None,
     kind: Any,
     args: Any,
     files: list[tuple[str, bytes]],
-    policy: Policy = STANDARD,
+    rules: Rules = DEFAULT_RULES,
+    sources: Any = None,
 ) -> CompileRequest:
     """One request from the parts every encoding has; raise RequestError naming the fault."""
     try:
-        checked = dict(check_files(files))
+        checked = dict(check_files(files, rules.limits))
     except FileError as exc:
         raise RequestError(str(exc)) from exc
     if code is None:
@@ -66,17 +94,31 @@ def assemble(
         code = _text(checked.pop(main), f"file {main!r}")
         kind = MAIN_NAMES[main]
     request = parse_request(
-        {"code": code, "type": "" if kind is None else kind, "args": args}, policy
+        {"code": code, "type": "" if kind is None else kind, "args": args}, rules.policy
     )
     if request.source_name in checked:
         raise RequestError(
             f"file {request.source_name!r} is not allowed: it is the main source, sent as"
             ' "code" (leave "code" out to compile this file)'
         )
-    return attrs.evolve(request, files=tuple(sorted(checked.items())))
+    request = attrs.evolve(request, files=tuple(sorted(checked.items())))
+    if request.size_bytes > rules.limits.max_total_bytes:
+        raise RequestError(
+            f"the project is {request.size_bytes} bytes (at most "
+            f"{rules.limits.max_total_bytes}: maxProjectMB)"
+        )
+    if sources is None:
+        return request
+    if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
+        raise RequestError('"sources" must be a list of paths or patterns')
+    try:
+        units = select_sources(sorted(checked), check_patterns(sources), request.source_name)
+    except FileError as exc:
+        raise RequestError(str(exc)) from exc
+    return attrs.evolve(request, units=units)
 
 
-def from_json(body: bytes, policy: Policy = STANDARD) -> CompileRequest:
+def from_json(body: bytes, rules: Rules = DEFAULT_RULES) -> CompileRequest:
     try:
         decoded = json.loads(body)
     except ValueError as exc:
@@ -100,24 +142,49 @@ def from_json(body: bytes, policy: Policy = STANDARD) -> CompileRequest:
                 f"file {path!r} contains a lone surrogate at character {exc.start}:"
                 " files must be valid UTF-8"
             ) from None
-    return assemble(decoded.get("code"), decoded.get("type"), decoded.get("args"), encoded, policy)
+    return assemble(
+        decoded.get("code"),
+        decoded.get("type"),
+        decoded.get("args"),
+        encoded,
+        rules,
+        decoded.get("sources"),
+    )
 
 
-def from_raw(
-    body: bytes, query: Mapping[str, list[str]], policy: Policy = STANDARD
-) -> CompileRequest:
-    unknown = sorted(set(query) - {"type", "args"})
+def _query_options(query: Mapping[str, list[str]]) -> tuple[str | None, list[str], Any]:
+    """(type, args, sources) from the query string of a raw or archive body."""
+    unknown = sorted(set(query) - QUERY_OPTIONS)
     if unknown:
         raise RequestError(f"unknown query parameter(s): {', '.join(unknown)}")
     kinds = query.get("type", [])
     if len(kinds) > 1:
         raise RequestError('"type" is given more than once')
-    kind = kinds[0] if kinds else ""
-    return assemble(_text(body, "the body"), kind, query.get("args", []), [], policy)
+    return (kinds[0] if kinds else None), query.get("args", []), query.get("sources")
+
+
+def from_raw(
+    body: bytes, query: Mapping[str, list[str]], rules: Rules = DEFAULT_RULES
+) -> CompileRequest:
+    kind, args, sources = _query_options(query)
+    if sources is not None:
+        raise RequestError('"sources" goes with a project (files or an archive), not one source')
+    return assemble(_text(body, "the body"), kind or "", args, [], rules)
+
+
+def from_archive(
+    body: bytes, content_type: str, query: Mapping[str, list[str]], rules: Rules = DEFAULT_RULES
+) -> CompileRequest:
+    """An archive of the project tree: its main.c or main.cpp is the main source."""
+    kind, args, sources = _query_options(query)
+    files = unpack(body, content_type, rules.limits)
+    return assemble(None, kind, args, files, rules, sources)
 
 
 def from_form(
-    fields: Mapping[str, list[str]], uploads: Mapping[str, list[bytes]], policy: Policy = STANDARD
+    fields: Mapping[str, list[str]],
+    uploads: Mapping[str, list[bytes]],
+    rules: Rules = DEFAULT_RULES,
 ) -> CompileRequest:
     unknown = sorted(set(fields) - FIELDS)
     if unknown:
@@ -131,7 +198,7 @@ def from_form(
     code = fields["code"][0] if "code" in fields else None
     files: list[tuple[str, bytes]] = []
     for path, contents in uploads.items():
-        if path in ("type", "args"):
+        if path in ("type", "args", "sources"):
             raise RequestError(f'"{path}" must be a plain form field, not a file')
         if len(contents) > 1:
             raise RequestError(f"file {path!r} is given twice")
@@ -142,19 +209,24 @@ def from_form(
         else:
             files.append((path, contents[0]))
     kind = fields["type"][0] if "type" in fields else None
-    return assemble(code, kind, fields.get("args", []), files, policy)
+    return assemble(code, kind, fields.get("args", []), files, rules, fields.get("sources"))
 
 
-async def read(request: Request, policy: Policy = STANDARD) -> CompileRequest:
+async def read(request: Request, rules: Rules = DEFAULT_RULES) -> CompileRequest:
     """The compile request in whatever encoding it came; RequestError says what is wrong."""
     content_type = request.mimetype
+    query = {key: request.args.getlist(key) for key in request.args}
+    if content_type in ARCHIVE_TYPES:
+        archive = await request.get_data(cache=False, as_text=False)
+        assert isinstance(archive, bytes)
+        return from_archive(archive, content_type, query, rules)
     if content_type == "multipart/form-data" and not request.args:
         form = await request.form
         uploads = await request.files
         return from_form(
             {key: form.getlist(key) for key in form},
             {key: [upload.read() for upload in uploads.getlist(key)] for key in uploads},
-            policy,
+            rules,
         )
     if request.args and content_type in ("application/json", "multipart/form-data"):
         raise RequestError(
@@ -164,5 +236,5 @@ async def read(request: Request, policy: Policy = STANDARD) -> CompileRequest:
     body = await request.get_data(cache=False, as_text=False)
     assert isinstance(body, bytes)
     if request.args or content_type.startswith(_RAW_TYPES):
-        return from_raw(body, {key: request.args.getlist(key) for key in request.args}, policy)
-    return from_json(body, policy)
+        return from_raw(body, query, rules)
+    return from_json(body, rules)

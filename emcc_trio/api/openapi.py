@@ -13,7 +13,7 @@ from quart import Response
 from quart_trio import QuartTrio
 
 from emcc_trio.compile.policy import MAX_ARG_LENGTH, MAX_ARGS
-from emcc_trio.compile.sources import MAX_DEPTH, MAX_FILES, MAX_PATH_LENGTH
+from emcc_trio.compile.sources import DEFAULT_LIMITS
 from emcc_trio.models import ARTIFACT_FILES
 
 JsonObject = dict[str, Any]
@@ -39,10 +39,12 @@ def _error(description: str) -> JsonObject:
 
 
 _FILES_RULES: Final = (
-    f"A path is relative, at most {MAX_DEPTH} levels and {MAX_PATH_LENGTH} characters, each "
+    f"A path is relative, at most {DEFAULT_LIMITS.max_depth} levels (`maxPathDepth`) and "
+    f"{DEFAULT_LIMITS.max_path_length} characters (`maxPathLength`), each "
     "component of letters, digits and `._-` starting with a letter, digit or `_` (no `..`, "
     "no hidden or flag-like names), never `app.js`/`app.wasm`; at most "
-    f"{MAX_FILES} files, all within `maxBodyBytes`. A refused path is a 400 that names it."
+    f"{DEFAULT_LIMITS.max_files} files (`maxFiles`; the defaults shown), at most `maxProjectMB` "
+    "in all, within `maxBodyBytes`. A refused path is a 400 that names it."
 )
 _ARGS_DESCRIPTION: Final = (
     "Extra emcc arguments, checked by the closed argument policy (see the "
@@ -65,11 +67,12 @@ SCHEMAS: Final[JsonObject] = {
             },
             "files": {
                 "type": "object",
-                "maxProperties": MAX_FILES,
+                "maxProperties": DEFAULT_LIMITS.max_files,
                 "additionalProperties": {"type": "string"},
                 "description": (
                     "More files of the project, path to text: headers, sources (every `.c`, "
-                    "`.cpp` and `.cc` is compiled and linked with `code`) and data for "
+                    "`.cpp` and `.cc` is compiled and linked with `code`, unless `sources` "
+                    "names which) and data for "
                     "`--embed-file`/`--preload-file`. " + _FILES_RULES
                 ),
             },

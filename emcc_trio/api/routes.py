@@ -70,8 +70,9 @@ def register_compile(app: QuartTrio, service: Service, options: ApiOptions) -> N
         fields = log_fields()
         fields["client"] = client.key.removeprefix("token:")
         # The raw body dies in `read`: a request waiting in the queue holds its source once.
-        compile_request = await bodies.read(request, service.policy)
-        with service.client_slot(client.key):
+        rules = bodies.Rules(service.policy, service.limits)
+        compile_request = await bodies.read(request, rules)
+        with service.client_slot(client.key), service.holding(compile_request):
             job_id = new_job_id()
             fields["job"] = job_id
             result, cached = await service.compile(compile_request, job_id, client.key)

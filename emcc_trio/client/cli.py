@@ -1,22 +1,32 @@
-"""`emcc-trio compile [--server URL] [-o DIR] FILE... [-- EMCC ARGS]`: a compile from a shell.
+"""The command-line client, from a shell.
 
-The first C/C++ file is the main source; the other files (headers, more sources, data for
-`--embed-file`) are sent with their paths relative to the main file's directory, as
-multipart/form-data. Diagnostics are printed the way compilers print them, under the names
-given on the command line. Exit status: 0 built, 1 compile error or cap hit, 2 anything else
-(refused request, server unreachable, busy).
+`emcc-trio compile [--server URL] [-o DIR] FILE... [-- EMCC ARGS]`: the first C/C++ file is
+the main source; the other files (headers, more sources, data for `--embed-file`) are sent with
+their paths relative to the main file's directory, as multipart/form-data.
+
+`emcc-trio build DIR [--sources PATTERN...] [-- EMCC ARGS]`: the tree under DIR (which holds
+`main.c` or `main.cpp`) goes as one `.tar.gz`, without what its `.gitignore` files, version
+control, the usual build directories and hidden files would leave out.
+
+Diagnostics are printed the way compilers print them (`file:line:col: severity: message`),
+under the names on this machine. Exit status: 0 built, 1 compile error or cap hit, 2 anything
+else (refused request, server unreachable, busy).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
+import tarfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final, TextIO
 
 import attrs
 import httpx
+import pathspec
 import trio
 
 from emcc_trio.models import is_source
@@ -27,6 +37,10 @@ PROGRESS_EVERY_SECONDS: Final = 2.0
 _TIMEOUT: Final = httpx.Timeout(30.0, read=900.0)  # a compile may queue, then run for minutes
 _LANGUAGES: Final = {".c": "c", ".cpp": "cpp", ".cc": "cpp"}
 _MAIN_NAMES: Final = {"c": "main.c", "cpp": "main.cpp"}
+# Directories a build leaves behind or version control keeps: never part of the upload.
+SKIPPED_DIRS: Final = frozenset(
+    {"build", "builddir", "dist", "out", "node_modules", "CMakeFiles", "__pycache__", "target"}
+)
 
 
 class UsageError(Exception):
@@ -71,6 +85,65 @@ def plan_upload(paths: list[str]) -> Upload:
     return Upload(code=code, language=language, files=tuple(files), names=names)
 
 
+@attrs.frozen
+class Archive:
+    """A tree packed for `emcc-trio build`."""
+
+    body: bytes
+    names: dict[str, str]  # server path -> the local path
+
+
+def _ignored(folder: Path, root: Path, specs: list[tuple[Path, pathspec.GitIgnoreSpec]]) -> bool:
+    relative = folder.relative_to(root)
+    return any(
+        spec.match_file(relative.relative_to(base).as_posix() + "/")
+        for base, spec in specs
+        if relative.is_relative_to(base) and relative != base
+    )
+
+
+def pack_tree(root: Path) -> Archive:
+    """Every file under `root` a build would use, as a gzipped tar with paths relative to
+    `root`: no hidden names, no version control, no usual build directories (`SKIPPED_DIRS`,
+    `cmake-build-*`), nothing a `.gitignore` on the way excludes, no links."""
+    if not (root / "main.c").is_file() and not (root / "main.cpp").is_file():
+        raise UsageError(f"{root}: no main.c or main.cpp at the top of the tree")
+    buffer = io.BytesIO()
+    names: dict[str, str] = {}
+    specs: list[tuple[Path, pathspec.GitIgnoreSpec]] = []
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for folder, dirs, files in os.walk(root):
+            here = Path(folder)
+            relative_here = here.relative_to(root)
+            gitignore = here / ".gitignore"
+            if gitignore.is_file():
+                lines = gitignore.read_text(encoding="utf-8", errors="replace").splitlines()
+                specs.append((relative_here, pathspec.GitIgnoreSpec.from_lines(lines)))
+            dirs[:] = sorted(
+                name
+                for name in dirs
+                if not name.startswith(".")
+                and name not in SKIPPED_DIRS
+                and not name.startswith("cmake-build-")
+                and not (here / name).is_symlink()
+                and not _ignored(here / name, root, specs)
+            )
+            for name in sorted(files):
+                path = here / name
+                relative = (relative_here / name).as_posix()
+                if name.startswith(".") or path.is_symlink() or not path.is_file():
+                    continue
+                if any(
+                    spec.match_file((relative_here / name).relative_to(base).as_posix())
+                    for base, spec in specs
+                    if relative_here.is_relative_to(base)
+                ):
+                    continue
+                archive.add(path, arcname=relative, recursive=False)
+                names[relative] = str(path)
+    return Archive(buffer.getvalue(), names)
+
+
 def format_diagnostic(diagnostic: dict[str, Any], names: dict[str, str]) -> str:
     where = "emcc-trio"
     if diagnostic.get("file") is not None:
@@ -89,21 +162,48 @@ async def _progress(server: str, stderr: TextIO) -> None:
         await trio.sleep(PROGRESS_EVERY_SECONDS)
 
 
-async def run(
-    server: str, token: str | None, out_dir: Path, upload: Upload, args: list[str], stderr: TextIO
-) -> int:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+Send = Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]
+
+
+def send_upload(upload: Upload, args: list[str]) -> Send:
+    """`emcc-trio compile`: JSON for one file, multipart for several."""
     data: dict[str, Any] = {"code": upload.code, "type": upload.language, "args": args}
     files = [(path, (path, content)) for path, content in upload.files]
+
+    async def send(client: httpx.AsyncClient) -> httpx.Response:
+        if files:
+            return await client.post("/compile", data=data, files=files)
+        return await client.post("/compile", json=data)
+
+    return send
+
+
+def send_archive(archive: Archive, args: list[str], sources: list[str]) -> Send:
+    """`emcc-trio build`: the tree as one .tar.gz, the options in the query."""
+    params = httpx.QueryParams({"args": args, "sources": sources})
+
+    async def send(client: httpx.AsyncClient) -> httpx.Response:
+        headers = {"Content-Type": "application/gzip"}
+        return await client.post("/compile", params=params, content=archive.body, headers=headers)
+
+    return send
+
+
+async def run(
+    server: str,
+    token: str | None,
+    out_dir: Path,
+    send: Send,
+    names: dict[str, str],
+    stderr: TextIO,
+) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with httpx.AsyncClient(base_url=server, timeout=_TIMEOUT, headers=headers) as client:
         response: httpx.Response | httpx.HTTPError
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_progress, server, stderr)
             try:
-                if files:
-                    response = await client.post("/compile", data=data, files=files)
-                else:
-                    response = await client.post("/compile", json=data)
+                response = await send(client)
             except httpx.HTTPError as exc:
                 response = exc
             nursery.cancel_scope.cancel()
@@ -116,7 +216,7 @@ async def run(
             print(f"emcc-trio: error: HTTP {response.status_code} from {server}", file=stderr)
             return 2
         for diagnostic in body.get("diagnostics", []):
-            print(format_diagnostic(diagnostic, upload.names), file=stderr)
+            print(format_diagnostic(diagnostic, names), file=stderr)
         if not body.get("ok"):
             if "id" not in body or not body.get("diagnostics"):
                 print(f"emcc-trio: error: {body.get('error')}", file=stderr)
@@ -148,13 +248,20 @@ def _save(out_dir: Path, fetched: dict[str, bytes]) -> None:
         print(out_dir / name)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="emcc-trio compile",
-        description=(
+def _parser(command: str) -> argparse.ArgumentParser:
+    if command == "build":
+        description = (
+            "Build the C/C++ tree under DIR (main.c or main.cpp at its top) on an emcc-trio "
+            "server and download app.js and app.wasm."
+        )
+    else:
+        description = (
             "Compile C/C++ files on an emcc-trio server and download app.js and app.wasm "
             "(app.js alone for -sSINGLE_FILE, and app.worker.js too for -pthread)."
-        ),
+        )
+    parser = argparse.ArgumentParser(
+        prog=f"emcc-trio {command}",
+        description=description,
         epilog="Arguments after -- go to emcc (the server's allowlist applies).",
     )
     parser.add_argument(
@@ -168,21 +275,36 @@ def _parser() -> argparse.ArgumentParser:
         help="API token, sent as a Bearer token (default: $EMCC_TRIO_TOKEN)",
     )
     parser.add_argument("-o", "--out-dir", default=".", help="where app.js and app.wasm go")
-    parser.add_argument("files", nargs="+", metavar="FILE", help="the main source first")
+    if command == "build":
+        parser.add_argument("dir", metavar="DIR", help="the tree to build")
+        parser.add_argument(
+            "--sources",
+            nargs="+",
+            default=[],
+            metavar="PATTERN",
+            help="the translation units besides main (paths or globs, !pattern excludes); "
+            "default: every .c, .cpp and .cc",
+        )
+    else:
+        parser.add_argument("files", nargs="+", metavar="FILE", help="the main source first")
     return parser
 
 
-def main(argv: list[str], stderr: TextIO = sys.stderr) -> int:
+def main(argv: list[str], stderr: TextIO = sys.stderr, command: str = "compile") -> int:
+    """`emcc-trio compile` (or, with `command` "build", `emcc-trio build`)."""
     own, emcc_args = argv, []
     if "--" in argv:
         split = argv.index("--")
         own, emcc_args = argv[:split], argv[split + 1 :]
-    options = _parser().parse_args(own)
+    options = _parser(command).parse_args(own)
     try:
-        upload = plan_upload(options.files)
-    except UsageError as exc:
+        if command == "build":
+            archive = pack_tree(Path(options.dir))
+            send, names = send_archive(archive, emcc_args, options.sources), archive.names
+        else:
+            upload = plan_upload(options.files)
+            send, names = send_upload(upload, emcc_args), upload.names
+    except (UsageError, OSError) as exc:
         print(f"emcc-trio: error: {exc}", file=stderr)
         return 2
-    return trio.run(
-        run, options.server, options.token, Path(options.out_dir), upload, emcc_args, stderr
-    )
+    return trio.run(run, options.server, options.token, Path(options.out_dir), send, names, stderr)

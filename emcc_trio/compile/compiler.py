@@ -19,6 +19,8 @@ from typing import Final
 import attrs
 import trio
 
+from emcc_trio.compile.build import OBJECT_DIR
+from emcc_trio.compile.builder import Builder
 from emcc_trio.compile.policy import compiler_argv
 from emcc_trio.errors import InternalError
 from emcc_trio.isolation.cgroups import Driver
@@ -94,13 +96,17 @@ class Compiler:
     limits: Limits
     driver: Driver | None
     sandbox: Sandbox | None
+    # Projects of several units: separate steps, objects reused (None: one emcc call).
+    builder: Builder | None = None
 
-    def _prepare(self, job_dir: Path, request: CompileRequest) -> None:
+    def _prepare(self, job_dir: Path, request: CompileRequest, multi_unit: bool) -> None:
         job_dir.mkdir(mode=0o700)
         (job_dir / request.source_name).write_text(request.code, encoding="utf-8")
         for path, content in request.files:
             write_file(job_dir, path, content)
         (job_dir / TMP_SUBDIR).mkdir()
+        if multi_unit:
+            (job_dir / OBJECT_DIR).mkdir()
         if self.sandbox is not None:
             self.sandbox.prepare(job_dir)
 
@@ -119,8 +125,13 @@ class Compiler:
         job_dir = self.jobs_dir / job_id
         argv = self.command(request)
         compiler = argv[0]
+        build = None
         try:
-            await trio.to_thread.run_sync(self._prepare, job_dir, request)
+            multi_unit = self.builder is not None and len(request.sources) > 1
+            await trio.to_thread.run_sync(self._prepare, job_dir, request, multi_unit)
+            if multi_unit and self.builder is not None:
+                build = await self.builder.prepare(request, job_dir, compiler, self.default_args)
+                argv = build.argv
             if self.sandbox is not None:
                 argv = self.sandbox.wrap(argv, job_dir, self.limits.timeout_seconds)
             result = await run_job(
@@ -136,6 +147,8 @@ class Compiler:
                 raise InternalJobError(
                     f"the sandbox failed to start: {result.output.strip()}", job_id=job_id
                 )
+            if build is not None and self.builder is not None:
+                await self.builder.keep(build, job_dir)
             ok = result.exit_code == 0 and result.limit is None
             output = result.output
             files = await trio.to_thread.run_sync(job_outputs, job_dir) if ok else ()

@@ -29,6 +29,9 @@ POLICY_NAMES: Final = ("standard", "seed")
 
 # Flags that name a file in the job dir, given as the next argument or after `=`.
 PATH_FLAGS: Final = frozenset({"--preload-file", "--embed-file", "--source-map-base"})
+# Include directories inside the job dir (standard policy): joined (`-Iinclude`) or split
+# (`-I include`). Longest first: `-isystem` must not be read as `-i` + `system`.
+INCLUDE_FLAGS: Final = ("-isystem", "-iquote", "-I")
 
 # Every argument form that can make emcc, clang, the assembler or the linker read (or write)
 # a file by path, or run another program. No policy accepts these, nor may an operator add them.
@@ -463,8 +466,10 @@ class Policy:
                 pending = None
             elif arg in self.flags or arg in self.extra:
                 pass
-            elif arg in PATH_FLAGS or (self.shapes and arg in ("-D", "-U", "-s")):
+            elif arg in PATH_FLAGS or (self.shapes and arg in ("-D", "-U", "-s", *INCLUDE_FLAGS)):
                 pending = arg
+            elif self.shapes and (include := _include_flag(arg)) is not None:
+                _check_include_dir(include, arg[len(include) :], arg)
             elif arg.partition("=")[0] in PATH_FLAGS:
                 flag, _, value = arg.partition("=")
                 _check_path_value(flag, value, arg)
@@ -482,6 +487,8 @@ class Policy:
         shown = f"{flag} {value}"
         if flag in PATH_FLAGS:
             _check_path_value(flag, value, shown)
+        elif flag in INCLUDE_FLAGS:
+            _check_include_dir(flag, value, shown)
         elif flag == "-s":
             self._check_setting(value, shown)
         else:
@@ -552,6 +559,24 @@ def _path_value_ok(flag: str, value: str) -> bool:
     return is_safe_relative_path(src) and (
         not sep or (bool(_VIRTUAL_PATH.match(dst)) and ".." not in dst.split("/"))
     )
+
+
+def _include_flag(arg: str) -> str | None:
+    """The include flag `arg` is spelled with, joined to its directory; None for any other."""
+    for flag in INCLUDE_FLAGS:
+        if arg.startswith(flag) and len(arg) > len(flag):
+            return flag
+    return None
+
+
+def _check_include_dir(flag: str, value: str, shown: str) -> None:
+    """An include directory must be a relative path inside the job dir (`.` is the job dir
+    itself); `=dir` (sysroot-relative to clang) and absolute paths are refused."""
+    if not is_safe_relative_path(value):
+        raise RequestError(
+            f"argument {shown!r} is not allowed: include paths must stay inside the job dir "
+            f"({flag} takes a relative directory without '..', of letters, digits and ._/-)"
+        )
 
 
 def _check_path_value(flag: str, value: str, shown: str) -> None:

@@ -23,13 +23,28 @@ from emcc_trio.compile.flight import FlightCancelledError, SingleFlight
 from emcc_trio.compile.gate import Gate
 from emcc_trio.compile.keys import cache_key
 from emcc_trio.compile.policy import STANDARD, Policy
-from emcc_trio.errors import InternalError, ShuttingDownError, TooManyJobsError
+from emcc_trio.compile.sources import DEFAULT_LIMITS, ProjectLimits
+from emcc_trio.errors import (
+    InternalError,
+    ShuttingDownError,
+    TooManyJobsError,
+    UnavailableError,
+)
 from emcc_trio.isolation.cgroups import Driver
 from emcc_trio.metrics import Metrics
 from emcc_trio.models import CompileRequest, CompileResult
 from emcc_trio.storage.base import Store, StoreUnavailableError
 
 log = logging.getLogger("emcc_trio.service")
+
+
+class ProjectsHeldError(UnavailableError):
+    """The requests in flight already hold `maxQueuedProjectMB` of sources and files."""
+
+    public = (
+        "the server holds too much project data for the compiles in flight "
+        "(maxQueuedProjectMB); try again later"
+    )
 
 
 class JobCompiler(Protocol):
@@ -56,6 +71,10 @@ class Service:
     shutting_down: bool = False
     policy: Policy = STANDARD
     max_jobs_per_client: int = 8
+    limits: ProjectLimits = DEFAULT_LIMITS
+    # The bytes of sources and files the requests in flight may hold in memory together.
+    max_held_bytes: int = 512 * 1024 * 1024
+    _held_bytes: int = 0
     # client key -> its compile requests running or waiting (maxJobsPerClient)
     _client_jobs: Counter[str] = attrs.field(factory=Counter)
     _flights: SingleFlight[CompileResult] | None = None  # while `running` is open
@@ -107,6 +126,20 @@ class Service:
             self._client_jobs[client] -= 1
             if not self._client_jobs[client]:
                 del self._client_jobs[client]
+
+    @contextmanager
+    def holding(self, request: CompileRequest) -> Iterator[None]:
+        """Count the request's sources and files against `max_held_bytes` while the block
+        runs (its queue wait and its compile); ProjectsHeldError instead of entering."""
+        size = request.size_bytes
+        if self._held_bytes + size > self.max_held_bytes:
+            self.metrics.client_rejections.labels("projects_held").inc()
+            raise ProjectsHeldError
+        self._held_bytes += size
+        try:
+            yield
+        finally:
+            self._held_bytes -= size
 
     async def compile(
         self, request: CompileRequest, job_id: str, client: str = ""

@@ -47,6 +47,12 @@ class Store(Protocol):
     async def cache_put(self, key: str, result: CompileResult) -> None:
         """Keep `result` (a success, whose artifact is published, or a compile error)."""
 
+    async def object_get(self, name: str) -> bytes | None:
+        """A build manifest or compiled object (`compile.build`), or None."""
+
+    async def object_put(self, name: str, data: bytes) -> None:
+        """Keep a build manifest or compiled object; a store may drop it at any time."""
+
     async def once(self, key: str, work: Callable[[], Awaitable[CompileResult]]) -> CompileResult:
         """Run `work` once for every caller with this key that shares the store, and give each
         its outcome. Within one process the caller already shares work (SingleFlight)."""

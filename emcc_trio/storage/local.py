@@ -13,6 +13,7 @@ from emcc_trio.metrics import Metrics
 from emcc_trio.models import BOTH_FILES, CompileResult
 from emcc_trio.storage.artifacts import ArtifactStore, run_sweeper
 from emcc_trio.storage.cache import ResultCache
+from emcc_trio.storage.objects import ObjectCache
 
 
 @attrs.define
@@ -21,6 +22,7 @@ class LocalStore:
     cache: ResultCache | None
     artifact_ttl_days: float
     cleanup_interval_mins: float
+    objects: ObjectCache | None = None
 
     @property
     def reachable(self) -> bool:
@@ -40,6 +42,13 @@ class LocalStore:
     async def cache_put(self, key: str, result: CompileResult) -> None:
         if self.cache is not None:
             await trio.to_thread.run_sync(self.cache.put, key, result)
+
+    async def object_get(self, name: str) -> bytes | None:
+        return None if self.objects is None else self.objects.get(name)
+
+    async def object_put(self, name: str, data: bytes) -> None:
+        if self.objects is not None:
+            await trio.to_thread.run_sync(self.objects.put, name, data)
 
     async def once(self, key: str, work: Callable[[], Awaitable[CompileResult]]) -> CompileResult:
         return await work()

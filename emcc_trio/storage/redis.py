@@ -9,6 +9,8 @@ Keys (all under `emcc-trio:`):
 - `lock:<key>` (a random token, a few seconds' expiry renewed by its holder) and
   `outcome:<key>:<token>` (the holder's result for its waiters, kept briefly): one compile per
   key in the whole cluster; if the holder dies, its lock expires and a waiter takes over.
+- `obj:<name>`: a build manifest (`m-...`) or compiled object (`o-...`) of a multi-file
+  project (`compile.build`), shared by every replica; it expires as artifacts do.
 
 Every operation has a deadline; a failure raises StoreUnavailableError, marks the store
 unreachable (readiness fails) until an operation or the background ping succeeds again.
@@ -45,6 +47,7 @@ from emcc_trio.models import (
 )
 from emcc_trio.storage.artifacts import is_valid_id, read_job_outputs
 from emcc_trio.storage.base import FlightWaitTimeoutError, StoreUnavailableError
+from emcc_trio.storage.objects import is_valid_name as is_valid_object_name
 from emcc_trio.storage.redis_url import SENTINEL_SCHEME, parse_sentinel_url
 
 T = TypeVar("T")
@@ -56,6 +59,8 @@ RENEW_SECONDS: Final = 1.0
 POLL_SECONDS: Final = 0.1
 OUTCOME_MS: Final = 30_000
 PING_SECONDS: Final = 1.0
+# Objects of builds expire as artifacts do; with artifacts kept for ever, after a week.
+OBJECT_TTL_MS: Final = 7 * 86_400_000
 
 # Only the holder may renew or release its lock.
 _RENEW = """
@@ -105,6 +110,10 @@ def artifact_key(job_id: str) -> str:
 
 def entry_key(key: str) -> str:
     return f"{PREFIX}cache:{key}"
+
+
+def object_key(name: str) -> str:
+    return f"{PREFIX}obj:{name}"
 
 
 def lock_key(key: str) -> str:
@@ -233,6 +242,18 @@ class RedisStore:
         await self._call(
             "cache_put", lambda: self.client.set(entry_key(key), text, px=ttl if ttl > 0 else None)
         )
+
+    async def object_get(self, name: str) -> bytes | None:
+        if not is_valid_object_name(name):
+            return None
+        found: object = await self._call("object_get", lambda: self.client.get(object_key(name)))
+        return found if isinstance(found, bytes) else None
+
+    async def object_put(self, name: str, data: bytes) -> None:
+        if not is_valid_object_name(name):
+            return
+        ttl = self.artifact_ttl_ms or OBJECT_TTL_MS
+        await self._call("object_put", lambda: self.client.set(object_key(name), data, px=ttl))
 
     async def once(self, key: str, work: Callable[[], Awaitable[CompileResult]]) -> CompileResult:
         """Take the key's lock and run `work`, or wait for the holder's outcome; take over

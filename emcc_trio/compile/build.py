@@ -1,0 +1,326 @@
+"""Projects of several translation units: each unit compiled as its own step, several at a
+time, then one link; objects reused from earlier builds when nothing they were built from
+changed. Pure: the plan, the driver that runs it inside the jail, and the object cache's keys.
+
+A build is one command in the job's jail and cgroup, as a one-file compile is: `DRIVER`, a
+small Python program, runs `emcc --cflags` once for the compile arguments, then clang on each
+unit that has no reusable object (`parallel` at a time), prints each unit's output in unit
+order, and links when every unit compiled. Every cap, the gate and cancellation hold as for
+one file: all of it is one process tree in one cgroup.
+
+An object is reused under a manifest (`unit_key`): the toolchain, the compile arguments, the
+unit's path and content, and the list of project paths name it; the manifest records the
+digest of every project file the unit included (clang's dependency file), and is used only
+while each of those files still has that digest. Nothing a request sends can make an object
+another request receives: every input that decides an object is in its key or its manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import shlex
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import attrs
+
+# emscripten 3.1.6's settings that apply when compiling (tools/settings.py,
+# COMPILE_TIME_SETTINGS with PORTS_SETTINGS); every other -s setting is the linker's.
+COMPILE_TIME_SETTINGS: Final = frozenset(
+    {
+        "MEMORY64",
+        "INLINING_LIMIT",
+        "DISABLE_EXCEPTION_CATCHING",
+        "DISABLE_EXCEPTION_THROWING",
+        "MAIN_MODULE",
+        "SIDE_MODULE",
+        "RELOCATABLE",
+        "STRICT",
+        "EMSCRIPTEN_TRACING",
+        "USE_PTHREADS",
+        "SUPPORT_LONGJMP",
+        "DEFAULT_TO_CXX",
+        "WASM_OBJECT_FILES",
+        "EXCEPTION_CATCHING_ALLOWED",
+        "EXCEPTION_HANDLING",
+        "LTO",
+        "OPT_LEVEL",
+        "DEBUG_LEVEL",
+        "RUNTIME_LINKED_LIBS",
+        "AUTO_ARCHIVE_INDEXES",
+        "DEFAULT_LIBRARY_FUNCS_TO_INCLUDE",
+        "USE_SDL",
+        "USE_LIBPNG",
+        "USE_BULLET",
+        "USE_ZLIB",
+        "USE_BZIP2",
+        "USE_VORBIS",
+        "USE_COCOS2D",
+        "USE_ICU",
+        "USE_MODPLUG",
+        "USE_SDL_MIXER",
+        "USE_SDL_IMAGE",
+        "USE_SDL_TTF",
+        "USE_SDL_NET",
+        "USE_SDL_GFX",
+        "USE_LIBJPEG",
+        "USE_OGG",
+        "USE_REGAL",
+        "USE_BOOST_HEADERS",
+        "USE_HARFBUZZ",
+        "USE_MPG123",
+        "USE_GIFLIB",
+        "USE_FREETYPE",
+        "SDL2_MIXER_FORMATS",
+        "SDL2_IMAGE_FORMATS",
+    }
+)
+# emcc's flags that only the link reads (emcc.py LINK_ONLY_FLAGS), and those of them that take
+# the next argument as their value.
+LINK_ONLY_FLAGS: Final = frozenset(
+    {
+        "--bind",
+        "--closure",
+        "--cpuprofiler",
+        "--embed-file",
+        "--emit-symbol-map",
+        "--emrun",
+        "--exclude-file",
+        "--extern-post-js",
+        "--extern-pre-js",
+        "--ignore-dynamic-linking",
+        "--js-library",
+        "--js-transform",
+        "--memory-init-file",
+        "--oformat",
+        "--output_eol",
+        "--post-js",
+        "--pre-js",
+        "--preload-file",
+        "--profiling-funcs",
+        "--proxy-to-worker",
+        "--shell-file",
+        "--source-map-base",
+        "--threadprofiler",
+        "--use-preload-plugins",
+    }
+)
+_LINK_FLAGS_WITH_VALUE: Final = frozenset(
+    {"--embed-file", "--preload-file", "--source-map-base", "--exclude-file"}
+)
+OBJECT_DIR: Final = ".obj"
+PLAN_FILE: Final = f"{OBJECT_DIR}/plan.json"
+STATUS_FILE: Final = f"{OBJECT_DIR}/status.json"
+# An object larger than this is not kept (nor anything in its manifest).
+MAX_OBJECT_BYTES: Final = 64 * 1024 * 1024
+
+
+def compile_args(args: Sequence[str]) -> list[str]:
+    """The arguments a compile step takes: `args` without what only the link reads (emcc
+    warns that it ignores those when compiling), in their order."""
+    kept: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg in _LINK_FLAGS_WITH_VALUE:
+            index += 2
+            continue
+        if arg == "-s" and index + 1 < len(args):
+            if args[index + 1].partition("=")[0] in COMPILE_TIME_SETTINGS:
+                kept += [arg, args[index + 1]]
+            index += 2
+            continue
+        flag = arg.partition("=")[0]
+        linker_setting = arg.startswith("-s") and arg[2:].partition("=")[0] not in (
+            COMPILE_TIME_SETTINGS
+        )
+        if not (flag in LINK_ONLY_FLAGS or arg.startswith("-l") or linker_setting):
+            kept.append(arg)
+        index += 1
+    return kept
+
+
+@attrs.frozen
+class Clang:
+    """The clang programs emcc runs for C and C++ sources (found at start-up)."""
+
+    c: str
+    cxx: str
+
+
+@attrs.frozen
+class Unit:
+    path: str
+    index: int
+    key: str  # the manifest's key (unit_key)
+
+    @property
+    def object(self) -> str:
+        return f"{OBJECT_DIR}/{self.index}.o"
+
+    @property
+    def depfile(self) -> str:
+        return f"{OBJECT_DIR}/{self.index}.d"
+
+
+def digest(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def unit_key(
+    toolchain: str,
+    compiler: str,
+    args: Sequence[str],
+    unit: str,
+    content: bytes,
+    project_paths: Sequence[str],
+    workdir: str,
+) -> str:
+    """What names a unit's manifest: everything that decides its object except the contents
+    of the files it includes (the manifest holds those). `project_paths`: a file added or
+    removed anywhere may change which header an include finds; `workdir`: where the compile
+    ran, in debug information."""
+    material = [toolchain, compiler, list(args), unit, digest(content), sorted(project_paths)]
+    material.append(workdir)
+    return hashlib.sha256(json.dumps(material, separators=(",", ":")).encode()).hexdigest()
+
+
+@attrs.frozen
+class Manifest:
+    """What an object was built from: each project file the unit included, by digest."""
+
+    object_digest: str
+    deps: Mapping[str, str]
+
+    def encode(self) -> bytes:
+        body = {"object": self.object_digest, "deps": dict(sorted(self.deps.items()))}
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Manifest | None:
+        try:
+            body = json.loads(data)
+            deps = body["deps"]
+            if not isinstance(deps, dict) or not isinstance(body["object"], str):
+                return None
+            return cls(body["object"], {str(k): str(v) for k, v in deps.items()})
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def holds_for(self, digests: Mapping[str, str]) -> bool:
+        """Whether every file the unit included is still the same."""
+        return all(digests.get(path) == value for path, value in self.deps.items())
+
+
+def project_deps(depfile: str, job_roots: Sequence[str]) -> list[str] | None:
+    """The project files (relative paths) a clang dependency file names; files outside the
+    job dir are the toolchain's and left out. None when a name cannot be read as either."""
+    text = depfile.replace("\\\n", " ")
+    _, sep, deps = text.partition(": ")
+    if not sep:
+        return None
+    found = []
+    for name in shlex.split(deps, posix=True):
+        for root in job_roots:
+            if name.startswith(root + "/"):
+                name = name[len(root) + 1 :]
+                break
+        if name.startswith("/"):
+            continue  # the toolchain's headers: fixed with the toolchain
+        normal = posixpath.normpath(name)
+        if normal.startswith("../") or normal == "..":
+            return None
+        found.append(normal)
+    return found
+
+
+def plan_json(
+    *,
+    compiler: str,
+    clang: Clang | None,
+    args: Sequence[str],
+    to_compile: Sequence[Unit],
+    objects: Sequence[str],
+    link_args: Sequence[str],
+    parallel: int,
+) -> str:
+    """The driver's input: what to compile (the rest is reused), then how to link."""
+    plan: dict[str, Any] = {
+        "compiler": compiler,
+        "clang": None if clang is None else {"c": clang.c, "cxx": clang.cxx},
+        "args": list(args),
+        "units": [
+            {"path": unit.path, "object": unit.object, "depfile": unit.depfile}
+            for unit in to_compile
+        ],
+        "link": [compiler, *objects, *link_args, "-o", "app.js"],
+        "parallel": parallel,
+        "status": STATUS_FILE,
+    }
+    return json.dumps(plan)
+
+
+# Runs inside the jail with the system's python3 (as emcc does): no imports but the standard
+# library, no shell. `argv[1]` is the plan file.
+DRIVER: Final = r"""
+import json, re, shlex, subprocess, sys
+from concurrent.futures import ThreadPoolExecutor
+
+plan = json.load(open(sys.argv[1]))
+out = sys.stdout.buffer
+units = plan["units"]
+CXX = (".cpp", ".cc")
+
+
+def run(argv):
+    done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return done.returncode, done.stdout
+
+
+# `emcc --cflags ARGS` prints the clang arguments emcc would compile with, but loses the
+# quoting of an argument such as -DV="1.0": such arguments go in as placeholders, come back
+# in their place, and are put back as they were.
+SAFE = re.compile(r"^[A-Za-z0-9_=.,:/+@%^~-]*$")
+prefix = None
+if plan["clang"] is not None and units:
+    safe, originals = [], {}
+    for index, arg in enumerate(plan["args"]):
+        setting = arg.startswith("-s") or (index and plan["args"][index - 1] == "-s")
+        if setting or SAFE.match(arg):
+            safe.append(arg)
+        else:
+            token = "-DEMCC_TRIO_ARGUMENT_%d" % index
+            originals[token] = arg
+            safe.append(token)
+    done = subprocess.run(
+        [plan["compiler"], "--cflags", *safe], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    if done.returncode != 0:
+        out.write(done.stdout)
+        sys.exit(done.returncode)
+    lines = done.stdout.decode().strip().splitlines()
+    prefix = [originals.get(token, token) for token in shlex.split(lines[-1] if lines else "")]
+
+
+def step(unit):
+    tail = ["-c", unit["path"], "-o", unit["object"], "-MD", "-MF", unit["depfile"]]
+    if prefix is None:
+        return run([plan["compiler"], *plan["args"], *tail])
+    clang = plan["clang"]["cxx" if unit["path"].endswith(CXX) else "c"]
+    return run([clang, *prefix, *tail])
+
+
+status = {}
+with ThreadPoolExecutor(max(1, plan["parallel"])) as pool:
+    for unit, (code, text) in zip(units, pool.map(step, units)):
+        out.write(text)
+        out.flush()
+        status[unit["path"]] = code
+with open(plan["status"], "w") as handle:
+    json.dump(status, handle)
+if any(status.values()):
+    sys.exit(1)
+sys.exit(subprocess.run(plan["link"]).returncode)
+"""

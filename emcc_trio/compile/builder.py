@@ -1,0 +1,178 @@
+"""The side effects of a multi-unit build (`build.py` holds its pure parts): reuse objects
+from the store before the run, and keep the new ones after it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+import trio
+
+from emcc_trio.compile.build import (
+    DRIVER,
+    MAX_OBJECT_BYTES,
+    PLAN_FILE,
+    STATUS_FILE,
+    Clang,
+    Manifest,
+    Unit,
+    compile_args,
+    digest,
+    plan_json,
+    project_deps,
+    unit_key,
+)
+from emcc_trio.metrics import Metrics
+from emcc_trio.models import CompileRequest
+from emcc_trio.storage.base import Store, StoreUnavailableError
+
+log = logging.getLogger("emcc_trio.build")
+
+
+@attrs.frozen
+class PreparedBuild:
+    argv: list[str]  # the driver's command, before sandboxing
+    units: tuple[Unit, ...]
+    compiled: tuple[Unit, ...]  # the units without a reusable object
+    digests: dict[str, str]  # every project file (the main source too) by path
+
+
+def _read_regular(path: Path, limit: int) -> bytes | None:
+    """A file the jailed build wrote, if it is a regular file of at most `limit` bytes."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as stream:
+        info = os.fstat(stream.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            return None
+        data = stream.read(limit + 1)
+    return data if len(data) <= limit else None
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+
+
+@attrs.frozen
+class Builder:
+    """Builds projects of several units as separate steps (`build.DRIVER`); with `reuse`,
+    objects are looked up in `store` before and kept there after."""
+
+    store: Store
+    toolchain: str
+    clang: Clang | None
+    parallel: int
+    reuse: bool
+    job_mount: str | None  # where the job dir is inside the jail (None: not jailed)
+    metrics: Metrics = attrs.field(factory=Metrics)
+
+    async def prepare(
+        self,
+        request: CompileRequest,
+        job_dir: Path,
+        compiler: str,
+        default_args: Sequence[str],
+    ) -> PreparedBuild:
+        """Place reusable objects in the job dir and write the plan; the job dir exists."""
+        contents = {path: content for path, content in request.files}
+        contents[request.source_name] = request.code.encode("utf-8")
+        digests = {path: digest(content) for path, content in contents.items()}
+        all_args = [*default_args, *request.args]
+        args = compile_args(all_args)
+        debug = any(arg.startswith("-g") for arg in args)
+        workdir = self.job_mount or (str(job_dir) if debug else "")
+        units = tuple(
+            Unit(
+                path,
+                index,
+                unit_key(
+                    self.toolchain, compiler, args, path, contents[path], sorted(digests), workdir
+                ),
+            )
+            for index, path in enumerate(request.sources)
+        )
+        compiled = []
+        for unit in units:
+            found = await self._reusable(unit, digests) if self.reuse else None
+            if found is None:
+                compiled.append(unit)
+            else:
+                await trio.to_thread.run_sync(_write, job_dir / unit.object, found)
+        plan = plan_json(
+            compiler=compiler,
+            clang=self.clang,
+            args=args,
+            to_compile=compiled,
+            objects=[unit.object for unit in units],
+            link_args=all_args,
+            parallel=self.parallel,
+        )
+        await trio.to_thread.run_sync(_write, job_dir / PLAN_FILE, plan.encode())
+        self.metrics.build_units.labels("compiled").inc(len(compiled))
+        self.metrics.build_units.labels("reused").inc(len(units) - len(compiled))
+        argv = ["python3", "-c", DRIVER, PLAN_FILE]
+        return PreparedBuild(argv, units, tuple(compiled), digests)
+
+    async def _reusable(self, unit: Unit, digests: dict[str, str]) -> bytes | None:
+        try:
+            raw = await self.store.object_get(f"m-{unit.key}")
+            manifest = None if raw is None else Manifest.decode(raw)
+            if manifest is None or not manifest.holds_for(digests):
+                return None
+            data = await self.store.object_get(f"o-{manifest.object_digest}")
+        except StoreUnavailableError as exc:
+            log.warning("object cache unreachable", extra={"fields": {"error": str(exc)}})
+            return None
+        if data is None or digest(data) != manifest.object_digest:
+            return None
+        return data
+
+    async def keep(self, build: PreparedBuild, job_dir: Path) -> int:
+        """Store the objects of the units that compiled (the link may still have failed);
+        return how many. What the build wrote is read as untrusted: regular files only."""
+        if not self.reuse or not build.compiled:
+            return 0
+        status_raw = await trio.to_thread.run_sync(_read_regular, job_dir / STATUS_FILE, 1 << 20)
+        status = _status(status_raw)
+        kept = 0
+        roots = [root for root in (self.job_mount, str(job_dir)) if root]
+        for unit in build.compiled:
+            if status.get(unit.path) != 0:
+                continue
+            depfile = await trio.to_thread.run_sync(_read_regular, job_dir / unit.depfile, 1 << 22)
+            data = await trio.to_thread.run_sync(
+                _read_regular, job_dir / unit.object, MAX_OBJECT_BYTES
+            )
+            deps = (
+                None if depfile is None else project_deps(depfile.decode(errors="replace"), roots)
+            )
+            if data is None or deps is None or not all(dep in build.digests for dep in deps):
+                continue
+            manifest = Manifest(digest(data), {dep: build.digests[dep] for dep in deps})
+            try:
+                await self.store.object_put(f"o-{manifest.object_digest}", data)
+                await self.store.object_put(f"m-{unit.key}", manifest.encode())
+            except (OSError, StoreUnavailableError) as exc:
+                log.warning("cannot keep an object", extra={"fields": {"error": str(exc)}})
+                return kept
+            kept += 1
+        return kept
+
+
+def _status(raw: bytes | None) -> dict[str, int]:
+    """The driver's exit code of each unit it compiled (nothing when unreadable)."""
+    if raw is None:
+        return {}
+    with contextlib.suppress(ValueError, AttributeError):
+        body = json.loads(raw)
+        if isinstance(body, dict):
+            return {str(k): v for k, v in body.items() if isinstance(v, int)}
+    return {}
