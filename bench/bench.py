@@ -9,18 +9,25 @@
 4. Cache bookkeeping: the cost of one put (which evicts one entry) and one hit in a full
    result cache of 100, 10 000 and 100 000 entries, in a tmpfs. The index costs the same at
    every size (a full scan per put, as before, would cost ~1000 times more at 100 000).
+5. Projects (`--projects`: only that): Lua 5.4's 60 files (bench.projects), a cold build
+   through a fresh server (full sandbox) against one raw emcc call with every source, and a
+   rebuild after a one-unit edit against the cold build. Each round is raw, cold, rebuild, with
+   -DBENCH_RUN=<round> on both sides (no object of one round serves another); medians, their
+   ratios and the targets (1.5x, 5x).
 
-5. With `--cluster` (only that): 2 replicas sharing Redis behind HAProxy vs 1 (bench.cluster).
-6. With `--hostile` (only that): an ordinary client alone and beside two hostile ones
+6. With `--cluster` (only that): 2 replicas sharing Redis behind HAProxy vs 1 (bench.cluster).
+7. With `--hostile` (only that): an ordinary client alone and beside two hostile ones
    (bench.hostile).
 
-Usage: python -m bench.bench [--quick] [--rounds N] [--bookkeeping-only] [--cluster] [--hostile]
+Usage: python -m bench.bench [--quick] [--rounds N] [--bookkeeping-only] [--projects]
+                             [--cluster] [--hostile]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -39,7 +46,7 @@ from typing import Any
 import attrs
 import httpx
 
-from bench import cluster, hostile
+from bench import cluster, hostile, projects
 from emcc_trio.storage.cache import ResultCache
 from emcc_trio.testing.harness import Server
 from emcc_trio.testing.results import stored_result
@@ -71,6 +78,8 @@ CACHE_ON: dict[str, Any] = {"cgroupDriver": "auto", "nsjailEnabled": True}
 CONCURRENCY = (1, 2, 4, 8)
 BOOKKEEPING_SIZES = (100, 10_000, 100_000)
 BOOKKEEPING_BATCHES = 5
+# What the service must beat, as a ratio of medians: raw emcc / cold build, cold / rebuild.
+PROJECT_TARGETS = {"cold": 1.5, "rebuild": 5.0}
 
 
 @attrs.frozen
@@ -79,11 +88,16 @@ class Settings:
     per_level: int  # compiles per concurrency level, per side
     cache_requests: int
     bookkeeping_ops: int  # puts and hits per batch, per cache size
+    project_rounds: int  # timed rounds of the projects table (after one to warm up)
 
 
 SETTINGS = {
-    False: Settings(rounds=10, per_level=24, cache_requests=500, bookkeeping_ops=2000),
-    True: Settings(rounds=3, per_level=8, cache_requests=150, bookkeeping_ops=500),
+    False: Settings(
+        rounds=10, per_level=24, cache_requests=500, bookkeeping_ops=2000, project_rounds=3
+    ),
+    True: Settings(
+        rounds=3, per_level=8, cache_requests=150, bookkeeping_ops=500, project_rounds=1
+    ),
 }
 
 
@@ -107,6 +121,19 @@ def timed(action: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
+def raw_command(scratch: Path, argv: Sequence[str]) -> None:
+    """Run emcc (or em++) in `scratch` with the environment the service gives it."""
+    done = subprocess.run(
+        argv,
+        cwd=scratch,
+        capture_output=True,  # the server keeps warnings in its answer, not on a terminal
+        check=False,
+        env={**RAW_ENV, "HOME": str(scratch)},
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"raw {argv[0]} failed:\n{done.stderr.decode()}")
+
+
 def raw_emcc(scratch: Path, source: Source) -> Callable[[], None]:
     """One raw emcc run, as the service would run it (same arguments and environment)."""
     scratch.mkdir(parents=True, exist_ok=True)
@@ -115,21 +142,17 @@ def raw_emcc(scratch: Path, source: Source) -> Callable[[], None]:
 
     def run() -> None:
         path.write_text(source.code)
-        done = subprocess.run(
-            [compiler, path.name, *DEFAULT_ARGS, *source.args, "-o", "app.js"],
-            cwd=scratch,
-            capture_output=True,  # the server keeps warnings in its answer, not on a terminal
-            check=False,
-            env={**RAW_ENV, "HOME": str(scratch)},
-        )
-        if done.returncode != 0:
-            raise SystemExit(f"raw {compiler} failed:\n{done.stderr.decode()}")
+        raw_command(scratch, [compiler, path.name, *DEFAULT_ARGS, *source.args, "-o", "app.js"])
 
     return run
 
 
 def via_server(client: httpx.Client, source: Source) -> Callable[[], None]:
-    body = {"type": source.kind, "code": source.code, "args": list(source.args)}
+    return posting(client, {"type": source.kind, "code": source.code, "args": list(source.args)})
+
+
+def posting(client: httpx.Client, body: Mapping[str, Any]) -> Callable[[], None]:
+    """One compile request; anything but a 200 stops the bench."""
 
     def run() -> None:
         response = client.post("/compile", json=body)
@@ -323,6 +346,9 @@ def main() -> None:
         "--bookkeeping-only", action="store_true", help="only the cache bookkeeping (no server)"
     )
     parser.add_argument(
+        "--projects", action="store_true", help="only the projects table (Lua: cold, rebuild)"
+    )
+    parser.add_argument(
         "--cluster", action="store_true", help="2 replicas + Redis + HAProxy vs 1, only"
     )
     parser.add_argument(
@@ -338,8 +364,12 @@ def main() -> None:
         return
     settings = SETTINGS[options.quick]
     print(machine())
+    if options.projects:
+        project_builds(settings.project_rounds)
+        return
     if not options.bookkeeping_only:
         served(settings, options.rounds or settings.rounds)
+        project_builds(settings.project_rounds)
     cache_bookkeeping(settings.bookkeeping_ops)
 
 
@@ -362,6 +392,73 @@ def served(settings: Settings, rounds: int) -> None:
         for server in servers.values():
             server.stop(timeout=30)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def project_builds(rounds: int) -> None:
+    """Section 5: a project's cold build through a fresh server (the full sandbox) vs one raw
+    emcc call with every source, and a rebuild after a one-unit edit vs the cold build.
+
+    Round n runs raw, cold, rebuild, all with -DBENCH_RUN=n (round 0 warms up, untimed): the
+    raw call and the cold build do the same work, and no round's objects serve another. The
+    server's unit counts check that a cold build compiles every unit and a rebuild one."""
+    project = projects.Project.load()
+    # The service's defaultArgs, on the server and in the raw call alike.
+    default_args: list[str] = json.loads((REPO / "config.json").read_text())["defaultArgs"]
+    base = Path(tempfile.mkdtemp(prefix="emcc-trio-bench-"))
+    base.chmod(0o711)  # the jail's unprivileged outside user must traverse it
+    raw_dir = base / "raw"
+    raw_dir.mkdir()
+    project.write(raw_dir)
+    samples: dict[str, list[float]] = {"raw": [], "cold": [], "rebuild": []}
+    server = start_server(base / "s", {**VARIANTS[FULL_SANDBOX], "defaultArgs": default_args})
+    try:
+        with httpx.Client(base_url=server.url, timeout=600) as client:
+            for run in range(rounds + 1):
+                seconds = {
+                    "raw": timed(
+                        functools.partial(raw_command, raw_dir, project.raw_argv(run, default_args))
+                    ),
+                    "cold": project_build(client, project.body(run), project.units, project.units),
+                    "rebuild": project_build(client, project.body(run, edit=run), project.units, 1),
+                }
+                if run:
+                    for name, value in seconds.items():
+                        samples[name].append(value)
+    finally:
+        server.stop(timeout=30)
+        shutil.rmtree(base, ignore_errors=True)
+    raw, cold, rebuild = (statistics.median(samples[name]) for name in ("raw", "cold", "rebuild"))
+    rows = [
+        ("raw emcc, one call", "raw", None, None),
+        (f"{FULL_SANDBOX}, cold", "cold", raw / cold, PROJECT_TARGETS["cold"]),
+        (
+            "same server, rebuild after 1 edit",
+            "rebuild",
+            cold / rebuild,
+            PROJECT_TARGETS["rebuild"],
+        ),
+    ]
+    print(f"\nprojects: {project.label()}, median of {rounds} (ratio: raw / cold, cold / rebuild)")
+    print(f"{'build':<35} {'median s':>9} {'min s':>7} {'ratio':>6} {'target':>7} {'met':>4}")
+    for label, name, ratio, target in rows:
+        line = f"{label:<35} {statistics.median(samples[name]):>9.3f} {min(samples[name]):>7.3f}"
+        if ratio is not None and target is not None:
+            line += f" {ratio:>6.2f} {target:>7.1f} {'yes' if ratio >= target else 'no':>4}"
+        print(line)
+
+
+def project_build(
+    client: httpx.Client, body: Mapping[str, Any], units: int, compiled: int
+) -> float:
+    """Seconds for one build of a project of `units` units through the service; stops the
+    bench unless exactly `compiled` of them were compiled (the others reused)."""
+    before = projects.build_units(client)
+    seconds = timed(posting(client, body))
+    after = projects.build_units(client)
+    done = {how: after[how] - before[how] for how in after}
+    if done != {"compiled": compiled, "reused": units - compiled}:
+        raise SystemExit(f"bench: expected {compiled} of {units} units compiled, got {done}")
+    return seconds
 
 
 def fair_share() -> None:

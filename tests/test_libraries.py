@@ -306,3 +306,26 @@ def test_the_cli_builds_a_directory(library_server: Server, tmp_path: Path) -> N
     assert failed.returncode == 1
     assert f"{tree / 'src' / 'lapi.c'}:" in failed.stderr
     assert ": error: " in failed.stderr
+
+
+def test_hostile_archives_are_refused_with_nothing_left(library_server: Server) -> None:
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("main.c", "int main(void) { return 0; }\n")
+        archive.writestr("zeros.h", bytes(64 << 20))
+    refused = post_archive(library_server, bomb.getvalue(), "application/zip", [], [])
+    assert refused.status_code == 413
+    assert "'zeros.h' unpacks to more than" in refused.json()["error"]
+    linked = io.BytesIO()
+    with tarfile.open(fileobj=linked, mode="w") as archive:
+        main = tarfile.TarInfo("main.c")
+        code = b'#include "passwd"\nint main(void) { return 0; }\n'
+        main.size = len(code)
+        archive.addfile(main, io.BytesIO(code))
+        link = tarfile.TarInfo("passwd")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        archive.addfile(link)
+    answer = post_archive(library_server, linked.getvalue(), "application/x-tar", [], [])
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "archive member 'passwd' is a link"
+    library_server.assert_clean(timeout=5)

@@ -44,12 +44,14 @@ class StandInCompiler:
     started: trio.Event = attrs.field(factory=trio.Event)
     cancelled: int = 0
     runs: int = 0
+    last: CompileRequest | None = None
 
     def command(self, request: CompileRequest) -> list[str]:
         return ["emcc", *request.sources, *request.args, "-o", "app.js"]
 
     async def compile(self, request: CompileRequest, job_id: str, client: str) -> CompileResult:
         self.runs += 1
+        self.last = request
         self.started.set()
         if "hang" in request.code:
             try:
@@ -309,3 +311,38 @@ def test_every_refusal_has_a_status_and_a_message() -> None:
         error = cls("detail") if cls is not ServiceError else cls()
         assert error.answer(), cls
         assert cls.retry == (cls.status in (429, 503)), cls
+
+
+async def test_projects_held_past_the_budget_are_a_503(tmp_path: Path) -> None:
+    """The sources and files of requests in flight are counted (maxQueuedProjectMB): one that
+    would take the total past it waits for nothing and is told to come back."""
+    async with harness(tmp_path) as h, trio.open_nursery() as nursery:
+        h.service.max_held_bytes = 3000
+        nursery.start_soon(h.post, {"code": "hang", "files": {"big.h": "x" * 2000}})
+        await h.compiler.started.wait()
+        status, headers, body = await h.post({"code": OK_CODE, "files": {"b.h": "y" * 1500}})
+        assert (status, headers["Retry-After"]) == (503, "5")
+        assert "maxQueuedProjectMB" in body["error"]
+        small = await h.post({"code": OK_CODE})
+        assert small[0] == 200
+        nursery.cancel_scope.cancel()
+
+
+async def test_include_dirs_and_sources_reach_the_compiler(tmp_path: Path) -> None:
+    async with harness(tmp_path) as h:
+        files = {"inc/x.h": "#define X 1\n", "src/a.c": "int a;", "src/lua.c": "int main;"}
+        sources = ["src/*.c", "!src/lua.c"]
+        body = {"code": OK_CODE, "files": files, "args": ["-Iinc"], "sources": sources}
+        status, _, _ = await h.post(body)
+        assert status == 200
+        assert h.compiler.last is not None
+        assert h.compiler.last.sources == ("main.c", "src/a.c")
+        assert h.compiler.last.args == ("-Iinc",)
+        refused = await h.post({**body, "args": ["-I../etc"]})
+        assert refused[0] == 400
+        assert "include paths must stay inside the job dir" in refused[2]["error"]
+        nothing = await h.post({**body, "sources": ["lib/*.c"]})
+        assert (nothing[0], nothing[2]["error"]) == (
+            400,
+            "sources pattern 'lib/*.c' matches no file",
+        )

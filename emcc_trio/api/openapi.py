@@ -13,7 +13,7 @@ from quart import Response
 from quart_trio import QuartTrio
 
 from emcc_trio.compile.policy import MAX_ARG_LENGTH, MAX_ARGS
-from emcc_trio.compile.sources import DEFAULT_LIMITS
+from emcc_trio.compile.sources import DEFAULT_LIMITS, MAX_PATTERNS
 from emcc_trio.models import ARTIFACT_FILES
 
 JsonObject = dict[str, Any]
@@ -46,6 +46,19 @@ _FILES_RULES: Final = (
     f"{DEFAULT_LIMITS.max_files} files (`maxFiles`; the defaults shown), at most `maxProjectMB` "
     "in all, within `maxBodyBytes`. A refused path is a 400 that names it."
 )
+_SOURCES: Final[JsonObject] = {
+    "type": "array",
+    "maxItems": MAX_PATTERNS,
+    "items": {"type": "string", "pattern": r"^!?[A-Za-z0-9._*?/-]+$"},
+    "description": (
+        "The translation units among `files`, by path or pattern (`*` within a directory, "
+        "`**` across, `?` one character; a leading `!` excludes what earlier ones chose), "
+        'e.g. `["src/*.c", "!src/lua.c"]`. The main source is always compiled. Each '
+        "including pattern must match a file, and only C or C++ sources. Without it: every "
+        "`.c`, `.cpp` and `.cc`."
+    ),
+    "example": ["src/*.c", "!src/main_cli.c"],
+}
 _ARGS_DESCRIPTION: Final = (
     "Extra emcc arguments, checked by the closed argument policy (see the "
     "documentation): a refused one is a 400 that names it."
@@ -100,6 +113,7 @@ SCHEMAS: Final[JsonObject] = {
                 "items": {"type": "string", "maxLength": MAX_ARG_LENGTH},
                 "example": ["-O2", "-std=c++20", "-lembind", "-sEXIT_RUNTIME=1"],
             },
+            "sources": _SOURCES,
         },
     },
     "CompileUpload": {
@@ -113,6 +127,7 @@ SCHEMAS: Final[JsonObject] = {
             "code": {"type": "string"},
             "type": {"type": "string"},
             "args": {"type": "array", "items": {"type": "string"}},
+            "sources": {"type": "array", "items": {"type": "string"}},
         },
         "additionalProperties": {"type": "string", "format": "binary"},
     },
@@ -248,7 +263,9 @@ RESPONSES: Final[JsonObject] = {
         "The body did not fully arrive within `bodyTimeoutSeconds`; the connection is closed.",
     ),
     "PayloadTooLarge": _json(
-        _ref("Error"), "The body is larger than `maxBodyBytes`; the connection is closed."
+        _ref("Error"),
+        "The body is larger than `maxBodyBytes` (the connection is closed), or an archive "
+        "unpacks past `maxProjectMB`, `maxFiles` or its compression-ratio bound.",
     ),
     "InternalError": _json(
         _ref("Error"),
@@ -257,8 +274,9 @@ RESPONSES: Final[JsonObject] = {
     "Busy": {
         **_json(
             _ref("Error"),
-            "Queue full, no capacity within `queueTimeoutSeconds`, shutting down, or the "
-            "shared store (Redis) unreachable.",
+            "Queue full, no capacity within `queueTimeoutSeconds`, the requests in flight "
+            "hold `maxQueuedProjectMB`, shutting down, or the shared store (Redis) "
+            "unreachable.",
         ),
         "headers": {"Retry-After": RETRY_AFTER},
     },
@@ -407,7 +425,12 @@ PATHS: Final[JsonObject] = {
                 "per-job caps. Three encodings, one answer: JSON (also when sent without a "
                 "JSON content type, as the seed allowed), multipart/form-data, or the one "
                 "source as a raw body (`text/*`, octet-stream, or any body with `type`/`args` "
-                "in the query). The body is at most `maxBodyBytes`; unknown fields are refused."
+                "in the query), or the project tree as an archive (tar, tar.gz, tar.bz2, "
+                "tar.xz or zip by its content type; options in the query; one top-level "
+                "directory holding everything is stripped; links, devices, absolute or `..` "
+                "members refused). A project of several units compiles each as its own step, "
+                "reusing objects of earlier builds. The body is at most `maxBodyBytes`; "
+                "unknown fields are refused."
             ),
             "tags": ["compile"],
             "parameters": [
@@ -427,6 +450,15 @@ PATHS: Final[JsonObject] = {
                     "style": "form",
                     "explode": True,
                 },
+                {
+                    "name": "sources",
+                    "in": "query",
+                    "required": False,
+                    "description": "With an archive body only, repeated: as `sources` in JSON.",
+                    "schema": {"type": "array", "items": {"type": "string"}},
+                    "style": "form",
+                    "explode": True,
+                },
             ],
             "requestBody": {
                 "required": True,
@@ -441,6 +473,21 @@ PATHS: Final[JsonObject] = {
                             "type": "string",
                             "description": "The one source (`main.c` unless `type` says).",
                         }
+                    },
+                    **{
+                        media_type: {
+                            "schema": {
+                                "type": "string",
+                                "format": "binary",
+                                "description": "The project tree, `main.c` or `main.cpp` at "
+                                "its top.",
+                            }
+                        }
+                        for media_type in (
+                            "application/gzip",
+                            "application/x-tar",
+                            "application/zip",
+                        )
                     },
                 },
             },
