@@ -9,7 +9,7 @@
 4. Cache bookkeeping: the cost of one put (which evicts one entry) and one hit in a full
    result cache of 100, 10 000 and 100 000 entries, in a tmpfs. The index costs the same at
    every size (a full scan per put, as before, would cost ~1000 times more at 100 000).
-5. Projects (`--projects`: only that): Lua 5.4's 60 files (bench.projects), a cold build
+5. Projects (`--projects`: only that): Lua 5.4, 61 files (bench.projects), a cold build
    through a fresh server (full sandbox) against one raw emcc call with every source, and a
    rebuild after a one-unit edit against the cold build. Each round is raw, cold, rebuild, with
    -DBENCH_RUN=<round> on both sides (no object of one round serves another); medians, their

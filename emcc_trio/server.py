@@ -286,10 +286,16 @@ async def build_service(
     )
     toolchain = await _emscripten_version(emcc)
     metrics = Metrics()
+    # The python3 the compile environment finds first (compile_env's PATH), as emcc's does.
+    search = f"{os.path.dirname(emcc)}:/usr/local/bin:/usr/bin:/bin"
+    python = shutil.which("python3", path=search)
+    if python is None:
+        raise StartupError("no python3 for the build driver (emcc needs one too)")
     builder = Builder(
         metrics=metrics,
         store=store,
         toolchain=toolchain,
+        python=python,
         clang=await _find_clang(emcc, emxx),
         # Units compile side by side up to the job's CPU share.
         parallel=max(1, int(config.job_cpu_max)),

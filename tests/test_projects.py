@@ -127,7 +127,9 @@ PATH_ATTACKS = {
 }
 
 
-def test_each_path_attack_is_refused_naming_the_path(server: Server) -> None:
+def test_each_path_attack_is_refused_naming_the_path(make_server: MakeServer) -> None:
+    # Tighter than the defaults, so that the depth and count bounds are quick to reach.
+    server = make_server(maxFiles=64, maxPathDepth=4)
     for path, why in PATH_ATTACKS.items():
         body = {"code": "int main(void) { return 0; }", "files": {path: "int x;\n"}}
         responses = [post_json(server, body)]
@@ -145,7 +147,7 @@ def test_each_path_attack_is_refused_naming_the_path(server: Server) -> None:
     assert file_and_dir.json()["error"] == "file 'a/b.h' is not allowed: 'a' is a file"
     many = {f"f{i}.h": "" for i in range(65)}
     too_many = post_json(server, {"code": "int main(void){}", "files": many})
-    assert too_many.json()["error"] == "too many files: 65 (at most 64)"
+    assert too_many.json()["error"] == "too many files: 65 (at most 64: maxFiles)"
     not_text = post_json(server, {"code": "int main(void){}", "files": {"a.h": 1}})
     assert not_text.json()["error"] == '"files" must be an object of path: text'
     # Refused requests never reach a compiler: no job dir, no process, no cgroup.

@@ -289,3 +289,17 @@ def test_tls_and_a_password(tmp_path: Path) -> None:
 async def trio_fail_after(seconds: float, work: Callable[[], Awaitable[None]]) -> None:
     with trio.fail_after(seconds):
         await work()
+
+
+async def test_objects_round_trip_and_expire_as_artifacts_do(redis_server: RedisServer) -> None:
+    name, data = "o-" + "a" * 64, b"\0asm object"
+    async with redis_store(redis_server, ttl_days=1) as store:
+        assert await store.object_get(name) is None
+        await store.object_put(name, data)
+        assert await store.object_get(name) == data
+        # Names become keys: anything but a manifest or object digest is refused.
+        await store.object_put("../../etc", b"x")
+        assert await store.object_get("../../etc") is None
+    ttl = int(redis_server.cli("pttl", "emcc-trio:obj:" + name).stdout)
+    assert 0 < ttl <= DAY_MS
+    assert redis_server.cli("exists", "emcc-trio:obj:../../etc").stdout.strip() == "0"

@@ -16,7 +16,7 @@ from emcc_trio.compile.gate import Gate
 from emcc_trio.compile.service import Service
 from emcc_trio.storage.artifacts import ArtifactStore
 from emcc_trio.storage.local import LocalStore
-from emcc_trio.testing.harness import MakeServer, eventually
+from emcc_trio.testing.harness import MakeServer, Server, eventually
 from emcc_trio.testing.programs import HELLO_C, run_artifact, spin
 from emcc_trio.testing.redis import REDIS_PASSWORD, RedisServer, SentinelSetup
 
@@ -166,3 +166,37 @@ def test_not_ready_while_shutting_down(tmp_path: Path) -> None:
     assert service.not_ready() is None
     service.shutdown()
     assert service.not_ready() == "the server is shutting down"
+
+
+def test_replicas_share_compiled_objects(
+    make_server: MakeServer, redis_server: RedisServer
+) -> None:
+    """A project built on one replica: after a one-file change, the other replica compiles
+    only that file, with the other objects from Redis."""
+    one = make_server(redisUrl=redis_server.url)
+    two = make_server(redisUrl=redis_server.url)
+    files = {f"src/u{i}.c": f"int u{i}(void) {{ return {i}; }}\n" for i in range(5)}
+    calls = " + ".join(f"u{i}()" for i in range(5))
+    code = (
+        "".join(f"int u{i}(void);\n" for i in range(5)) + f"int main(void) {{ return {calls}; }}\n"
+    )
+
+    def post(server: Server, project: dict[str, str]) -> httpx.Response:
+        with server.client() as client:
+            return client.post("/compile", json={"code": code, "files": project})
+
+    assert post(one, files).json()["ok"] is True
+    changed = {**files, "src/u3.c": "int u3(void) { return 33; }\n"}
+    assert post(two, changed).json()["ok"] is True
+    assert build_units(two.url) == {"compiled": 1.0, "reused": 5.0}
+    assert redis_server.cli("--scan", "--pattern", "emcc-trio:obj:*").stdout.count("\n") >= 12
+    two.assert_clean()
+
+
+def build_units(server_url: str) -> dict[str, float]:
+    metrics = httpx.get(f"{server_url}/metrics").text
+    found = {}
+    for how in ("compiled", "reused"):
+        match = re.search(rf'^emcc_trio_build_units_total{{how="{how}"}} (\S+)$', metrics, re.M)
+        found[how] = float(match[1]) if match else 0.0
+    return found

@@ -180,3 +180,32 @@ def test_a_broken_jail_is_a_json_500_and_nothing_is_left(
     server.assert_clean()
     with server.client() as client:
         assert client.get("/healthz").text == "ok"
+
+
+def test_a_project_builds_in_steps_inside_the_jail(jailed: Server, tmp_path: Path) -> None:
+    """Several units: the build driver runs in the jail (its python3 and clang included),
+    and a rebuild after one change reuses the other objects there too."""
+    files = {
+        "inc/k.h": "#define K 2\n",
+        "src/a.c": '#include "k.h"\nint a(void) { return K; }\n',
+        "src/b.cpp": 'extern "C" int b(void) { return 40; }\n',
+    }
+    code = (
+        "#include <stdio.h>\nint a(void); int b(void);\n"
+        'int main(void) { printf("%d\\n", a() + b()); }\n'
+    )
+    body = {
+        "code": code,
+        "files": files,
+        "args": ["-Iinc", "-sEXPORTED_RUNTIME_METHODS=[callMain]"],
+    }
+    with jailed.client() as client:
+        first = client.post("/compile", json=body)
+        assert run_artifact(jailed, first, tmp_path) == "42\n"
+        files["src/a.c"] = '#include "k.h"\nint a(void) { return K + 1; }\n'
+        second = client.post("/compile", json=body)
+        assert run_artifact(jailed, second, tmp_path) == "43\n"
+        metrics = client.get("/metrics").text
+    assert 'emcc_trio_build_units_total{how="reused"} 2.0' in metrics
+    assert 'emcc_trio_build_units_total{how="compiled"} 4.0' in metrics
+    jailed.assert_clean()

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from emcc_trio.testing.harness import MakeServer, Server, eventually
 from emcc_trio.testing.programs import HELLO_C
 
@@ -158,6 +160,13 @@ def test_2000_slow_bodies_get_a_408_and_their_descriptors_come_back(
     with server.client() as client:
         assert client.get("/healthz").text == "ok"
     server.assert_clean()
+
+
+@pytest.fixture
+def server(make_server: MakeServer) -> Server:
+    """The seed's 1 MiB body bound: a refused body is quick to send, and still more than the
+    kernels' socket buffers hold."""
+    return make_server(maxBodyBytes=1 << 20)
 
 
 def test_idle_and_half_sent_connections_are_closed(server: Server) -> None:

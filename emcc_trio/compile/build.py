@@ -113,6 +113,7 @@ _LINK_FLAGS_WITH_VALUE: Final = frozenset(
 OBJECT_DIR: Final = ".obj"
 PLAN_FILE: Final = f"{OBJECT_DIR}/plan.json"
 STATUS_FILE: Final = f"{OBJECT_DIR}/status.json"
+CFLAGS_FILE: Final = f"{OBJECT_DIR}/cflags.json"
 # An object larger than this is not kept (nor anything in its manifest).
 MAX_OBJECT_BYTES: Final = 64 * 1024 * 1024
 
@@ -236,10 +237,31 @@ def project_deps(depfile: str, job_roots: Sequence[str]) -> list[str] | None:
     return found
 
 
+def cflags_key(toolchain: str, compiler: str, args: Sequence[str]) -> str:
+    """What names the clang arguments `emcc --cflags` gave for `args` (kept like a manifest:
+    they depend on nothing else)."""
+    material = ["cflags", toolchain, compiler, list(args)]
+    return hashlib.sha256(json.dumps(material, separators=(",", ":")).encode()).hexdigest()
+
+
+def decode_cflags(data: bytes | None) -> list[str] | None:
+    """Kept clang arguments, if `data` is a JSON list of strings."""
+    if data is None:
+        return None
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        return None
+    return value
+
+
 def plan_json(
     *,
     compiler: str,
     clang: Clang | None,
+    cflags: Sequence[str] | None,
     args: Sequence[str],
     to_compile: Sequence[Unit],
     objects: Sequence[str],
@@ -250,6 +272,8 @@ def plan_json(
     plan: dict[str, Any] = {
         "compiler": compiler,
         "clang": None if clang is None else {"c": clang.c, "cxx": clang.cxx},
+        "cflags": None if cflags is None else list(cflags),
+        "cflags_file": CFLAGS_FILE,
         "args": list(args),
         "units": [
             {"path": unit.path, "object": unit.object, "depfile": unit.depfile}
@@ -283,8 +307,8 @@ def run(argv):
 # quoting of an argument such as -DV="1.0": such arguments go in as placeholders, come back
 # in their place, and are put back as they were.
 SAFE = re.compile(r"^[A-Za-z0-9_=.,:/+@%^~-]*$")
-prefix = None
-if plan["clang"] is not None and units:
+prefix = plan["cflags"]
+if prefix is None and plan["clang"] is not None and units:
     safe, originals = [], {}
     for index, arg in enumerate(plan["args"]):
         setting = arg.startswith("-s") or (index and plan["args"][index - 1] == "-s")
@@ -302,6 +326,8 @@ if plan["clang"] is not None and units:
         sys.exit(done.returncode)
     lines = done.stdout.decode().strip().splitlines()
     prefix = [originals.get(token, token) for token in shlex.split(lines[-1] if lines else "")]
+    with open(plan["cflags_file"], "w") as handle:
+        json.dump(prefix, handle)
 
 
 def step(unit):

@@ -15,6 +15,7 @@ import attrs
 import trio
 
 from emcc_trio.compile.build import (
+    CFLAGS_FILE,
     DRIVER,
     MAX_OBJECT_BYTES,
     PLAN_FILE,
@@ -22,7 +23,9 @@ from emcc_trio.compile.build import (
     Clang,
     Manifest,
     Unit,
+    cflags_key,
     compile_args,
+    decode_cflags,
     digest,
     plan_json,
     project_deps,
@@ -41,6 +44,8 @@ class PreparedBuild:
     units: tuple[Unit, ...]
     compiled: tuple[Unit, ...]  # the units without a reusable object
     digests: dict[str, str]  # every project file (the main source too) by path
+    cflags_key: str
+    cflags_known: bool  # whether the plan carried kept clang arguments
 
 
 def _read_regular(path: Path, limit: int) -> bytes | None:
@@ -68,6 +73,7 @@ class Builder:
 
     store: Store
     toolchain: str
+    python: str  # the python3 the driver runs with (an absolute path: nsjail does not search)
     clang: Clang | None
     parallel: int
     reuse: bool
@@ -106,9 +112,14 @@ class Builder:
                 compiled.append(unit)
             else:
                 await trio.to_thread.run_sync(_write, job_dir / unit.object, found)
+        key = cflags_key(self.toolchain, compiler, args)
+        cflags = None
+        if self.reuse and self.clang is not None and compiled:
+            cflags = decode_cflags(await self._get(f"m-{key}"))
         plan = plan_json(
             compiler=compiler,
             clang=self.clang,
+            cflags=cflags,
             args=args,
             to_compile=compiled,
             objects=[unit.object for unit in units],
@@ -118,19 +129,22 @@ class Builder:
         await trio.to_thread.run_sync(_write, job_dir / PLAN_FILE, plan.encode())
         self.metrics.build_units.labels("compiled").inc(len(compiled))
         self.metrics.build_units.labels("reused").inc(len(units) - len(compiled))
-        argv = ["python3", "-c", DRIVER, PLAN_FILE]
-        return PreparedBuild(argv, units, tuple(compiled), digests)
+        argv = [self.python, "-c", DRIVER, PLAN_FILE]
+        return PreparedBuild(argv, units, tuple(compiled), digests, key, cflags is not None)
 
-    async def _reusable(self, unit: Unit, digests: dict[str, str]) -> bytes | None:
+    async def _get(self, name: str) -> bytes | None:
         try:
-            raw = await self.store.object_get(f"m-{unit.key}")
-            manifest = None if raw is None else Manifest.decode(raw)
-            if manifest is None or not manifest.holds_for(digests):
-                return None
-            data = await self.store.object_get(f"o-{manifest.object_digest}")
+            return await self.store.object_get(name)
         except StoreUnavailableError as exc:
             log.warning("object cache unreachable", extra={"fields": {"error": str(exc)}})
             return None
+
+    async def _reusable(self, unit: Unit, digests: dict[str, str]) -> bytes | None:
+        raw = await self._get(f"m-{unit.key}")
+        manifest = None if raw is None else Manifest.decode(raw)
+        if manifest is None or not manifest.holds_for(digests):
+            return None
+        data = await self._get(f"o-{manifest.object_digest}")
         if data is None or digest(data) != manifest.object_digest:
             return None
         return data
@@ -142,6 +156,11 @@ class Builder:
             return 0
         status_raw = await trio.to_thread.run_sync(_read_regular, job_dir / STATUS_FILE, 1 << 20)
         status = _status(status_raw)
+        if not build.cflags_known:
+            found = await trio.to_thread.run_sync(_read_regular, job_dir / CFLAGS_FILE, 1 << 20)
+            if found is not None and decode_cflags(found) is not None:
+                with contextlib.suppress(OSError, StoreUnavailableError):
+                    await self.store.object_put(f"m-{build.cflags_key}", found)
         kept = 0
         roots = [root for root in (self.job_mount, str(job_dir)) if root]
         for unit in build.compiled:

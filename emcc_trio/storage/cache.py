@@ -57,6 +57,8 @@ class ResultCache:
         self.root.mkdir(parents=True, exist_ok=True)
         found = []
         for path in self.root.iterdir():
+            if path.is_dir():
+                continue  # not an entry (the object cache lives below: storage.objects)
             if path.suffix != ".json" or len(path.stem) != 64:
                 path.unlink(missing_ok=True)  # a torn temp file from a crash
                 continue
