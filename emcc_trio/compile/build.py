@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+import re
 import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
@@ -118,6 +119,14 @@ CFLAGS_FILE: Final = f"{OBJECT_DIR}/cflags.json"
 MAX_OBJECT_BYTES: Final = 64 * 1024 * 1024
 
 
+_SETTING: Final = re.compile(r"^-s(?:[A-Z_]|$)")
+
+
+def is_setting(arg: str) -> bool:
+    """`-sNAME[=VALUE]` (or the bare `-s` of the split form), not `-std=` or `-shared`."""
+    return bool(_SETTING.match(arg))
+
+
 def compile_args(args: Sequence[str]) -> list[str]:
     """The arguments a compile step takes: `args` without what only the link reads (emcc
     warns that it ignores those when compiling), in their order."""
@@ -134,13 +143,44 @@ def compile_args(args: Sequence[str]) -> list[str]:
             index += 2
             continue
         flag = arg.partition("=")[0]
-        linker_setting = arg.startswith("-s") and arg[2:].partition("=")[0] not in (
+        linker_setting = is_setting(arg) and arg[2:].partition("=")[0] not in (
             COMPILE_TIME_SETTINGS
         )
         if not (flag in LINK_ONLY_FLAGS or arg.startswith("-l") or linker_setting):
             kept.append(arg)
         index += 1
     return kept
+
+
+# What emcc passes to clang as it is, after its own flags, and never reads itself (emcc.py
+# get_cflags reads settings and -fPIC, -fvisibility, -flto, -O, -g, -pthread, ...): macros,
+# include directories, warnings and the language standard. These skip `emcc --cflags`.
+_PASSTHROUGH_WITH_VALUE: Final = frozenset({"-D", "-U", "-I", "-iquote", "-isystem"})
+_PASSTHROUGH_PREFIXES: Final = ("-D", "-U", "-I", "-iquote", "-isystem", "-W", "-std=")
+_PASSTHROUGH_FLAGS: Final = frozenset({"-w", "-pedantic", "-pedantic-errors"})
+
+
+def split_for_cflags(args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(what `emcc --cflags` must see, what goes to clang after its output unchanged), each
+    in its order. clang reads macros, include directories and warnings in order within each
+    kind, which the split keeps."""
+    seen: list[str] = []
+    passthrough: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg in _PASSTHROUGH_WITH_VALUE and index + 1 < len(args):
+            passthrough += [arg, args[index + 1]]
+            index += 2
+            continue
+        if not is_setting(arg) and (
+            arg in _PASSTHROUGH_FLAGS or arg.startswith(_PASSTHROUGH_PREFIXES)
+        ):
+            passthrough.append(arg)
+        else:
+            seen.append(arg)
+        index += 1
+    return seen, passthrough
 
 
 @attrs.frozen
@@ -239,8 +279,8 @@ def project_deps(depfile: str, job_roots: Sequence[str]) -> list[str] | None:
 
 def cflags_key(toolchain: str, compiler: str, args: Sequence[str]) -> str:
     """What names the clang arguments `emcc --cflags` gave for `args` (kept like a manifest:
-    they depend on nothing else)."""
-    material = ["cflags", toolchain, compiler, list(args)]
+    they depend on nothing else); only what `emcc --cflags` sees of them counts."""
+    material = ["cflags", toolchain, compiler, split_for_cflags(args)[0]]
     return hashlib.sha256(json.dumps(material, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -274,7 +314,8 @@ def plan_json(
         "clang": None if clang is None else {"c": clang.c, "cxx": clang.cxx},
         "cflags": None if cflags is None else list(cflags),
         "cflags_file": CFLAGS_FILE,
-        "args": list(args),
+        "args": split_for_cflags(args)[0],
+        "passthrough": split_for_cflags(args)[1],
         "units": [
             {"path": unit.path, "object": unit.object, "depfile": unit.depfile}
             for unit in to_compile
@@ -333,9 +374,9 @@ if prefix is None and plan["clang"] is not None and units:
 def step(unit):
     tail = ["-c", unit["path"], "-o", unit["object"], "-MD", "-MF", unit["depfile"]]
     if prefix is None:
-        return run([plan["compiler"], *plan["args"], *tail])
+        return run([plan["compiler"], *plan["args"], *plan["passthrough"], *tail])
     clang = plan["clang"]["cxx" if unit["path"].endswith(CXX) else "c"]
-    return run([clang, *prefix, *tail])
+    return run([clang, *prefix, *plan["passthrough"], *tail])
 
 
 status = {}
