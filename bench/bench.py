@@ -365,11 +365,13 @@ def main() -> None:
     settings = SETTINGS[options.quick]
     print(machine())
     if options.projects:
-        project_builds(settings.project_rounds)
+        for opt in ("-O0", "-O2"):
+            project_builds(settings.project_rounds, opt)
         return
     if not options.bookkeeping_only:
         served(settings, options.rounds or settings.rounds)
-        project_builds(settings.project_rounds)
+        for opt in ("-O0", "-O2"):
+            project_builds(settings.project_rounds, opt)
     cache_bookkeeping(settings.bookkeeping_ops)
 
 
@@ -394,7 +396,7 @@ def served(settings: Settings, rounds: int) -> None:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def project_builds(rounds: int) -> None:
+def project_builds(rounds: int, opt: str = "-O0") -> None:
     """Section 5: a project's cold build through a fresh server (the full sandbox) vs one raw
     emcc call with every source, and a rebuild after a one-unit edit vs the cold build.
 
@@ -416,10 +418,16 @@ def project_builds(rounds: int) -> None:
             for run in range(rounds + 1):
                 seconds = {
                     "raw": timed(
-                        functools.partial(raw_command, raw_dir, project.raw_argv(run, default_args))
+                        functools.partial(
+                            raw_command, raw_dir, project.raw_argv(run, default_args, opt)
+                        )
                     ),
-                    "cold": project_build(client, project.body(run), project.units, project.units),
-                    "rebuild": project_build(client, project.body(run, edit=run), project.units, 1),
+                    "cold": project_build(
+                        client, project.body(run, opt=opt), project.units, project.units
+                    ),
+                    "rebuild": project_build(
+                        client, project.body(run, edit=run, opt=opt), project.units, 1
+                    ),
                 }
                 if run:
                     for name, value in seconds.items():
@@ -438,7 +446,10 @@ def project_builds(rounds: int) -> None:
             PROJECT_TARGETS["rebuild"],
         ),
     ]
-    print(f"\nprojects: {project.label()}, median of {rounds} (ratio: raw / cold, cold / rebuild)")
+    print(
+        f"\nprojects: {project.label()}, {opt}, median of {rounds} "
+        "(ratio: raw / cold, cold / rebuild)"
+    )
     print(f"{'build':<35} {'median s':>9} {'min s':>7} {'ratio':>6} {'target':>7} {'met':>4}")
     for label, name, ratio, target in rows:
         line = f"{label:<35} {statistics.median(samples[name]):>9.3f} {min(samples[name]):>7.3f}"

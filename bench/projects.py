@@ -47,15 +47,16 @@ class Project:
     def label(self) -> str:
         return f"{self.library.key}: {len(self.files)} files, {self.units} units"
 
-    def args(self, run: int) -> list[str]:
-        return [*self.library.build.compile_args(), f"-DBENCH_RUN={run}"]
+    def args(self, run: int, opt: str = "-O0") -> list[str]:
+        return [*self.library.build.compile_args(), opt, f"-DBENCH_RUN={run}"]
 
-    def body(self, run: int, edit: int | None = None) -> dict[str, Any]:
+    def body(self, run: int, edit: int | None = None, opt: str = "-O0") -> dict[str, Any]:
         """The service's request for run `run`; with `edit`, EDITED has that edit's comment."""
         files = {path: content.decode() for path, content in self.files}
         if edit is not None:
             files[EDITED] += f"\n/* bench edit {edit} */\n"
-        return {"files": files, "sources": list(self.library.build.sources), "args": self.args(run)}
+        sources = list(self.library.build.sources)
+        return {"files": files, "sources": sources, "args": self.args(run, opt)}
 
     def write(self, into: Path) -> None:
         """The files as the raw emcc run reads them."""
@@ -63,10 +64,10 @@ class Project:
             (into / path).parent.mkdir(parents=True, exist_ok=True)
             (into / path).write_bytes(content)
 
-    def raw_argv(self, run: int, default_args: list[str]) -> list[str]:
+    def raw_argv(self, run: int, default_args: list[str], opt: str = "-O0") -> list[str]:
         """One emcc call with every source, the service's default args and the same args."""
         compiler = self.library.build.compiler
-        return [compiler, MAIN, *self.sources, *default_args, *self.args(run), "-o", "app.js"]
+        return [compiler, MAIN, *self.sources, *default_args, *self.args(run, opt), "-o", "app.js"]
 
 
 def build_units(client: httpx.Client) -> dict[str, float]:
