@@ -22,7 +22,7 @@ import pytest
 
 from emcc_trio.testing.harness import Server, server_config, start_server
 from emcc_trio.testing.libraries import LIBRARIES, Library, fetch
-from emcc_trio.testing.programs import RUN_ARTIFACT_JS
+from emcc_trio.testing.programs import run_node
 
 RUN_MAIN = "-sEXPORTED_RUNTIME_METHODS=[callMain]"
 
@@ -57,13 +57,7 @@ def run_built(server: Server, body: dict[str, Any], out: Path) -> str:
             got = client.get(body[key])
             assert got.status_code == 200
             (out / name).write_bytes(got.content)
-    done = subprocess.run(
-        ["node", str(RUN_ARTIFACT_JS), str(out / "app.js"), str(out / "app.wasm")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_node(out)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -234,6 +228,20 @@ def test_separate_steps_build_what_one_emcc_call_builds(
     assert (tmp_path / "app.wasm").read_bytes() == served
 
 
+def build_cli(
+    tree: Path, server: Server, out: Path, options: list[str], args: list[str]
+) -> subprocess.CompletedProcess[str]:
+    """`emcc-trio build TREE` against `server`, writing to `out`."""
+    command = [sys.executable, "-m", "emcc_trio", "build", str(tree), "--server", server.url]
+    return subprocess.run(
+        [*command, "-o", str(out), *options, "--", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
 def test_the_cli_builds_a_directory(library_server: Server, tmp_path: Path) -> None:
     """What .gitignore and the usual build directories hold is not sent: each holds a file
     that would break the build."""
@@ -248,60 +256,18 @@ def test_the_cli_builds_a_directory(library_server: Server, tmp_path: Path) -> N
     (tree / "src" / "scratch.c").write_text(broken)
     (tree / ".gitignore").write_text("ignored/\nscratch.c\n")
     out = tmp_path / "out"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "emcc_trio",
-            "build",
-            str(tree),
-            "--server",
-            library_server.url,
-            "-o",
-            str(out),
-            "--sources",
-            "src/*.c",
-            "!src/lua.c",
-            "!src/luac.c",
-            "--",
-            *library.build.compile_args(),
-            RUN_MAIN,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    done = build_cli(
+        tree,
+        library_server,
+        out,
+        ["--sources", "src/*.c", "!src/lua.c", "!src/luac.c"],
+        [*library.build.compile_args(), RUN_MAIN],
     )
     assert done.returncode == 0, done.stderr
-    run = subprocess.run(
-        ["node", str(RUN_ARTIFACT_JS), str(out / "app.js"), str(out / "app.wasm")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert run.stdout == library.build.expected_stdout
+    assert run_node(out).stdout == library.build.expected_stdout
     (tree / "src" / "lapi.c").write_text((tree / "src" / "lapi.c").read_text() + "\nint broken(\n")
-    failed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "emcc_trio",
-            "build",
-            str(tree),
-            "--server",
-            library_server.url,
-            "-o",
-            str(out),
-            "--sources",
-            "src/lapi.c",
-            "--",
-            *library.build.compile_args(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    failed = build_cli(
+        tree, library_server, out, ["--sources", "src/lapi.c"], library.build.compile_args()
     )
     assert failed.returncode == 1
     assert f"{tree / 'src' / 'lapi.c'}:" in failed.stderr
