@@ -70,6 +70,9 @@ class Config:
     send_timeout_seconds: float = attrs.field(default=60, metadata=_key("sendTimeoutSeconds"))
     max_connections: int = attrs.field(default=1000, metadata=_key("maxConnections"))
     max_output_bytes: int = attrs.field(default=64 * 1024, metadata=_key("maxOutputBytes"))
+    # Every file a compile writes (the jail's and prlimit's RLIMIT_FSIZE), and an artifact's
+    # files together, stay below this.
+    max_artifact_mb: int = attrs.field(default=32, metadata=_key("maxArtifactMB"))
     job_timeout_seconds: float = attrs.field(default=120, metadata=_key("jobTimeoutSeconds"))
     cgroup_driver: str = attrs.field(default="auto", metadata=_key("cgroupDriver"))
     job_memory_max_mb: int = attrs.field(default=1024, metadata=_key("jobMemoryMaxMB"))
@@ -175,6 +178,7 @@ def validate(config: Config) -> list[str]:
         "send_timeout_seconds",
         "max_connections",
         "max_output_bytes",
+        "max_artifact_mb",
         "job_timeout_seconds",
         "job_memory_max_mb",
         "job_cpu_max",

@@ -96,7 +96,7 @@ async def open_store(config: Config, paths: Paths) -> Store:
         cache = ResultCache(paths.cache_dir, paths.artifacts_dir, config.cache_max_mb * MB)
         await trio.to_thread.run_sync(cache.load)
     return LocalStore(
-        ArtifactStore(paths.artifacts_dir),
+        ArtifactStore(paths.artifacts_dir, config.max_artifact_mb * MB),
         cache,
         artifact_ttl_days=config.artifact_ttl_days,
         cleanup_interval_mins=config.cleanup_interval_mins,
@@ -194,6 +194,13 @@ def _remove_leftover_jobs(jobs_dir: Path) -> list[str]:
     return leftovers
 
 
+def _which_tool(name: str, key: str, package: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise StartupError(f"{key}: cannot find {name!r} to enforce it (install {package})")
+    return found
+
+
 async def _emscripten_version(emcc: str) -> str:
     """Part of every cache key: a new emscripten must not serve old results."""
     try:
@@ -249,6 +256,8 @@ async def build_service(
             pids_max=config.job_pids_max,
         ),
     )
+    # Outside the jail, util-linux's prlimit sets the job's file size limit.
+    prlimit = "" if sandbox else _which_tool("prlimit", "maxArtifactMB", "util-linux")
     compiler = Compiler(
         emcc=emcc,
         emxx=emxx,
@@ -259,6 +268,8 @@ async def build_service(
         limits=limits,
         driver=driver,
         sandbox=sandbox,
+        max_artifact_bytes=config.max_artifact_mb * MB,
+        prlimit=prlimit,
     )
     gate = Gate(
         estimate_bytes=config.job_memory_estimate_mb * MB,

@@ -7,8 +7,6 @@ through the jail with the policy bypassed, because the jail must hold on its own
 from __future__ import annotations
 
 import secrets
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +16,8 @@ import pytest
 from emcc_trio.compile.compiler import compile_env
 from emcc_trio.isolation.cgroups import Caps
 from emcc_trio.isolation.runner import Limits, run_job
-from emcc_trio.isolation.sandbox import Sandbox
-from emcc_trio.testing.harness import REPO, MakeServer, Server
+from emcc_trio.isolation.sandbox import DEFAULT_CONFIG, Sandbox
+from emcc_trio.testing.harness import MakeServer, Server
 from emcc_trio.testing.programs import HELLO_C, HELLO_CPP, run_artifact
 
 MB = 1024 * 1024
@@ -30,15 +28,6 @@ class Secrets:
     value: str
     etc_file: Path
     workdir_file: Path
-
-
-@pytest.fixture
-def reachable_dir() -> Iterator[Path]:
-    """A dir nsjail's unprivileged outside user can traverse (pytest's tmp dirs are 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="emcc-trio-jail-"))
-    path.chmod(0o711)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -165,8 +154,7 @@ def test_a_broken_jail_is_a_json_500_and_nothing_is_left(
 ) -> None:
     broken = reachable_dir / "broken.cfg"
     broken.write_text(
-        (REPO / "emcc_trio" / "nsjail" / "emcc.cfg").read_text()
-        + 'mount { src: "/no/such/dir" dst: "/x" is_bind: true }\n'
+        DEFAULT_CONFIG.read_text() + 'mount { src: "/no/such/dir" dst: "/x" is_bind: true }\n'
     )
     server = make_server(
         workdir=reachable_dir / "server", nsjailEnabled=True, nsjailConfig=str(broken)

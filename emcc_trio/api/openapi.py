@@ -19,7 +19,7 @@ from emcc_trio.models import ARTIFACT_FILES
 JsonObject = dict[str, Any]
 
 JOB_ID_PATTERN: Final = "^[0-9a-f]{32}$"
-LIMITS: Final = ["memory", "pids", "cpu", "timeout", "output"]
+LIMITS: Final = ["memory", "pids", "cpu", "timeout", "output", "artifact"]
 
 
 def _ref(name: str) -> JsonObject:

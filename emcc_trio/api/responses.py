@@ -19,6 +19,10 @@ LIMIT_MESSAGES: Final = {
     "cpu": "the compile exceeded its CPU-time cap (jobCpuSeconds) and was killed",
     "timeout": "the compile exceeded its wall-clock cap (jobTimeoutSeconds) and was killed",
     "output": "the compiler's output exceeded maxOutputBytes; the compile was stopped",
+    "artifact": (
+        "the compile tried to write a file (or an artifact) of maxArtifactMB or more; the "
+        "write failed and nothing was stored"
+    ),
 }
 
 

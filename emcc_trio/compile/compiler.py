@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Mapping
@@ -22,10 +23,15 @@ import trio
 from emcc_trio.compile.policy import compiler_argv
 from emcc_trio.errors import InternalError
 from emcc_trio.isolation.cgroups import Driver
-from emcc_trio.isolation.runner import JobResult, Limits, run_job
+from emcc_trio.isolation.runner import JobResult, Limits, limit_file_size, run_job
 from emcc_trio.isolation.sandbox import Sandbox
-from emcc_trio.models import MAIN_FILE, CompileRequest, CompileResult
-from emcc_trio.storage.artifacts import UnsafeOutputError, job_outputs
+from emcc_trio.models import MAIN_FILE, CompileRequest, CompileResult, Limit
+from emcc_trio.storage.artifacts import (
+    MAX_ARTIFACT_BYTES,
+    UnsafeOutputError,
+    job_outputs,
+    output_bytes,
+)
 from emcc_trio.storage.base import Store
 
 log = logging.getLogger("emcc_trio.jobs")
@@ -33,6 +39,10 @@ _CLEANUP_SECONDS: Final = 10.0
 TMP_SUBDIR: Final = ".tmp"
 # What emsdk installs need to find their config, cache and tools when not jailed.
 _PASSED_ENV_PREFIXES: Final = ("EM_", "EMSDK")
+MB: Final = 1024 * 1024
+# How a write past RLIMIT_FSIZE shows in a failed compile's output: strerror(EFBIG) from
+# wasm-ld, clang or Python, node's EFBIG, or emcc naming the SIGXFSZ a tool died of.
+_FILE_TOO_LARGE: Final = re.compile(r"file too large|\bEFBIG\b|\bSIGXFSZ\b", re.IGNORECASE)
 
 
 def new_job_id() -> str:
@@ -94,6 +104,10 @@ class Compiler:
     limits: Limits
     driver: Driver | None
     sandbox: Sandbox | None
+    # maxArtifactMB: RLIMIT_FSIZE of every process of the job (a whole number of MiB, the
+    # unit nsjail takes), and the bound of an artifact's files together.
+    max_artifact_bytes: int = MAX_ARTIFACT_BYTES
+    prlimit: str = "prlimit"  # bounds the file size of a job outside the jail
 
     def _prepare(self, job_dir: Path, request: CompileRequest) -> None:
         job_dir.mkdir(mode=0o700)
@@ -122,7 +136,11 @@ class Compiler:
         try:
             await trio.to_thread.run_sync(self._prepare, job_dir, request)
             if self.sandbox is not None:
-                argv = self.sandbox.wrap(argv, job_dir, self.limits.timeout_seconds)
+                argv = self.sandbox.wrap(
+                    argv, job_dir, self.limits.timeout_seconds, self.max_artifact_bytes // MB
+                )
+            else:
+                argv = limit_file_size(argv, self.max_artifact_bytes, self.prlimit)
             result = await run_job(
                 argv,
                 job_id=job_id,
@@ -138,15 +156,23 @@ class Compiler:
                 )
             ok = result.exit_code == 0 and result.limit is None
             output = result.output
+            limit = result.limit
+            if limit is None and not ok and _FILE_TOO_LARGE.search(output):
+                limit = "artifact"  # a write failed at RLIMIT_FSIZE
             files = await trio.to_thread.run_sync(job_outputs, job_dir) if ok else ()
             if ok and MAIN_FILE not in files:
                 ok, output = False, output + f"\nemcc exited 0 but wrote no {MAIN_FILE}"
+            if ok:
+                size = await trio.to_thread.run_sync(output_bytes, job_dir, files)
+                if size >= self.max_artifact_bytes:
+                    ok, limit = False, "artifact"
+                    output += f"\nthe artifact's files hold {size} bytes together"
             if ok:
                 try:
                     await self.store.publish(job_id, job_dir, files)
                 except UnsafeOutputError as exc:
                     ok, output = False, output + f"\nrefused to publish the output: {exc}"
-            return _result(job_id, ok, output, result, files if ok else ())
+            return _result(job_id, ok, output, result, files if ok else (), limit)
         finally:
             await _remove_job_dir(job_dir)
 
@@ -162,14 +188,19 @@ async def _remove_job_dir(job_dir: Path) -> None:
 
 
 def _result(
-    job_id: str, ok: bool, output: str, result: JobResult, files: tuple[str, ...]
+    job_id: str,
+    ok: bool,
+    output: str,
+    result: JobResult,
+    files: tuple[str, ...],
+    limit: Limit | None,
 ) -> CompileResult:
     return CompileResult(
         job_id=job_id,
         ok=ok,
         output=output,
         output_truncated=result.output_truncated,
-        limit=result.limit,
+        limit=limit,
         usage=result.usage,
         duration_seconds=result.duration_seconds,
         files=files,

@@ -27,8 +27,8 @@ from emcc_trio.models import ARTIFACT_FILES, BOTH_FILES
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
 _STAGING_PREFIX: Final = ".staging-"
-# The jail's fsize rlimit: no file the compile writes can be larger.
-MAX_ARTIFACT_BYTES: Final = 256 * 1024 * 1024
+# maxArtifactMB's default: the compile's RLIMIT_FSIZE, so no file it writes reaches it.
+MAX_ARTIFACT_BYTES: Final = 32 * 1024 * 1024
 _STALE_STAGING_SECONDS: Final = 3600.0
 
 log = logging.getLogger("emcc_trio.artifacts")
@@ -42,8 +42,9 @@ class UnsafeOutputError(Exception):
     """A job output is not a plain file (a symlink could point the server at a host file)."""
 
 
-def _open_job_output(source: Path) -> BinaryIO:
-    """Open a file the jailed compile wrote, never following a link it may have planted."""
+def _open_job_output(source: Path, max_bytes: int = MAX_ARTIFACT_BYTES) -> BinaryIO:
+    """Open a file the jailed compile wrote, never following a link it may have planted;
+    refuse one of `max_bytes` or more (the compile's file size limit stops it there)."""
     try:
         fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
@@ -55,22 +56,28 @@ def _open_job_output(source: Path) -> BinaryIO:
         info = os.fstat(src.fileno())
         if not stat.S_ISREG(info.st_mode):
             raise UnsafeOutputError(f"{source.name} is not a regular file")
-        if info.st_size > MAX_ARTIFACT_BYTES:
-            raise UnsafeOutputError(f"{source.name} is larger than {MAX_ARTIFACT_BYTES} bytes")
+        if info.st_size >= max_bytes:
+            raise UnsafeOutputError(f"{source.name} is {max_bytes} bytes or larger")
     except BaseException:
         src.close()
         raise
     return src
 
 
-def _copy_job_output(source: Path, target: Path) -> None:
-    with _open_job_output(source) as src, target.open("wb") as dst:
+def _copy_job_output(source: Path, target: Path, max_bytes: int) -> None:
+    with _open_job_output(source, max_bytes) as src, target.open("wb") as dst:
         shutil.copyfileobj(src, dst, MAX_ARTIFACT_BYTES)
 
 
 def job_outputs(job_dir: Path) -> tuple[str, ...]:
     """The artifact files the compile wrote (links included: publishing refuses them)."""
     return tuple(name for name in ARTIFACT_FILES if os.path.lexists(job_dir / name))
+
+
+def output_bytes(job_dir: Path, files: tuple[str, ...]) -> int:
+    """What the artifact `files` hold together (a link counts as itself: publishing refuses
+    it anyway)."""
+    return sum(os.lstat(job_dir / name).st_size for name in files)
 
 
 def read_job_outputs(job_dir: Path, files: tuple[str, ...]) -> dict[str, bytes]:
@@ -85,6 +92,7 @@ def read_job_outputs(job_dir: Path, files: tuple[str, ...]) -> dict[str, bytes]:
 @attrs.frozen
 class ArtifactStore:
     root: Path
+    max_file_bytes: int = MAX_ARTIFACT_BYTES  # maxArtifactMB: a second lock behind the rlimit
 
     def path_of(self, job_id: str, name: str) -> Path | None:
         """The file for a well-formed id and name, or None (never a path outside the store)."""
@@ -97,7 +105,7 @@ class ArtifactStore:
         staging.mkdir(mode=0o755)
         try:
             for name in files:
-                _copy_job_output(job_dir / name, staging / name)
+                _copy_job_output(job_dir / name, staging / name, self.max_file_bytes)
             staging.rename(self.root / job_id)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
