@@ -88,6 +88,7 @@ async def open_store(config: Config, paths: Paths) -> Store:
             artifact_ttl_days=config.artifact_ttl_days,
             # A holder's lock lasts its queue wait plus its run; then waiters give up.
             max_wait_seconds=config.queue_timeout_seconds + config.job_timeout_seconds + 30,
+            max_file_bytes=config.max_artifact_mb * MB,
         )
     for directory in (paths.artifacts_dir, paths.cache_dir):
         directory.mkdir(parents=True, exist_ok=True)

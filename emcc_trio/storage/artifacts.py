@@ -3,7 +3,8 @@
 published atomically, swept by age.
 
 Publishing copies the files into a hidden staging dir inside the store (same filesystem)
-and renames it to `<id>` in one step, so a reader sees no artifact or a whole one.
+and renames it to `<id>` in one step, so a reader sees no artifact or a whole one. Files are
+copied and read in chunks of CHUNK_BYTES: the server never holds a whole artifact.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import re
 import shutil
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO, Final
 
@@ -24,6 +26,7 @@ import attrs
 import trio
 
 from emcc_trio.models import ARTIFACT_FILES, BOTH_FILES
+from emcc_trio.storage.base import CHUNK_BYTES, Artifact
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
 _STAGING_PREFIX: Final = ".staging-"
@@ -66,7 +69,7 @@ def _open_job_output(source: Path, max_bytes: int = MAX_ARTIFACT_BYTES) -> Binar
 
 def _copy_job_output(source: Path, target: Path, max_bytes: int) -> None:
     with _open_job_output(source, max_bytes) as src, target.open("wb") as dst:
-        shutil.copyfileobj(src, dst, MAX_ARTIFACT_BYTES)
+        shutil.copyfileobj(src, dst, CHUNK_BYTES)
 
 
 def job_outputs(job_dir: Path) -> tuple[str, ...]:
@@ -80,13 +83,20 @@ def output_bytes(job_dir: Path, files: tuple[str, ...]) -> int:
     return sum(os.lstat(job_dir / name).st_size for name in files)
 
 
-def read_job_outputs(job_dir: Path, files: tuple[str, ...]) -> dict[str, bytes]:
-    """The artifact files of a job, read as safely as `publish` copies them."""
-    outputs = {}
-    for name in files:
-        with _open_job_output(job_dir / name) as src:
-            outputs[name] = src.read(MAX_ARTIFACT_BYTES + 1)
-    return outputs
+def open_job_output(job_dir: Path, name: str, max_bytes: int) -> BinaryIO:
+    """One artifact file of a job, opened as safely as `publish` copies it."""
+    return _open_job_output(job_dir / name, max_bytes)
+
+
+async def _file_chunks(path: Path, size: int) -> AsyncGenerator[bytes, None]:
+    async with await trio.open_file(path, "rb") as file:
+        left = size
+        while left > 0:
+            chunk = await file.read(min(CHUNK_BYTES, left))
+            if not chunk:
+                raise OSError(f"{path} ended {left} bytes before its size")
+            left -= len(chunk)
+            yield chunk
 
 
 @attrs.frozen
@@ -116,14 +126,15 @@ class ArtifactStore:
     ) -> None:
         await trio.to_thread.run_sync(self._publish_sync, job_id, job_dir, files)
 
-    async def read(self, job_id: str, name: str) -> bytes | None:
+    async def artifact(self, job_id: str, name: str) -> Artifact | None:
         path = self.path_of(job_id, name)
         if path is None:
             return None
         try:
-            return await trio.Path(path).read_bytes()
+            size = (await trio.Path(path).stat()).st_size
         except (FileNotFoundError, NotADirectoryError):
             return None
+        return Artifact(size, partial(_file_chunks, path, size))
 
     def sweep_sync(
         self, ttl_seconds: float, keep: frozenset[str] = frozenset(), now: float | None = None

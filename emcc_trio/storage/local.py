@@ -12,6 +12,7 @@ import trio
 from emcc_trio.metrics import Metrics
 from emcc_trio.models import BOTH_FILES, CompileResult
 from emcc_trio.storage.artifacts import ArtifactStore, run_sweeper
+from emcc_trio.storage.base import Artifact
 from emcc_trio.storage.cache import ResultCache
 
 
@@ -31,8 +32,8 @@ class LocalStore:
     ) -> None:
         await self.artifacts.publish(job_id, job_dir, files)
 
-    async def read(self, job_id: str, name: str) -> bytes | None:
-        return await self.artifacts.read(job_id, name)
+    async def artifact(self, job_id: str, name: str) -> Artifact | None:
+        return await self.artifacts.artifact(job_id, name)
 
     async def cache_get(self, key: str) -> CompileResult | None:
         return None if self.cache is None else self.cache.get(key)
