@@ -70,9 +70,6 @@ class Config:
     send_timeout_seconds: float = attrs.field(default=60, metadata=_key("sendTimeoutSeconds"))
     max_connections: int = attrs.field(default=1000, metadata=_key("maxConnections"))
     max_output_bytes: int = attrs.field(default=64 * 1024, metadata=_key("maxOutputBytes"))
-    # Every file a compile writes (the jail's and prlimit's RLIMIT_FSIZE), and an artifact's
-    # files together, stay below this.
-    max_artifact_mb: int = attrs.field(default=32, metadata=_key("maxArtifactMB"))
     job_timeout_seconds: float = attrs.field(default=120, metadata=_key("jobTimeoutSeconds"))
     cgroup_driver: str = attrs.field(default="auto", metadata=_key("cgroupDriver"))
     job_memory_max_mb: int = attrs.field(default=1024, metadata=_key("jobMemoryMaxMB"))
@@ -97,6 +94,17 @@ class Config:
     max_jobs_per_client: int = attrs.field(default=8, metadata=_key("maxJobsPerClient"))
     api_tokens_file: str = attrs.field(default="", metadata=_key("apiTokensFile"))
     trusted_proxies: tuple[str, ...] = attrs.field(default=(), metadata=_key("trustedProxies"))
+
+    # What one request or one client may cost.
+    # Every file a compile writes (the jail's and prlimit's RLIMIT_FSIZE), and an artifact's
+    # files together, stay below this.
+    max_artifact_mb: int = attrs.field(default=32, metadata=_key("maxArtifactMB"))
+    # Artifact bytes one client may store per window (0: no quota); the window starts with
+    # the client's first stored artifact.
+    artifact_quota_mb: int = attrs.field(default=256, metadata=_key("artifactQuotaMB"))
+    artifact_quota_window_minutes: float = attrs.field(
+        default=1440, metadata=_key("artifactQuotaWindowMinutes")
+    )
 
 
 KEYS: Final = {f.name: f.metadata["key"] for f in attrs.fields(Config)}
@@ -191,6 +199,18 @@ def validate(config: Config) -> list[str]:
     ):
         check(getattr(config, name) > 0, name, "must be greater than 0")
     check(config.job_pids_max >= 16, "job_pids_max", "emcc needs at least 16 processes")
+    check(config.artifact_quota_mb >= 0, "artifact_quota_mb", "must not be negative")
+    check(
+        config.artifact_quota_mb == 0 or config.artifact_quota_mb >= config.max_artifact_mb,
+        "artifact_quota_mb",
+        f"must be 0 (no quota) or at least maxArtifactMB ({config.max_artifact_mb}), or a "
+        "client could never store an artifact of the largest size",
+    )
+    check(
+        config.artifact_quota_window_minutes > 0,
+        "artifact_quota_window_minutes",
+        "must be greater than 0",
+    )
     check(config.job_memory_max_mb >= 64, "job_memory_max_mb", "emcc needs at least 64 MB")
     budget = config.memory_budget_mb
     if budget is not None:

@@ -27,6 +27,7 @@ from emcc_trio.api.tokens import TokenBook, TokenFileError, load_tokens
 from emcc_trio.compile.compiler import Compiler
 from emcc_trio.compile.gate import Budget, Gate, default_budget
 from emcc_trio.compile.policy import make_policy
+from emcc_trio.compile.quota import ArtifactQuota
 from emcc_trio.compile.service import Service
 from emcc_trio.config import Config, Paths, parse_addr, resolve_paths
 from emcc_trio.isolation.cgroups import (
@@ -257,6 +258,11 @@ async def build_service(
             pids_max=config.job_pids_max,
         ),
     )
+    quota = None
+    if config.artifact_quota_mb:
+        quota = ArtifactQuota(
+            store, config.artifact_quota_mb * MB, config.artifact_quota_window_minutes * 60
+        )
     # Outside the jail, util-linux's prlimit sets the job's file size limit.
     prlimit = "" if sandbox else _which_tool("prlimit", "maxArtifactMB", "util-linux")
     compiler = Compiler(
@@ -271,6 +277,7 @@ async def build_service(
         sandbox=sandbox,
         max_artifact_bytes=config.max_artifact_mb * MB,
         prlimit=prlimit,
+        quota=quota,
     )
     gate = Gate(
         estimate_bytes=config.job_memory_estimate_mb * MB,
@@ -303,6 +310,7 @@ async def build_service(
             config.argument_policy, config.job_memory_max_mb, config.extra_allowed_args
         ),
         max_jobs_per_client=config.max_jobs_per_client,
+        quota=quota,
     )
 
 

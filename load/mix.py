@@ -32,6 +32,9 @@ LOAD_CAPS: Final[Mapping[str, Any]] = {
     # Every load client sends from 127.0.0.1, so to the server they are one client; its bound
     # (tested on its own in tests/test_clients.py) would turn the burst's 503s into 429s.
     "maxJobsPerClient": 1000,
+    # Likewise their artifact quota (tested in tests/test_artifact_limits.py): a long run
+    # stores more than one client's 256 MB a day.
+    "artifactQuotaMB": 0,
 }
 
 # Every normal compile exports callMain so any of them can be run under node afterwards.

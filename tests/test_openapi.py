@@ -110,7 +110,7 @@ def test_spec_names_every_endpoint_of_the_issue() -> None:
 
 def test_compile_documents_every_answer() -> None:
     responses = openapi.SPEC["paths"]["/compile"]["post"]["responses"]
-    assert set(responses) == {"200", "400", "405", "408", "413", "422", "500", "503"}
+    assert set(responses) == {"200", "400", "405", "408", "413", "422", "429", "500", "503"}
     busy = openapi.SPEC["components"]["responses"]["Busy"]
     assert busy["headers"]["Retry-After"]["required"] is True
     limit = openapi.SPEC["components"]["schemas"]["LimitExceeded"]["properties"]["limit"]

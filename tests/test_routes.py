@@ -20,6 +20,7 @@ from emcc_trio.api.app import ApiOptions, create_app
 from emcc_trio.api.tokens import new_token, parse_tokens
 from emcc_trio.compile.compiler import InternalJobError
 from emcc_trio.compile.gate import Gate
+from emcc_trio.compile.quota import ArtifactQuota
 from emcc_trio.compile.service import Service
 from emcc_trio.errors import ServiceError, all_errors
 from emcc_trio.models import CompileRequest, CompileResult, Usage
@@ -99,6 +100,7 @@ async def harness(
     queue_max: int = 4,
     max_jobs_per_client: int = 8,
     store_class: type[LocalStore] = LocalStore,
+    quota_bytes: int = 0,
     **options: Any,
 ) -> AsyncIterator[Harness]:
     for name in ("artifacts", "cache", "jobs"):
@@ -125,6 +127,7 @@ async def harness(
         cache_enabled=True,
         emscripten_version="stand-in",
         max_jobs_per_client=max_jobs_per_client,
+        quota=ArtifactQuota(store, quota_bytes, 3600) if quota_bytes else None,
     )
     app = create_app(service, ApiOptions(max_body_bytes=4096, **options))
     async with service.running():
@@ -226,6 +229,31 @@ async def test_a_client_over_its_job_bound_gets_a_429(tmp_path: Path) -> None:
         assert headers["Retry-After"] == "5"
         assert "already has 1 compiles running or waiting (maxJobsPerClient)" in body["error"]
         nursery.cancel_scope.cancel()
+
+
+async def test_a_client_that_used_its_artifact_quota_gets_a_429_but_still_its_hits(
+    tmp_path: Path,
+) -> None:
+    async with harness(tmp_path, quota_bytes=1000) as h:
+        assert (await h.post({"code": OK_CODE}))[0] == 200
+        # What the compiler charges for artifacts this client (Quart's test client has the
+        # address "<local>") stored meanwhile.
+        assert (await h.store.charge_quota("<local>", 1000, 1000, 3600)).allowed
+        status, headers, body = await h.post({"code": OK_CODE + " // another"})
+        assert status == 429
+        assert 3590 < int(headers["Retry-After"]) <= 3600
+        assert body["error"].startswith(
+            "this client has stored 1000 bytes of artifacts in this window: artifactQuotaMB "
+            "allows 0.000953674 MB of artifacts per client every 60 minutes; try again in "
+        )
+        assert h.compiler.runs == 1  # refused before it ran
+        # A cache hit stores nothing: still answered.
+        hit = await h.post({"code": OK_CODE})
+        assert (hit[0], hit[2]["cached"]) == (200, True)
+        rejected = h.service.metrics.registry.get_sample_value(
+            "emcc_trio_client_rejections_total", {"reason": "artifact_quota"}
+        )
+        assert rejected == 1
 
 
 async def test_a_hang_up_cancels_the_compile(tmp_path: Path) -> None:

@@ -251,6 +251,15 @@ RESPONSES: Final[JsonObject] = {
         _ref("Error"),
         "The service failed (sandbox or cgroup trouble), never the submitted code.",
     ),
+    "TooManyRequests": {
+        **_json(
+            _ref("Error"),
+            "This client already has `maxJobsPerClient` compiles running or waiting, or has "
+            "stored `artifactQuotaMB` of artifacts in its current window (then Retry-After is "
+            "the time left in the window, and nothing was stored).",
+        ),
+        "headers": {"Retry-After": RETRY_AFTER},
+    },
     "Busy": {
         **_json(
             _ref("Error"),
@@ -453,6 +462,7 @@ PATHS: Final[JsonObject] = {
                 "408": _error("RequestTimeout"),
                 "413": _error("PayloadTooLarge"),
                 "422": _json(_ref("LimitExceeded"), "A cap ended the job."),
+                "429": _error("TooManyRequests"),
                 "503": _error("Busy"),
                 **_COMMON,
             },

@@ -47,7 +47,8 @@ def error_response(exc: ServiceError, retry_after_seconds: int) -> Response:
     response = json_error(exc.status, exc.answer(), **extra)
     response.headers.update(exc.headers)
     if exc.retry:
-        response.headers["Retry-After"] = str(retry_after_seconds)
+        seconds = retry_after_seconds if exc.retry_after is None else exc.retry_after
+        response.headers["Retry-After"] = str(seconds)
     return response
 
 

@@ -21,6 +21,7 @@ import attrs
 import trio
 
 from emcc_trio.compile.policy import compiler_argv
+from emcc_trio.compile.quota import ArtifactQuota
 from emcc_trio.errors import InternalError
 from emcc_trio.isolation.cgroups import Driver
 from emcc_trio.isolation.runner import JobResult, Limits, limit_file_size, run_job
@@ -108,6 +109,7 @@ class Compiler:
     # unit nsjail takes), and the bound of an artifact's files together.
     max_artifact_bytes: int = MAX_ARTIFACT_BYTES
     prlimit: str = "prlimit"  # bounds the file size of a job outside the jail
+    quota: ArtifactQuota | None = None  # artifactQuotaMB; None: no quota
 
     def _prepare(self, job_dir: Path, request: CompileRequest) -> None:
         job_dir.mkdir(mode=0o700)
@@ -163,18 +165,26 @@ class Compiler:
             if ok and MAIN_FILE not in files:
                 ok, output = False, output + f"\nemcc exited 0 but wrote no {MAIN_FILE}"
             if ok:
-                size = await trio.to_thread.run_sync(output_bytes, job_dir, files)
-                if size >= self.max_artifact_bytes:
-                    ok, limit = False, "artifact"
-                    output += f"\nthe artifact's files hold {size} bytes together"
-            if ok:
-                try:
-                    await self.store.publish(job_id, job_dir, files)
-                except UnsafeOutputError as exc:
-                    ok, output = False, output + f"\nrefused to publish the output: {exc}"
+                ok, output, limit = await self._publish(job_id, job_dir, files, client, output)
             return _result(job_id, ok, output, result, files if ok else (), limit)
         finally:
             await _remove_job_dir(job_dir)
+
+    async def _publish(
+        self, job_id: str, job_dir: Path, files: tuple[str, ...], client: str, output: str
+    ) -> tuple[bool, str, Limit | None]:
+        """Store a built artifact if it is below maxArtifactMB and within its client's quota
+        (ArtifactQuotaError otherwise): whether it was stored, the output, the limit met."""
+        size = await trio.to_thread.run_sync(output_bytes, job_dir, files)
+        if size >= self.max_artifact_bytes:
+            return False, output + f"\nthe artifact's files hold {size} bytes together", "artifact"
+        if self.quota is not None:
+            await self.quota.charge(client, size, job_id)
+        try:
+            await self.store.publish(job_id, job_dir, files)
+        except UnsafeOutputError as exc:
+            return False, output + f"\nrefused to publish the output: {exc}", None
+        return True, output, None
 
 
 async def _remove_job_dir(job_dir: Path) -> None:

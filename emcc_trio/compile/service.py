@@ -23,7 +23,13 @@ from emcc_trio.compile.flight import FlightCancelledError, SingleFlight
 from emcc_trio.compile.gate import Gate
 from emcc_trio.compile.keys import cache_key
 from emcc_trio.compile.policy import STANDARD, Policy
-from emcc_trio.errors import InternalError, ShuttingDownError, TooManyJobsError
+from emcc_trio.compile.quota import ArtifactQuota
+from emcc_trio.errors import (
+    ArtifactQuotaError,
+    InternalError,
+    ShuttingDownError,
+    TooManyJobsError,
+)
 from emcc_trio.isolation.cgroups import Driver
 from emcc_trio.metrics import Metrics
 from emcc_trio.models import CompileRequest, CompileResult
@@ -56,6 +62,9 @@ class Service:
     shutting_down: bool = False
     policy: Policy = STANDARD
     max_jobs_per_client: int = 8
+    # artifactQuotaMB: checked before a compile that is not a cache hit (the compiler charges
+    # the artifact before publishing it); None: no quota.
+    quota: ArtifactQuota | None = None
     # client key -> its compile requests running or waiting (maxJobsPerClient)
     _client_jobs: Counter[str] = attrs.field(factory=Counter)
     _flights: SingleFlight[CompileResult] | None = None  # while `running` is open
@@ -129,6 +138,9 @@ class Service:
         except StoreUnavailableError:
             log.warning("store unreachable", extra={"fields": {"job": job_id}})
             raise
+        except ArtifactQuotaError:
+            self.metrics.client_rejections.labels("artifact_quota").inc()
+            raise
         except InternalError as exc:
             exc.job_id = exc.job_id or job_id
             log.error("job failed to run", extra={"fields": {"job": job_id, "error": str(exc)}})
@@ -140,6 +152,8 @@ class Service:
         if self._flights is None:
             raise RuntimeError("Service.compile outside `async with service.running()`")
         if not self.cache_enabled:
+            if self.quota is not None:
+                await self.quota.check(client)
             work = partial(self._compile_admitted, request, job_id, None, client)
             return await self._flights.run(job_id, work), False
         key = cache_key(
@@ -149,6 +163,8 @@ class Service:
         if cached is not None:
             self.metrics.cache_requests.labels("hit").inc()
             return cached, True
+        if self.quota is not None:
+            await self.quota.check(client)  # after the lookup: a hit stores nothing
         # "shared": an identical compile is already running and this request joins it.
         lookup = "shared" if self._flights.is_flying(key) else "miss"
         self.metrics.cache_requests.labels(lookup).inc()

@@ -16,6 +16,7 @@ import attrs
 from emcc_trio.errors import UnavailableError
 from emcc_trio.metrics import Metrics
 from emcc_trio.models import BOTH_FILES, CompileResult
+from emcc_trio.storage.quota import QuotaCharge
 
 # Artifacts move in chunks of at most this size: publishing copies them, answers stream them,
 # Redis keeps a file as fields of this size. The server holds about one chunk per reader.
@@ -72,6 +73,13 @@ class Store(Protocol):
 
     async def cache_put(self, key: str, result: CompileResult) -> None:
         """Keep `result` (a success, whose artifact is published, or a compile error)."""
+
+    async def charge_quota(
+        self, client: str, nbytes: int, limit: int, window_seconds: float
+    ) -> QuotaCharge:
+        """Count `nbytes` of artifacts for `client` in its current window, unless it has
+        reached `limit` or this would take it past (0 bytes: only ask). Shared by every
+        replica that shares the store (see storage/quota.py for the window)."""
 
     async def once(self, key: str, work: Callable[[], Awaitable[CompileResult]]) -> CompileResult:
         """Run `work` once for every caller with this key that shares the store, and give each

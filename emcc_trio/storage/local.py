@@ -14,6 +14,7 @@ from emcc_trio.models import BOTH_FILES, CompileResult
 from emcc_trio.storage.artifacts import ArtifactStore, run_sweeper
 from emcc_trio.storage.base import Artifact
 from emcc_trio.storage.cache import ResultCache
+from emcc_trio.storage.quota import QuotaCharge, QuotaWindows
 
 
 @attrs.define
@@ -22,6 +23,7 @@ class LocalStore:
     cache: ResultCache | None
     artifact_ttl_days: float
     cleanup_interval_mins: float
+    quota: QuotaWindows = attrs.field(factory=QuotaWindows)
 
     @property
     def reachable(self) -> bool:
@@ -41,6 +43,11 @@ class LocalStore:
     async def cache_put(self, key: str, result: CompileResult) -> None:
         if self.cache is not None:
             await trio.to_thread.run_sync(self.cache.put, key, result)
+
+    async def charge_quota(
+        self, client: str, nbytes: int, limit: int, window_seconds: float
+    ) -> QuotaCharge:
+        return self.quota.charge(client, nbytes, limit, window_seconds)
 
     async def once(self, key: str, work: Callable[[], Awaitable[CompileResult]]) -> CompileResult:
         return await work()

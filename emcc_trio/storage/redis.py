@@ -10,6 +10,8 @@ Keys (all under `emcc-trio:`):
 - `cache:<key>`: the JSON entry of a cached result. It expires a tenth earlier than the
   artifact it points at, and a hit refreshes both, so under `maxmemory-policy volatile-ttl`
   Redis evicts a cache entry before the artifact it points at.
+- `quota:<hash of client>`: the artifact bytes a client stored in its current window, counted
+  by INCRBY and expiring with the window (PEXPIRE) in one script: one count for every replica.
 - `lock:<key>` (a random token, a few seconds' expiry renewed by its holder) and
   `outcome:<key>:<token>` (the holder's result for its waiters, kept briefly): one compile per
   key in the whole cluster; if the holder dies, its lock expires and a waiter takes over.
@@ -21,6 +23,7 @@ unreachable (readiness fails) until an operation or the background ping succeeds
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import secrets
 import time
@@ -55,6 +58,7 @@ from emcc_trio.storage.base import (
     FlightWaitTimeoutError,
     StoreUnavailableError,
 )
+from emcc_trio.storage.quota import QuotaCharge
 from emcc_trio.storage.redis_url import SENTINEL_SCHEME, parse_sentinel_url
 
 T = TypeVar("T")
@@ -96,6 +100,21 @@ end
 return 1
 """
 
+# The artifact quota (see storage/quota.py): count ARGV[1] bytes unless refused.
+# KEYS: the client's quota key. ARGV: bytes, limit, window ms. -> {taken, used, ms left}
+_CHARGE_QUOTA = """
+local used = tonumber(redis.call('get', KEYS[1]) or '0')
+local n, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local left = redis.call('pttl', KEYS[1])
+if left < 0 then left = tonumber(ARGV[3]) end
+if used >= limit or used + n > limit then return {0, used, left} end
+if n > 0 then
+  used = redis.call('incrby', KEYS[1], n)
+  if redis.call('pttl', KEYS[1]) < 0 then redis.call('pexpire', KEYS[1], ARGV[3]) end
+end
+return {1, used, left}
+"""
+
 # A cache lookup in one round trip: the entry, and for a success its artifact's expiry
 # restarted (a gone artifact makes the entry a miss, and drops it); then the entry's own.
 # ARGV: artifact key prefix, artifact TTL ms, entry TTL ms (0: no expiry).
@@ -134,6 +153,12 @@ def staging_key(job_id: str) -> str:
 
 def entry_key(key: str) -> str:
     return f"{PREFIX}cache:{key}"
+
+
+def quota_key(client: str) -> str:
+    """A hash, so that no address or token name shows in Redis."""
+    digest = hashlib.sha256(client.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{PREFIX}quota:{digest[:32]}"
 
 
 def lock_key(key: str) -> str:
@@ -197,12 +222,14 @@ class RedisStore:
     # EVALSHA, falling back to EVAL once per connection that has not seen the script.
     _cache_get: Script[bytes] = attrs.field(init=False)
     _publish: Script[bytes] = attrs.field(init=False)
+    _charge_quota: Script[bytes] = attrs.field(init=False)
     _renew_lock: Script[bytes] = attrs.field(init=False)
     _release_lock: Script[bytes] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._cache_get = self.client.register_script(_CACHE_GET)
         self._publish = self.client.register_script(_PUBLISH)
+        self._charge_quota = self.client.register_script(_CHARGE_QUOTA)
         self._renew_lock = self.client.register_script(_RENEW)
         self._release_lock = self.client.register_script(_RELEASE)
 
@@ -317,6 +344,18 @@ class RedisStore:
         await self._call(
             "cache_put", lambda: self.client.set(entry_key(key), text, px=ttl if ttl > 0 else None)
         )
+
+    async def charge_quota(
+        self, client: str, nbytes: int, limit: int, window_seconds: float
+    ) -> QuotaCharge:
+        args = (nbytes, limit, max(1, round(window_seconds * 1000)))
+        reply: object = await self._call(
+            "quota", lambda: self._charge_quota(keys=[quota_key(client)], args=args)
+        )
+        if not isinstance(reply, list) or len(reply) != 3:
+            raise StoreUnavailableError(f"the quota script answered {reply!r}")
+        taken, used, left_ms = (int(value) for value in reply)
+        return QuotaCharge(taken == 1, used, left_ms / 1000)
 
     async def once(self, key: str, work: Callable[[], Awaitable[CompileResult]]) -> CompileResult:
         """Take the key's lock and run `work`, or wait for the holder's outcome; take over
