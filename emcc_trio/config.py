@@ -255,6 +255,9 @@ def validate(config: Config) -> list[str]:
         "argument_policy",
         f"must be one of {', '.join(POLICY_NAMES)}",
     )
+    for name in ("default_args", "extra_allowed_args"):
+        for arg in getattr(config, name):
+            check(_encodable(arg), name, f"{arg!r} contains a lone surrogate (not UTF-8)")
     for arg in config.extra_allowed_args:
         reason = path_reason(arg)
         check(reason is None, "extra_allowed_args", f"{arg!r} can name a host path: {reason}")
@@ -276,6 +279,14 @@ def validate(config: Config) -> list[str]:
             "(scheme and host, no path)",
         )
     return errors
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _messages(exc: cattrs.BaseValidationError) -> list[str]:

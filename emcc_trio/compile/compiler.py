@@ -8,6 +8,7 @@ it; its dir is removed too, unless that overruns its deadline (see `_remove_job_
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -22,7 +23,7 @@ import trio
 
 from emcc_trio.compile.policy import compiler_argv
 from emcc_trio.compile.quota import ArtifactQuota
-from emcc_trio.errors import InternalError
+from emcc_trio.errors import InternalError, RequestError
 from emcc_trio.isolation.cgroups import Driver
 from emcc_trio.isolation.runner import JobResult, Limits, limit_file_size, run_job
 from emcc_trio.isolation.sandbox import Sandbox
@@ -41,6 +42,20 @@ TMP_SUBDIR: Final = ".tmp"
 # What emsdk installs need to find their config, cache and tools when not jailed.
 _PASSED_ENV_PREFIXES: Final = ("EM_", "EMSDK")
 MB: Final = 1024 * 1024
+# Errors writing a request's files that are the server's, not the request's: a 5xx, never a 400.
+_SERVER_ERRNOS: Final = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EMFILE,
+        errno.ENFILE,
+        errno.ENOMEM,
+        errno.EIO,
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+    }
+)
 # How a write past RLIMIT_FSIZE shows in a failed compile's output: strerror(EFBIG) from
 # wasm-ld, clang or Python, node's EFBIG, or emcc naming the SIGXFSZ a tool died of.
 _FILE_TOO_LARGE: Final = re.compile(r"file too large|\bEFBIG\b|\bSIGXFSZ\b", re.IGNORECASE)
@@ -112,10 +127,20 @@ class Compiler:
     quota: ArtifactQuota | None = None  # artifactQuotaMB; None: no quota
 
     def _prepare(self, job_dir: Path, request: CompileRequest) -> None:
+        """Lay out the job dir. A layout the request asks for that cannot exist (a file where
+        a directory goes, a name too long for the filesystem) is a RequestError naming the
+        path; the server's own trouble (disk full, out of descriptors) an InternalJobError."""
         job_dir.mkdir(mode=0o700)
         (job_dir / request.source_name).write_text(request.code, encoding="utf-8")
         for path, content in request.files:
-            write_file(job_dir, path, content)
+            try:
+                write_file(job_dir, path, content)
+            except OSError as exc:
+                if exc.errno in _SERVER_ERRNOS:
+                    raise InternalJobError(f"cannot write {path!r}: {exc.strerror}") from exc
+                raise RequestError(
+                    f"file {path!r} cannot be laid out in the job dir: {exc.strerror}"
+                ) from exc
         (job_dir / TMP_SUBDIR).mkdir()
         if self.sandbox is not None:
             self.sandbox.prepare(job_dir)

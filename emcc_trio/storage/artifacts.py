@@ -54,17 +54,17 @@ def _open_job_output(source: Path, max_bytes: int = MAX_ARTIFACT_BYTES) -> Binar
         if exc.errno == errno.ELOOP:
             raise UnsafeOutputError(f"{source.name} is a symbolic link") from exc
         raise
-    src = os.fdopen(fd, "rb")
     try:
-        info = os.fstat(src.fileno())
+        # Before fdopen, which refuses a directory with an OSError of its own.
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise UnsafeOutputError(f"{source.name} is not a regular file")
         if info.st_size >= max_bytes:
             raise UnsafeOutputError(f"{source.name} is {max_bytes} bytes or larger")
     except BaseException:
-        src.close()
+        os.close(fd)
         raise
-    return src
+    return os.fdopen(fd, "rb")
 
 
 def _copy_job_output(source: Path, target: Path, max_bytes: int) -> None:
