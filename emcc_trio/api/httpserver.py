@@ -13,10 +13,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import resource
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Final
+from typing import Any, Final, cast
 
+import h11
+import h11._readers
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio.lifespan import Lifespan
@@ -174,6 +176,72 @@ def _shield_sends(app: ASGIFramework) -> ASGIFramework:
     return shielded_app
 
 
+class _RecordedLines:
+    """A request-head reader's view of h11's receive buffer that keeps the head's lines."""
+
+    def __init__(self, buffer: Any) -> None:
+        self.buffer = buffer
+        self.lines: list[bytearray] | None = None
+
+    def maybe_extract_lines(self) -> list[bytearray] | None:
+        self.lines = self.buffer.maybe_extract_lines()
+        return self.lines
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.buffer, name)
+
+
+def framing_problem(header_lines: Sequence[bytes | bytearray]) -> str | None:
+    """Why a request head's framing is ambiguous, from its raw header lines (RFC 9112 section
+    6): Content-Length together with Transfer-Encoding, or Content-Length more than once (as
+    two fields, or as a list in one). None when it is not."""
+    lengths = encodings = 0
+    for line in header_lines:
+        if line[:1] in (b" ", b"\t"):
+            continue  # an obsolete folded continuation: h11 joins it to the field above
+        name, _, value = bytes(line).partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            lengths += len(value.split(b","))
+        elif name == b"transfer-encoding":
+            encodings += 1
+    if lengths and encodings:
+        return "both Content-Length and Transfer-Encoding"
+    if lengths > 1:
+        return "more than one Content-Length"
+    return None
+
+
+def install_strict_framing() -> None:
+    """Refuse ambiguous request framing before hypercorn sees the request (idempotent).
+
+    h11 frames a request with both Content-Length and Transfer-Encoding by the chunked body and
+    keeps the connection open, and folds repeated equal Content-Length values into one: a
+    balancer that frames by Content-Length would then pass a request hidden in the body, which
+    this server answers (request smuggling). The request-head reader of every h11 server
+    connection (h11's reader table is one per process) now refuses both with h11's own
+    protocol error: hypercorn answers an empty-bodied 400 with `Connection: close` and closes
+    the connection, so nothing after the head is read as a request. (h11 itself refuses
+    conflicting Content-Length values the same way.)"""
+    readers: dict[Any, Any] = h11._readers.READERS
+    key = (h11.CLIENT, h11.IDLE)
+    read_head = readers[key]
+    if getattr(read_head, "strict_framing", False):
+        return
+
+    def read_strict_head(buffer: Any) -> h11.Request | None:
+        recorded = _RecordedLines(buffer)
+        request = read_head(recorded)
+        if request is not None and recorded.lines is not None:
+            problem = framing_problem(recorded.lines[1:])
+            if problem is not None:
+                raise h11.LocalProtocolError(f"ambiguous framing: {problem}", 400)
+        return cast("h11.Request | None", request)
+
+    read_strict_head.strict_framing = True  # type: ignore[attr-defined]
+    readers[key] = read_strict_head
+
+
 def raise_open_files_limit(max_connections: int) -> int:
     """Raise RLIMIT_NOFILE's soft limit to its hard limit; return the new soft limit.
 
@@ -211,6 +279,7 @@ async def serve(
     Then, as hypercorn does: stop accepting, give open requests `config.graceful_timeout`
     seconds, cancel what is left, and run the app's lifespan shutdown.
     """
+    install_strict_framing()
     wrapped = wrap_app(_shield_sends(app), config.wsgi_max_body_size, "asgi")
     state: LifespanState = {}
     lifespan = Lifespan(wrapped, config, state)
