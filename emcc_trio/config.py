@@ -105,6 +105,11 @@ class Config:
     artifact_quota_window_minutes: float = attrs.field(
         default=1440, metadata=_key("artifactQuotaWindowMinutes")
     )
+    # Open connections from one address (trusted proxies not counted): past it, new ones from
+    # that address are closed at once.
+    max_connections_per_client: int = attrs.field(
+        default=64, metadata=_key("maxConnectionsPerClient")
+    )
 
 
 KEYS: Final = {f.name: f.metadata["key"] for f in attrs.fields(Config)}
@@ -196,6 +201,7 @@ def validate(config: Config) -> list[str]:
         "queue_timeout_seconds",
         "cache_max_mb",
         "max_jobs_per_client",
+        "max_connections_per_client",
     ):
         check(getattr(config, name) > 0, name, "must be greater than 0")
     check(config.job_pids_max >= 16, "job_pids_max", "emcc needs at least 16 processes")

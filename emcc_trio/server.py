@@ -370,6 +370,11 @@ async def _serve_http(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch_signals)
+        per_address = httpserver.ConnectionsPerAddress(
+            config.max_connections_per_client,
+            options.trusted_proxies,
+            service.metrics.client_rejections.labels("connections_per_client").inc,
+        )
         binds = await nursery.start(
             partial(
                 httpserver.serve,
@@ -378,6 +383,7 @@ async def _serve_http(
                 config.max_connections,
                 config.send_timeout_seconds,
                 shutdown_trigger=shutdown.wait,
+                per_address=per_address,
             )
         )
         log.info(
@@ -386,6 +392,7 @@ async def _serve_http(
                 "fields": {
                     "urls": binds,
                     "max_connections": config.max_connections,
+                    "max_connections_per_client": config.max_connections_per_client,
                     "open_files_limit": open_files,
                 }
             },

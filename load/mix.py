@@ -35,6 +35,8 @@ LOAD_CAPS: Final[Mapping[str, Any]] = {
     # Likewise their artifact quota (tested in tests/test_artifact_limits.py): a long run
     # stores more than one client's 256 MB a day.
     "artifactQuotaMB": 0,
+    # And the burst (queueMax + CPUs + 16 connections at once) passes maxConnectionsPerClient.
+    "maxConnectionsPerClient": 1000,
 }
 
 # Every normal compile exports callMain so any of them can be run under node afterwards.

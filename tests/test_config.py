@@ -321,6 +321,7 @@ def test_memory_budget_equal_to_the_job_cap_is_valid() -> None:
             "artifactQuotaMB: must be 0 (no quota) or at least maxArtifactMB (64)",
         ),
         ('{"artifactQuotaWindowMinutes": 0}', "artifactQuotaWindowMinutes: must be greater"),
+        ('{"maxConnectionsPerClient": 0}', "maxConnectionsPerClient: must be greater than 0"),
         ('{"defaultArgs": ["-DX=\\udfff"]}', "defaultArgs: '-DX=\\udfff' contains a lone"),
         ('{"extraAllowedArgs": ["-DX=\\udfff"]}', "extraAllowedArgs: '-DX=\\udfff' contains"),
     ],

@@ -11,12 +11,15 @@ attempts, which clients retry). Nothing in the server fails for want of a file d
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import resource
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, Final, cast
 
+import attrs
 import h11
 import h11._readers
 import trio
@@ -34,6 +37,8 @@ from hypercorn.typing import (
     Scope,
 )
 from hypercorn.utils import repr_socket_addr, wrap_app
+
+from emcc_trio.api.clients import Network
 
 # How long a connection the server has finished answering may still read what its client sends
 # (see _LingeringStream): long enough for the rest of a refused body on any network, short
@@ -80,6 +85,47 @@ class _CappedListener(trio.abc.Listener[trio.SocketStream]):
 
     async def aclose(self) -> None:
         await self.listener.aclose()
+
+
+@attrs.define
+class ConnectionsPerAddress:
+    """Open connections by the peer's address, `limit` at most (`maxConnectionsPerClient`).
+
+    Counted when the connection is accepted, before any request, so the client is its address:
+    an API token or `X-Forwarded-For` arrives only with a request. A trusted proxy's address is
+    not counted (it carries many clients: the balancer bounds each source itself)."""
+
+    limit: int
+    trusted: Sequence[Network] = ()
+    refused: Callable[[], None] = lambda: None  # a metric's inc
+    _open: Counter[str] = attrs.field(factory=Counter)
+
+    def take(self, peer: str) -> str | None:
+        """The key counted for `peer` (release it when the connection ends), or None when
+        the address already has `limit` connections open (then refuse the connection)."""
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            address = None
+        if address is not None:
+            mapped = getattr(address, "ipv4_mapped", None)
+            if mapped is not None:
+                address = mapped
+            if any(address in network for network in self.trusted):
+                return ""
+        key = str(address) if address is not None else peer
+        if self._open[key] >= self.limit:
+            self.refused()
+            return None
+        self._open[key] += 1
+        return key
+
+    def release(self, key: str) -> None:
+        if not key:
+            return
+        self._open[key] -= 1
+        if not self._open[key]:
+            del self._open[key]
 
 
 class _LingeringStream(trio.abc.HalfCloseableStream):
@@ -242,6 +288,13 @@ def install_strict_framing() -> None:
     readers[key] = read_strict_head
 
 
+def _peer(stream: trio.SocketStream) -> str:
+    try:
+        return str(stream.socket.getpeername()[0])
+    except OSError:  # already gone
+        return ""
+
+
 def raise_open_files_limit(max_connections: int) -> int:
     """Raise RLIMIT_NOFILE's soft limit to its hard limit; return the new soft limit.
 
@@ -272,9 +325,11 @@ async def serve(
     send_timeout: float,
     *,
     shutdown_trigger: Callable[[], Awaitable[None]],
+    per_address: ConnectionsPerAddress | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve `app` on `config.bind` (plain HTTP) until `shutdown_trigger` returns.
+    """Serve `app` on `config.bind` (plain HTTP) until `shutdown_trigger` returns. With
+    `per_address`, a connection from an address that has its maximum open is closed at once.
 
     Then, as hypercorn does: stop accepting, give open requests `config.graceful_timeout`
     seconds, cancel what is left, and run the app's lifespan shutdown.
@@ -300,7 +355,12 @@ async def serve(
             connection = partial(TCPServer, wrapped, config, context, ConnectionState(state.copy()))
 
             async def handle(stream: trio.SocketStream) -> None:
+                key: str | None = ""
                 try:
+                    if per_address is not None:
+                        key = per_address.take(_peer(stream))
+                    if key is None:
+                        return  # past maxConnectionsPerClient: closed below, unread
                     with trio.CancelScope() as scope:
                         lingering = _LingeringStream(stream, send_timeout, scope.cancel)
                         # Annotated as an SSLStream; hypercorn.trio.run passes plain streams too.
@@ -312,6 +372,8 @@ async def serve(
                             await stream.aclose()
                     finally:
                         slots.release()
+                        if per_address is not None and key is not None:
+                            per_address.release(key)
 
             accept = partial(trio.serve_listeners, handle, listeners, handler_nursery=connections)
             task_status.started(binds)
