@@ -35,6 +35,7 @@ DEFAULT_ARGS: Final = (
     "-sMODULARIZE=1",
 )
 CGROUP_DRIVERS: Final = ("auto", "v2", "v1", "none")
+CACHE_SCOPES: Final = ("global", "client")
 
 
 def _key(name: str) -> dict[str, str]:
@@ -110,6 +111,10 @@ class Config:
     max_connections_per_client: int = attrs.field(
         default=64, metadata=_key("maxConnectionsPerClient")
     )
+    # "global": a cache hit (and a shared compile) for any client sending the same compile;
+    # "client": only within one API token or address (a privacy choice: no tenant learns
+    # what another compiled).
+    cache_scope: str = attrs.field(default="global", metadata=_key("cacheScope"))
 
 
 KEYS: Final = {f.name: f.metadata["key"] for f in attrs.fields(Config)}
@@ -247,6 +252,11 @@ def validate(config: Config) -> list[str]:
                 parse_sentinel_url(config.redis_url)
             except ValueError as exc:
                 check(False, "redis_url", f"{exc} (got {redact_url(config.redis_url)!r})")
+    check(
+        config.cache_scope in CACHE_SCOPES,
+        "cache_scope",
+        f"must be one of {', '.join(CACHE_SCOPES)}",
+    )
     check(
         config.cgroup_driver in CGROUP_DRIVERS,
         "cgroup_driver",

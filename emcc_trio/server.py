@@ -311,6 +311,7 @@ async def build_service(
         ),
         max_jobs_per_client=config.max_jobs_per_client,
         quota=quota,
+        cache_scope=config.cache_scope,
     )
 
 

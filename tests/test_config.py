@@ -322,6 +322,7 @@ def test_memory_budget_equal_to_the_job_cap_is_valid() -> None:
         ),
         ('{"artifactQuotaWindowMinutes": 0}', "artifactQuotaWindowMinutes: must be greater"),
         ('{"maxConnectionsPerClient": 0}', "maxConnectionsPerClient: must be greater than 0"),
+        ('{"cacheScope": "tenant"}', "cacheScope: must be one of global, client"),
         ('{"defaultArgs": ["-DX=\\udfff"]}', "defaultArgs: '-DX=\\udfff' contains a lone"),
         ('{"extraAllowedArgs": ["-DX=\\udfff"]}', "extraAllowedArgs: '-DX=\\udfff' contains"),
     ],

@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
+import trio.testing
 from quart_trio import QuartTrio
 from werkzeug.datastructures import Headers
 
@@ -37,12 +38,13 @@ OK_CODE = "int main(void) { return 0; }"
 @attrs.define
 class StandInCompiler:
     """Answers by what the source says: `error` a compile error, `memory` a cap kill,
-    `internal` the service's own failure, `hang` never (until cancelled); else a success
-    whose artifact is published to the real store."""
+    `internal` the service's own failure, `hang` never (until cancelled), `wait` once
+    `release` is set; else a success whose artifact is published to the real store."""
 
     store: LocalStore
     root: Path
     started: trio.Event = attrs.field(factory=trio.Event)
+    release: trio.Event = attrs.field(factory=trio.Event)  # lets every `wait` compile end
     cancelled: int = 0
     runs: int = 0
 
@@ -57,6 +59,8 @@ class StandInCompiler:
                 await trio.sleep_forever()
             finally:
                 self.cancelled += 1
+        if "wait" in request.code:
+            await self.release.wait()
         if "internal" in request.code:
             raise InternalJobError("the sandbox failed to start: stand-in")
         if "error" in request.code:
@@ -83,6 +87,10 @@ class Harness:
     compiler: StandInCompiler
     store: LocalStore
 
+    async def post_from(self, address: str, body: Any) -> tuple[int, Headers, Any]:
+        """A JSON POST /compile from a client at `address`."""
+        return await self.post(body, scope_base={"client": (address, 40000)})
+
     async def post(self, body: Any, **kwargs: Any) -> tuple[int, Headers, Any]:
         """Status, headers (case-insensitive) and JSON body of a POST /compile."""
         client = self.app.test_client()
@@ -101,6 +109,7 @@ async def harness(
     max_jobs_per_client: int = 8,
     store_class: type[LocalStore] = LocalStore,
     quota_bytes: int = 0,
+    cache_scope: str = "global",
     **options: Any,
 ) -> AsyncIterator[Harness]:
     for name in ("artifacts", "cache", "jobs"):
@@ -128,6 +137,7 @@ async def harness(
         emscripten_version="stand-in",
         max_jobs_per_client=max_jobs_per_client,
         quota=ArtifactQuota(store, quota_bytes, 3600) if quota_bytes else None,
+        cache_scope=cache_scope,
     )
     app = create_app(service, ApiOptions(max_body_bytes=4096, **options))
     async with service.running():
@@ -254,6 +264,30 @@ async def test_a_client_that_used_its_artifact_quota_gets_a_429_but_still_its_hi
             "emcc_trio_client_rejections_total", {"reason": "artifact_quota"}
         )
         assert rejected == 1
+
+
+@pytest.mark.parametrize(("scope", "shared"), [("global", True), ("client", False)])
+async def test_identical_compiles_in_flight_are_shared_only_within_the_cache_scope(
+    tmp_path: Path, scope: str, shared: bool
+) -> None:
+    async with harness(tmp_path, cache_scope=scope) as h:
+        answers: dict[str, Any] = {}
+
+        async def post(address: str) -> None:
+            answers[address] = (await h.post_from(address, {"code": OK_CODE + " // wait"}))[2]
+
+        async with trio.open_nursery() as nursery:
+            for address in ("10.0.0.1", "10.0.0.2"):
+                nursery.start_soon(post, address)
+            await h.compiler.started.wait()
+            await trio.testing.wait_all_tasks_blocked()  # both are waiting now
+            h.compiler.release.set()
+        ids = {body["id"] for body in answers.values()}
+        assert h.compiler.runs == (1 if shared else 2)
+        assert len(ids) == (1 if shared else 2)
+        # And the cache: a repeat is a hit for the client that compiled it, in either scope.
+        again = (await h.post_from("10.0.0.2", {"code": OK_CODE + " // wait"}))[2]
+        assert (again["cached"], again["id"]) == (True, answers["10.0.0.2"]["id"])
 
 
 async def test_a_hang_up_cancels_the_compile(tmp_path: Path) -> None:

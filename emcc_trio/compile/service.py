@@ -65,6 +65,9 @@ class Service:
     # artifactQuotaMB: checked before a compile that is not a cache hit (the compiler charges
     # the artifact before publishing it); None: no quota.
     quota: ArtifactQuota | None = None
+    # cacheScope: "global" (identical compiles of any clients share a result and a flight) or
+    # "client" (only those of one client: one API token, or one address).
+    cache_scope: str = "global"
     # client key -> its compile requests running or waiting (maxJobsPerClient)
     _client_jobs: Counter[str] = attrs.field(factory=Counter)
     _flights: SingleFlight[CompileResult] | None = None  # while `running` is open
@@ -157,7 +160,11 @@ class Service:
             work = partial(self._compile_admitted, request, job_id, None, client)
             return await self._flights.run(job_id, work), False
         key = cache_key(
-            self.emscripten_version, self.compiler.command(request), request.code, request.files
+            self.emscripten_version,
+            self.compiler.command(request),
+            request.code,
+            request.files,
+            scope=client if self.cache_scope == "client" else "",
         )
         cached = await self.store.cache_get(key)
         if cached is not None:
