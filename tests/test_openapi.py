@@ -129,7 +129,10 @@ def test_spec_loads_in_schemathesis() -> None:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     workdir = tmp_path_factory.mktemp("openapi-server")
-    server = start_server(workdir, server_config(workdir, maxBodyBytes=65536))
+    # schemathesis opens a connection per call and leaves it to the server's keep-alive
+    # timeout: more than maxConnectionsPerClient are open at once from this one address.
+    config = server_config(workdir, maxBodyBytes=65536, maxConnectionsPerClient=1000)
+    server = start_server(workdir, config)
     yield server
     if server.proc.poll() is None:
         server.stop()
