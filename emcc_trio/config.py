@@ -38,8 +38,9 @@ CGROUP_DRIVERS: Final = ("auto", "v2", "v1", "none")
 CACHE_SCOPES: Final = ("global", "client")
 
 
-def _key(name: str) -> dict[str, str]:
-    return {"key": name}
+def _key(name: str, doc: str = "") -> dict[str, str]:
+    """The JSON key, and its description when given."""
+    return {"key": name, "doc": doc} if doc else {"key": name}
 
 
 @attrs.frozen(kw_only=True)
@@ -97,24 +98,54 @@ class Config:
     trusted_proxies: tuple[str, ...] = attrs.field(default=(), metadata=_key("trustedProxies"))
 
     # What one request or one client may cost.
-    # Every file a compile writes (the jail's and prlimit's RLIMIT_FSIZE), and an artifact's
-    # files together, stay below this.
-    max_artifact_mb: int = attrs.field(default=32, metadata=_key("maxArtifactMB"))
-    # Artifact bytes one client may store per window (0: no quota); the window starts with
-    # the client's first stored artifact.
-    artifact_quota_mb: int = attrs.field(default=256, metadata=_key("artifactQuotaMB"))
+    max_artifact_mb: int = attrs.field(
+        default=32,
+        metadata=_key(
+            "maxArtifactMB",
+            "Every file a compile writes (job dir or the jail's `/tmp`) stays below this: it is "
+            "the job's `RLIMIT_FSIZE` (nsjail's `--rlimit_fsize`, or util-linux's `prlimit` "
+            "outside the jail), so a write past it fails at once; an artifact's files together "
+            "must stay below it too. Either is a 422 `limit: artifact`, and nothing is stored.",
+        ),
+    )
+    artifact_quota_mb: int = attrs.field(
+        default=256,
+        metadata=_key(
+            "artifactQuotaMB",
+            "Artifact bytes one client may store per `artifactQuotaWindowMinutes`, counted on "
+            "this replica, or in Redis for every replica when `redisUrl` is set; past it a 429 "
+            "with `Retry-After` (the time left in the window) and nothing stored. Cache hits "
+            "store nothing and are always answered. `0` = no quota; else at least "
+            "`maxArtifactMB`.",
+        ),
+    )
     artifact_quota_window_minutes: float = attrs.field(
-        default=1440, metadata=_key("artifactQuotaWindowMinutes")
+        default=1440,
+        metadata=_key(
+            "artifactQuotaWindowMinutes",
+            "The artifact quota's window (a day): it starts with the client's first stored "
+            "artifact and lasts this long; then the count starts again.",
+        ),
     )
-    # Open connections from one address (trusted proxies not counted): past it, new ones from
-    # that address are closed at once.
     max_connections_per_client: int = attrs.field(
-        default=64, metadata=_key("maxConnectionsPerClient")
+        default=64,
+        metadata=_key(
+            "maxConnectionsPerClient",
+            "Open connections from one address; past it new ones from that address are closed "
+            "at once. Counted by the peer address (a token or `X-Forwarded-For` arrives only "
+            "with a request); a peer in `trustedProxies` is not counted (bound each source at "
+            "the balancer).",
+        ),
     )
-    # "global": a cache hit (and a shared compile) for any client sending the same compile;
-    # "client": only within one API token or address (a privacy choice: no tenant learns
-    # what another compiled).
-    cache_scope: str = attrs.field(default="global", metadata=_key("cacheScope"))
+    cache_scope: str = attrs.field(
+        default="global",
+        metadata=_key(
+            "cacheScope",
+            'Who shares cache hits and in-flight compiles: `"global"`, every client sending the '
+            'same compile; `"client"`, only one client\'s own (its API token, or its address), '
+            "a privacy choice: no tenant learns what another compiled.",
+        ),
+    )
 
 
 KEYS: Final = {f.name: f.metadata["key"] for f in attrs.fields(Config)}
