@@ -307,7 +307,7 @@ def test_a_path_reading_extra_arg_stops_the_server_at_start(tmp_path: Path) -> N
     assert "config error: extraAllowedArgs: '-I/etc' can name a host path" in done.stderr
 
 
-PLAYGROUND = REPO / "emcc_trio" / "playground" / "static"
+PLAYGROUND = REPO / "emcc_trio" / "api" / "playground" / "static"
 RUN_IN_RUNNER_JS = Path(__file__).resolve().parent / "run_in_runner.js"
 
 

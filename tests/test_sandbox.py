@@ -16,8 +16,8 @@ import pytest
 from emcc_trio.compile.compiler import compile_env
 from emcc_trio.isolation.cgroups import Caps
 from emcc_trio.isolation.runner import Limits, run_job
-from emcc_trio.isolation.sandbox import DEFAULT_CONFIG, Sandbox
-from emcc_trio.testing.harness import MakeServer, Server
+from emcc_trio.isolation.sandbox import Sandbox
+from emcc_trio.testing.harness import REPO, MakeServer, Server
 from emcc_trio.testing.programs import HELLO_C, HELLO_CPP, run_artifact
 
 MB = 1024 * 1024
@@ -154,7 +154,8 @@ def test_a_broken_jail_is_a_json_500_and_nothing_is_left(
 ) -> None:
     broken = reachable_dir / "broken.cfg"
     broken.write_text(
-        DEFAULT_CONFIG.read_text() + 'mount { src: "/no/such/dir" dst: "/x" is_bind: true }\n'
+        (REPO / "emcc_trio" / "isolation" / "nsjail" / "emcc.cfg").read_text()
+        + 'mount { src: "/no/such/dir" dst: "/x" is_bind: true }\n'
     )
     server = make_server(
         workdir=reachable_dir / "server", nsjailEnabled=True, nsjailConfig=str(broken)
