@@ -35,6 +35,7 @@ DEFAULT_ARGS: Final = (
     "-sMODULARIZE=1",
 )
 CGROUP_DRIVERS: Final = ("auto", "v2", "v1", "none")
+CACHE_SCOPES: Final = ("global", "client")
 
 
 def _key(name: str, doc: str) -> dict[str, str]:
@@ -389,6 +390,56 @@ class Config:
         ),
     )
 
+    # What one request or one client may cost.
+    max_artifact_mb: int = attrs.field(
+        default=32,
+        metadata=_key(
+            "maxArtifactMB",
+            "Every file a compile writes (job dir or the jail's `/tmp`) stays below this: it is "
+            "the job's `RLIMIT_FSIZE` (nsjail's `--rlimit_fsize`, or util-linux's `prlimit` "
+            "outside the jail), so a write past it fails at once; an artifact's files together "
+            "must stay below it too. Either is a 422 `limit: artifact`, and nothing is stored.",
+        ),
+    )
+    artifact_quota_mb: int = attrs.field(
+        default=256,
+        metadata=_key(
+            "artifactQuotaMB",
+            "Artifact bytes one client may store per `artifactQuotaWindowMinutes`, counted on "
+            "this replica, or in Redis for every replica when `redisUrl` is set; past it a 429 "
+            "with `Retry-After` (the time left in the window) and nothing stored. Cache hits "
+            "store nothing and are always answered. `0` = no quota; else at least "
+            "`maxArtifactMB`.",
+        ),
+    )
+    artifact_quota_window_minutes: float = attrs.field(
+        default=1440,
+        metadata=_key(
+            "artifactQuotaWindowMinutes",
+            "The artifact quota's window (a day): it starts with the client's first stored "
+            "artifact and lasts this long; then the count starts again.",
+        ),
+    )
+    max_connections_per_client: int = attrs.field(
+        default=64,
+        metadata=_key(
+            "maxConnectionsPerClient",
+            "Open connections from one address; past it new ones from that address are closed "
+            "at once. Counted by the peer address (a token or `X-Forwarded-For` arrives only "
+            "with a request); a peer in `trustedProxies` is not counted (bound each source at "
+            "the balancer).",
+        ),
+    )
+    cache_scope: str = attrs.field(
+        default="global",
+        metadata=_key(
+            "cacheScope",
+            'Who shares cache hits and in-flight compiles: `"global"`, every client sending the '
+            'same compile; `"client"`, only one client\'s own (its API token, or its address), '
+            "a privacy choice: no tenant learns what another compiled.",
+        ),
+    )
+
 
 KEYS: Final = {f.name: f.metadata["key"] for f in attrs.fields(Config)}
 REDIS_URL_ENV: Final = "EMCC_TRIO_REDIS_URL"
@@ -469,6 +520,7 @@ def validate(config: Config) -> list[str]:
         "send_timeout_seconds",
         "max_connections",
         "max_output_bytes",
+        "max_artifact_mb",
         "job_timeout_seconds",
         "job_memory_max_mb",
         "job_cpu_max",
@@ -483,10 +535,23 @@ def validate(config: Config) -> list[str]:
         "max_path_length",
         "max_project_mb",
         "max_queued_project_mb",
+        "max_connections_per_client",
     ):
         check(getattr(config, name) > 0, name, "must be greater than 0")
     check(config.object_cache_max_mb >= 0, "object_cache_max_mb", "must not be negative")
     check(config.job_pids_max >= 16, "job_pids_max", "emcc needs at least 16 processes")
+    check(config.artifact_quota_mb >= 0, "artifact_quota_mb", "must not be negative")
+    check(
+        config.artifact_quota_mb == 0 or config.artifact_quota_mb >= config.max_artifact_mb,
+        "artifact_quota_mb",
+        f"must be 0 (no quota) or at least maxArtifactMB ({config.max_artifact_mb}), or a "
+        "client could never store an artifact of the largest size",
+    )
+    check(
+        config.artifact_quota_window_minutes > 0,
+        "artifact_quota_window_minutes",
+        "must be greater than 0",
+    )
     check(config.job_memory_max_mb >= 64, "job_memory_max_mb", "emcc needs at least 64 MB")
     budget = config.memory_budget_mb
     if budget is not None:
@@ -518,6 +583,11 @@ def validate(config: Config) -> list[str]:
             except ValueError as exc:
                 check(False, "redis_url", f"{exc} (got {redact_url(config.redis_url)!r})")
     check(
+        config.cache_scope in CACHE_SCOPES,
+        "cache_scope",
+        f"must be one of {', '.join(CACHE_SCOPES)}",
+    )
+    check(
         config.cgroup_driver in CGROUP_DRIVERS,
         "cgroup_driver",
         f"must be one of {', '.join(CGROUP_DRIVERS)}",
@@ -531,6 +601,9 @@ def validate(config: Config) -> list[str]:
         "argument_policy",
         f"must be one of {', '.join(POLICY_NAMES)}",
     )
+    for name in ("default_args", "extra_allowed_args"):
+        for arg in getattr(config, name):
+            check(_encodable(arg), name, f"{arg!r} contains a lone surrogate (not UTF-8)")
     for arg in config.extra_allowed_args:
         reason = path_reason(arg)
         check(reason is None, "extra_allowed_args", f"{arg!r} can name a host path: {reason}")
@@ -552,6 +625,14 @@ def validate(config: Config) -> list[str]:
             "(scheme and host, no path)",
         )
     return errors
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _messages(exc: cattrs.BaseValidationError) -> list[str]:

@@ -20,9 +20,13 @@ class ServiceError(Exception):
     public: ClassVar[str] = "internal server error"
     headers: ClassVar[Mapping[str, str]] = {}
 
-    def __init__(self, detail: str = "", *, job_id: str | None = None) -> None:
+    def __init__(
+        self, detail: str = "", *, job_id: str | None = None, retry_after: int | None = None
+    ) -> None:
         super().__init__(detail or self.public)
         self.job_id = job_id  # named in the answer when the refusal concerns a started job
+        # Retry-After in seconds when this refusal knows it (else the service's default).
+        self.retry_after = retry_after
 
     def answer(self) -> str:
         return self.public
@@ -53,6 +57,17 @@ class UnauthorizedError(ServiceError):
 
 class TooManyJobsError(ServiceError):
     """The client already has `maxJobsPerClient` compiles running or waiting."""
+
+    status = 429
+    retry = True
+
+    def answer(self) -> str:
+        return str(self)
+
+
+class ArtifactQuotaError(ServiceError):
+    """The client has stored `artifactQuotaMB` of artifacts within the current window (or
+    this compile's artifact would take it past that); Retry-After says when the window ends."""
 
     status = 429
     retry = True

@@ -79,8 +79,9 @@ class Metrics:
         )
         self.client_rejections = Counter(
             "emcc_trio_client_rejections",
-            "Compile requests refused for who sent them: unauthorized (401) or"
-            " jobs_per_client (429, maxJobsPerClient)",
+            "Requests refused for who sent them: unauthorized (401), jobs_per_client (429,"
+            " maxJobsPerClient), artifact_quota (429, artifactQuotaMB), or connections closed"
+            " at once: connections_per_client (maxConnectionsPerClient)",
             ["reason"],
             registry=self.registry,
         )

@@ -29,8 +29,8 @@ SOURCE_SUFFIXES: Final = (".c", ".cpp", ".cc")
 
 Files = tuple[tuple[str, bytes], ...]
 # Which cap ended a job.
-Limit = Literal["memory", "pids", "cpu", "timeout", "output"]
-_LIMITS: Final = frozenset({"memory", "pids", "cpu", "timeout", "output"})
+Limit = Literal["memory", "pids", "cpu", "timeout", "output", "artifact"]
+_LIMITS: Final = frozenset({"memory", "pids", "cpu", "timeout", "output", "artifact"})
 
 
 def is_source(path: str) -> bool:

@@ -31,6 +31,7 @@ from emcc_trio.compile.builder import Builder
 from emcc_trio.compile.compiler import Compiler
 from emcc_trio.compile.gate import Budget, Gate, default_budget
 from emcc_trio.compile.policy import make_policy
+from emcc_trio.compile.quota import ArtifactQuota
 from emcc_trio.compile.service import Service
 from emcc_trio.compile.sources import ProjectLimits
 from emcc_trio.config import Config, Paths, parse_addr, resolve_paths
@@ -95,6 +96,7 @@ async def open_store(config: Config, paths: Paths) -> Store:
             artifact_ttl_days=config.artifact_ttl_days,
             # A holder's lock lasts its queue wait plus its run; then waiters give up.
             max_wait_seconds=config.queue_timeout_seconds + config.job_timeout_seconds + 30,
+            max_file_bytes=config.max_artifact_mb * MB,
         )
     for directory in (paths.artifacts_dir, paths.cache_dir):
         directory.mkdir(parents=True, exist_ok=True)
@@ -107,7 +109,7 @@ async def open_store(config: Config, paths: Paths) -> Store:
         objects = ObjectCache(paths.cache_dir / "objects", config.object_cache_max_mb * MB)
         await trio.to_thread.run_sync(objects.load)
     return LocalStore(
-        ArtifactStore(paths.artifacts_dir),
+        ArtifactStore(paths.artifacts_dir, config.max_artifact_mb * MB),
         cache,
         artifact_ttl_days=config.artifact_ttl_days,
         cleanup_interval_mins=config.cleanup_interval_mins,
@@ -206,6 +208,13 @@ def _remove_leftover_jobs(jobs_dir: Path) -> list[str]:
     return leftovers
 
 
+def _which_tool(name: str, key: str, package: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise StartupError(f"{key}: cannot find {name!r} to enforce it (install {package})")
+    return found
+
+
 async def _emscripten_version(emcc: str) -> str:
     """Part of every cache key: a new emscripten must not serve old results."""
     try:
@@ -302,8 +311,16 @@ async def build_service(
         reuse=config.object_cache_max_mb > 0,
         job_mount=JOB_MOUNT if sandbox is not None else None,
     )
+    quota = None
+    if config.artifact_quota_mb:
+        quota = ArtifactQuota(
+            store, config.artifact_quota_mb * MB, config.artifact_quota_window_minutes * 60
+        )
+    # Outside the jail, util-linux's prlimit sets the job's file size limit.
+    prlimit = "" if sandbox else _which_tool("prlimit", "maxArtifactMB", "util-linux")
     compiler = Compiler(
         builder=builder,
+        objects_per_client=config.cache_scope == "client",
         emcc=emcc,
         emxx=emxx,
         default_args=config.default_args,
@@ -313,6 +330,9 @@ async def build_service(
         limits=limits,
         driver=driver,
         sandbox=sandbox,
+        max_artifact_bytes=config.max_artifact_mb * MB,
+        prlimit=prlimit,
+        quota=quota,
     )
     gate = Gate(
         estimate_bytes=config.job_memory_estimate_mb * MB,
@@ -354,6 +374,8 @@ async def build_service(
             max_total_bytes=config.max_project_mb * MB,
         ),
         max_held_bytes=config.max_queued_project_mb * MB,
+        quota=quota,
+        cache_scope=config.cache_scope,
     )
 
 
@@ -413,6 +435,11 @@ async def _serve_http(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch_signals)
+        per_address = httpserver.ConnectionsPerAddress(
+            config.max_connections_per_client,
+            options.trusted_proxies,
+            service.metrics.client_rejections.labels("connections_per_client").inc,
+        )
         binds = await nursery.start(
             partial(
                 httpserver.serve,
@@ -421,6 +448,7 @@ async def _serve_http(
                 config.max_connections,
                 config.send_timeout_seconds,
                 shutdown_trigger=shutdown.wait,
+                per_address=per_address,
             )
         )
         log.info(
@@ -429,6 +457,7 @@ async def _serve_http(
                 "fields": {
                     "urls": binds,
                     "max_connections": config.max_connections,
+                    "max_connections_per_client": config.max_connections_per_client,
                     "open_files_limit": open_files,
                 }
             },

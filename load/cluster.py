@@ -7,7 +7,8 @@ SIGTERM (it drains: no request fails for it) and starts it again, SIGKILLs anoth
 again, cuts the third one's link for a few seconds, and stops Redis for a few seconds. Then it
 checks every answer, runs every 200's artifacts under node (fetched through
 HAProxy), cache hits across replicas, that 6 identical requests at once on 3 replicas ran one
-compile, and that nothing is left behind on any host. Everything it starts, it stops.
+compile, that requests with ambiguous framing get a 400 and smuggle nothing (directly and
+through HAProxy), and that nothing is left behind on any host. Everything it starts, it stops.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 import httpx
 import trio
 
+from emcc_trio.testing.framing import ambiguous_requests, exchange, statuses
 from emcc_trio.testing.harness import Server
 from load import mix, run
 from load.netns import Network
@@ -607,6 +610,47 @@ def artifacts_run(cluster: Cluster, seen: Seen, scratch: Path) -> run.Check:
     return run.Check("every 200's artifacts run under node", str(len(by_id)), failures)
 
 
+def framing(cluster: Cluster) -> run.Check:
+    """Requests with ambiguous framing, each with a request hidden after it (see
+    emcc_trio.testing.framing). Sent to a replica directly: one answer, a 400, and the
+    connection closed. Through HAProxy: the first answer a 400, and no replica ever answers a
+    request that HAProxy did not parse as a request of its own (HAProxy frames a request with
+    both headers by its chunks and closes after it, and merges equal Content-Lengths: then the
+    hidden request is simply the client's next one, seen and logged by HAProxy)."""
+    url = urlsplit(cluster.url)
+    assert url.hostname is not None
+    assert url.port is not None
+    routes = {"direct": cluster.replicas[0].address, "HAProxy": (url.hostname, url.port)}
+    failures = []
+    probes = 0
+    for route, address in routes.items():
+        for name in ambiguous_requests(b""):
+            token = secrets.token_hex(16)
+            hidden = f"GET /artifacts/{token}/app.js HTTP/1.1\r\nHost: test\r\n\r\n".encode()
+            probes += 1
+            try:
+                answers = statuses(exchange(address, ambiguous_requests(hidden)[name], 30))
+            except OSError as exc:
+                failures.append(f"{route}, {name}: {exc!r}")
+                continue
+            if answers[:1] != [b"400"] or (route == "direct" and answers != [b"400"]):
+                failures.append(f"{route}, {name}: answers {answers}")
+            if not any(token in replica.log() for replica in cluster.replicas):
+                continue
+            if route == "direct":
+                failures.append(f"direct, {name}: the hidden request was answered")
+                continue
+            try:
+                wait_until(
+                    lambda t=token: t in cluster.haproxy_log.read_text(errors="replace"),
+                    "HAProxy to log the hidden request",
+                    timeout=10,
+                )
+            except RuntimeError:
+                failures.append(f"HAProxy, {name}: a replica answered a request HAProxy never saw")
+    return run.Check("ambiguous framing: a 400, no hidden request answered", str(probes), failures)
+
+
 def leftovers(cluster: Cluster) -> run.Check:
     found: list[str] = []
     for replica in cluster.replicas:
@@ -704,6 +748,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(artifacts_run(cluster, seen, workdir))
         results.append(cache_across_replicas(cluster))
         results.append(trio.run(identical_at_once, cluster))
+        results.append(framing(cluster))
         results.append(leftovers(cluster))
     except (Exception, SystemExit) as exc:  # load.server.start exits when a server does
         results.append(run.Check("the run", "crashed", [repr(exc)]))

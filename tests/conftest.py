@@ -4,7 +4,9 @@ A failing test shows the logs of the servers it started (the tail of each)."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,15 @@ def make_server(tmp_path: Path) -> Iterator[MakeServer]:
 @pytest.fixture
 def server(make_server: MakeServer) -> Server:
     return make_server()
+
+
+@pytest.fixture
+def reachable_dir() -> Iterator[Path]:
+    """A dir nsjail's unprivileged outside user can traverse (pytest's tmp dirs are 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="emcc-trio-jail-"))
+    path.chmod(0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -78,3 +78,9 @@ def test_flags_that_only_look_like_settings_are_kept() -> None:
         "-std=c11",
         "-save-temps",
     ]
+
+
+def test_objects_of_one_client_serve_no_other_with_a_client_scope() -> None:
+    base = ("v", "emcc", ["-O2"], "src/a.c", b"int a;", ["main.c", "src/a.c"], "/job")
+    assert unit_key(*base, scope="token:a") != unit_key(*base, scope="token:b")
+    assert unit_key(*base) == unit_key(*base, scope="")

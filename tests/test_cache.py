@@ -59,6 +59,30 @@ def test_identical_request_is_a_cache_hit_with_the_same_artifacts(
     assert metric(server, 'emcc_trio_cache_requests_total{result="hit"}') == 1
 
 
+def compile_from(server: Server, code: str, source: str) -> dict[str, object]:
+    transport = httpx.HTTPTransport(local_address=source)
+    with httpx.Client(base_url=server.url, timeout=180, transport=transport) as client:
+        response = client.post("/compile", json={"code": code})
+    assert response.status_code == 200, response.text
+    body: dict[str, object] = response.json()
+    return body
+
+
+def test_with_cache_scope_client_a_hit_is_only_the_clients_own(make_server: MakeServer) -> None:
+    """The issue's probe: a program with a random PIN in it, compiled by one client, is no hit
+    for another (who would learn it was compiled, and its artifact id), only for the first."""
+    server = make_server(cacheScope="client")
+    code = HELLO_C + f"// PIN {os.urandom(4).hex()}\n"
+    first = compile_from(server, code, "127.0.0.1")
+    other = compile_from(server, code, "127.0.0.2")
+    repeat = compile_from(server, code, "127.0.0.1")
+    assert (first["cached"], other["cached"], repeat["cached"]) == (False, False, True)
+    assert other["id"] != first["id"]
+    assert repeat["id"] == first["id"]
+    assert compile_from(server, code, "127.0.0.2")["id"] == other["id"]
+    assert compiles_run(server) == 2
+
+
 def test_different_args_or_type_miss(server: Server) -> None:
     ids = {
         server.compile(HELLO_C).json()["id"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import resource
 from pathlib import Path
 
@@ -308,3 +309,25 @@ def test_memory_budget_validation(text: str, message: str) -> None:
 @pytest.mark.unit
 def test_memory_budget_equal_to_the_job_cap_is_valid() -> None:
     assert parse('{"memoryBudgetMB": 1024, "jobMemoryMaxMB": 1024}').memory_budget_mb == 1024
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"maxArtifactMB": 0}', "maxArtifactMB: must be greater than 0"),
+        ('{"artifactQuotaMB": -1}', "artifactQuotaMB: must not be negative"),
+        (
+            '{"maxArtifactMB": 64, "artifactQuotaMB": 32}',
+            "artifactQuotaMB: must be 0 (no quota) or at least maxArtifactMB (64)",
+        ),
+        ('{"artifactQuotaWindowMinutes": 0}', "artifactQuotaWindowMinutes: must be greater"),
+        ('{"maxConnectionsPerClient": 0}', "maxConnectionsPerClient: must be greater than 0"),
+        ('{"cacheScope": "tenant"}', "cacheScope: must be one of global, client"),
+        ('{"defaultArgs": ["-DX=\\udfff"]}', "defaultArgs: '-DX=\\udfff' contains a lone"),
+        ('{"extraAllowedArgs": ["-DX=\\udfff"]}', "extraAllowedArgs: '-DX=\\udfff' contains"),
+    ],
+)
+@pytest.mark.unit
+def test_what_one_client_may_cost_is_checked_by_key(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse(text)

@@ -110,11 +110,11 @@ def test_spec_names_every_endpoint_of_the_issue() -> None:
 
 def test_compile_documents_every_answer() -> None:
     responses = openapi.SPEC["paths"]["/compile"]["post"]["responses"]
-    assert set(responses) == {"200", "400", "405", "408", "413", "422", "500", "503"}
+    assert set(responses) == {"200", "400", "405", "408", "413", "422", "429", "500", "503"}
     busy = openapi.SPEC["components"]["responses"]["Busy"]
     assert busy["headers"]["Retry-After"]["required"] is True
     limit = openapi.SPEC["components"]["schemas"]["LimitExceeded"]["properties"]["limit"]
-    assert limit["enum"] == ["memory", "pids", "cpu", "timeout", "output"]
+    assert limit["enum"] == ["memory", "pids", "cpu", "timeout", "output", "artifact"]
 
 
 def test_spec_loads_in_schemathesis() -> None:
@@ -129,7 +129,10 @@ def test_spec_loads_in_schemathesis() -> None:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     workdir = tmp_path_factory.mktemp("openapi-server")
-    server = start_server(workdir, server_config(workdir, maxBodyBytes=65536))
+    # schemathesis opens a connection per call and leaves it to the server's keep-alive
+    # timeout: more than maxConnectionsPerClient are open at once from this one address.
+    config = server_config(workdir, maxBodyBytes=65536, maxConnectionsPerClient=1000)
+    server = start_server(workdir, config)
     yield server
     if server.proc.poll() is None:
         server.stop()

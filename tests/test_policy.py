@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os.path
+import re
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from emcc_trio.api.bodies import from_json
+from emcc_trio.compile.compiler import Compiler
 from emcc_trio.compile.policy import (
     PATH_FLAGS,
     SEED,
@@ -20,7 +25,11 @@ from emcc_trio.compile.policy import (
 )
 from emcc_trio.config import ConfigError, parse
 from emcc_trio.errors import RequestError
+from emcc_trio.isolation.cgroups import Caps
+from emcc_trio.isolation.runner import Limits
 from emcc_trio.models import CompileRequest
+from emcc_trio.storage.artifacts import ArtifactStore
+from emcc_trio.storage.local import LocalStore
 
 pytestmark = pytest.mark.unit
 
@@ -236,7 +245,7 @@ def test_type_defaults_to_c_and_args_to_empty() -> None:
             {"code": "int x; // \ud800"},
             "\"code\" contains a lone surrogate ('\\ud800' at character 10)",
         ),
-        ({"code": "x", "args": ["-O2\udfff"]}, "'-O2\\udfff' is not allowed"),
+        ({"code": "x", "args": ["-O2\udfff"]}, "argument 1 contains a lone surrogate"),
     ],
 )
 def test_bad_requests(body: object, message: str) -> None:
@@ -325,3 +334,60 @@ def test_no_accepted_argument_list_reaches_outside_the_job_dir(args: list[str]) 
     for path in _paths_named(accepted):
         resolved = os.path.normpath(os.path.join(job, path))
         assert resolved == job or resolved.startswith(job + "/"), (path, accepted)
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [
+        "-DX=" + chr(0xDFFF),
+        "-DX=" + chr(0xDCFF),
+        "-Wno-" + chr(0xD800),
+        "-sEXPORT_NAME=" + chr(0xDFFF),
+    ],
+)
+@pytest.mark.parametrize("policy", POLICIES)
+def test_an_argument_with_a_lone_surrogate_is_refused_by_its_position(
+    arg: str, policy: Policy
+) -> None:
+    """No UTF-8 form: it would fail when the process starts (or, for \\udc80-\\udcff, reach
+    emcc as raw bytes), after the request was admitted. Refused before anything runs."""
+    with pytest.raises(RequestError, match=r"^argument 2 contains a lone surrogate \('\\ud"):
+        check_args(["-O2", arg], policy)
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"main.c/x.h": "int x;"}, "'main.c' is the main source, a file, so it cannot be"),
+        ({"app.worker.js/x.h": ""}, "the service writes 'app.worker.js' itself"),
+        ({"app.js/a/b.h": ""}, "the service writes 'app.js' itself"),
+        ({"app.data/x": ""}, "the service writes 'app.data' itself"),
+        ({"x.h": "", "x.h/y.h": ""}, "'x.h' is a file"),
+    ],
+)
+def test_a_layout_that_cannot_exist_is_a_400_naming_the_path(
+    files: dict[str, str], message: str
+) -> None:
+    body = json.dumps({"code": "int main(void) { return 0; }", "files": files}).encode()
+    with pytest.raises(RequestError, match=re.escape(message)) as refused:
+        from_json(body)
+    assert str(refused.value).startswith(f"file {sorted(files)[-1]!r} is not allowed: ")
+
+
+def test_a_layout_the_filesystem_refuses_is_a_400_naming_the_path(tmp_path: Path) -> None:
+    """The second lock, behind the checks above: whatever the job dir cannot hold is the
+    request's fault, named by its path (here a request the body checks would have refused)."""
+    compiler = Compiler(
+        emcc="emcc",
+        emxx="em++",
+        default_args=(),
+        node_path="",
+        jobs_dir=tmp_path,
+        store=LocalStore(ArtifactStore(tmp_path / "artifacts"), None, 3, 30),
+        limits=Limits(60, 60, 65536, Caps(1 << 30, 1.0, 256)),
+        driver=None,
+        sandbox=None,
+    )
+    request = CompileRequest("int main(void) { return 0; }", "c", (), (("main.c/x.h", b""),))
+    with pytest.raises(RequestError, match=r"^file 'main.c/x.h' cannot be laid out in the job"):
+        compiler._prepare(tmp_path / "job", request, multi_unit=False)

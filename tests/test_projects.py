@@ -3,14 +3,10 @@ server and the real emcc: builds, path attacks, cache keys, structured diagnosti
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from emcc_trio.testing.harness import REPO, MakeServer, Server
 from emcc_trio.testing.programs import run_artifact
@@ -241,15 +237,6 @@ def test_a_link_error_is_a_diagnostic_without_a_line(server: Server) -> None:
     assert errors
     assert (errors[0]["file"], errors[0]["line"], errors[0]["column"]) == (None, None, None)
     assert "undefined symbol: helper" in errors[0]["message"]
-
-
-@pytest.fixture
-def reachable_dir() -> Iterator[Path]:
-    """A dir nsjail's unprivileged outside user can traverse (pytest's tmp dirs are 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="emcc-trio-projects-"))
-    path.chmod(0o711)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_files_in_subdirs_land_in_the_jail(

@@ -3,9 +3,10 @@ across clients (as across replicas), and outages."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,12 @@ import trio
 from emcc_trio.metrics import Metrics
 from emcc_trio.models import CompileResult
 from emcc_trio.storage.artifacts import UnsafeOutputError
-from emcc_trio.storage.base import FlightWaitTimeoutError, StoreUnavailableError
+from emcc_trio.storage.base import (
+    CHUNK_BYTES,
+    FlightWaitTimeoutError,
+    StoreUnavailableError,
+    read_artifact,
+)
 from emcc_trio.storage.redis import (
     LOCK_MS,
     RedisStore,
@@ -22,6 +28,7 @@ from emcc_trio.storage.redis import (
     entry_key,
     lock_key,
     open_client,
+    staging_key,
 )
 from emcc_trio.testing.harness import free_port
 from emcc_trio.testing.redis import REDIS_PASSWORD, RedisServer
@@ -51,11 +58,11 @@ async def test_publish_then_read_with_the_artifact_ttl(
 ) -> None:
     async with redis_store(redis_server, ttl_days=2) as store:
         await store.publish(JOB, job_dir(tmp_path, b"console.log(1)", b"\0asm\1"))
-        assert await store.read(JOB, "app.js") == b"console.log(1)"
-        assert await store.read(JOB, "app.wasm") == b"\0asm\1"
-        assert await store.read("b" * 32, "app.js") is None
-        assert await store.read(JOB, "other.txt") is None
-        assert await store.read("../../etc", "app.js") is None
+        assert await read_artifact(store, JOB, "app.js") == b"console.log(1)"
+        assert await read_artifact(store, JOB, "app.wasm") == b"\0asm\1"
+        assert await read_artifact(store, "b" * 32, "app.js") is None
+        assert await read_artifact(store, JOB, "other.txt") is None
+        assert await read_artifact(store, "../../etc", "app.js") is None
         assert store.reachable
     ttl = int(redis_server.cli("pttl", artifact_key(JOB)).stdout)
     assert 0 < ttl <= 2 * DAY_MS
@@ -69,13 +76,14 @@ async def test_a_single_file_artifact_is_app_js_alone_in_store_and_cache(
     key = "s" * 64
     async with redis_store(redis_server) as store:
         await store.publish(JOB, job_dir(tmp_path, b"one file", wasm=None), ("app.js",))
-        assert await store.read(JOB, "app.js") == b"one file"
-        assert await store.read(JOB, "app.wasm") is None
+        assert await read_artifact(store, JOB, "app.js") == b"one file"
+        assert await read_artifact(store, JOB, "app.wasm") is None
         await store.cache_put(key, stored_result(JOB, files=("app.js",)))
         entry = await store.cache_get(key)
         assert entry is not None
         assert entry.files == ("app.js",)
-    assert redis_server.cli("hkeys", artifact_key(JOB)).stdout.split() == ["app.js"]
+    fields = redis_server.cli("hkeys", artifact_key(JOB)).stdout.split()
+    assert sorted(fields) == ["app.js:0", "app.js:chunks", "app.js:size"]
 
 
 async def test_publish_is_all_or_nothing(redis_server: RedisServer, tmp_path: Path) -> None:
@@ -88,8 +96,37 @@ async def test_publish_is_all_or_nothing(redis_server: RedisServer, tmp_path: Pa
         (link_dir / "app.wasm").symlink_to("/etc/passwd")
         with pytest.raises(UnsafeOutputError):
             await store.publish(JOB, link_dir)
-        assert await store.read(JOB, "app.js") is None
+        assert await read_artifact(store, JOB, "app.js") is None
     assert redis_server.cli("exists", artifact_key(JOB)).stdout.strip() == "0"
+    # The chunks staged before the failure are gone too.
+    assert redis_server.cli("exists", staging_key(JOB)).stdout.strip() == "0"
+
+
+async def test_a_file_is_stored_and_read_in_chunks(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    wasm = os.urandom(2 * CHUNK_BYTES + 1000)
+    async with redis_store(redis_server) as store:
+        await store.publish(JOB, job_dir(tmp_path, b"js", wasm))
+        found = await store.artifact(JOB, "app.wasm")
+        assert found is not None
+        assert found.size == len(wasm)
+        async with aclosing(found.chunks()) as chunks:
+            sizes = [len(chunk) async for chunk in chunks]
+        assert sizes == [CHUNK_BYTES, CHUNK_BYTES, 1000]
+        assert await read_artifact(store, JOB, "app.wasm") == wasm
+    key = artifact_key(JOB)
+    assert redis_server.cli("hget", key, "app.wasm:chunks").stdout.strip() == "3"
+    assert redis_server.cli("exists", staging_key(JOB)).stdout.strip() == "0"
+
+
+async def test_an_artifact_of_whole_files_as_earlier_versions_stored_is_read(
+    redis_server: RedisServer,
+) -> None:
+    redis_server.cli("hset", artifact_key(JOB), "app.js", "whole js")
+    async with redis_store(redis_server) as store:
+        assert await read_artifact(store, JOB, "app.js") == b"whole js"
+        assert await read_artifact(store, JOB, "app.wasm") is None
 
 
 async def test_cache_hit_refreshes_the_artifact_and_outlives_no_artifact(
@@ -199,7 +236,7 @@ async def test_an_outage_is_an_error_then_recovers(
         assert store.reachable
         redis_server.stop()
         with pytest.raises(StoreUnavailableError):
-            await store.read(JOB, "app.js")
+            await read_artifact(store, JOB, "app.js")
         with pytest.raises(StoreUnavailableError):
             await store.cache_get("k" * 64)
         assert not store.reachable
@@ -207,7 +244,7 @@ async def test_an_outage_is_an_error_then_recovers(
         assert errors == 1
         redis_server.start()
         # Nothing kept (no persistence in the test server): the store answers again.
-        assert await store.read(JOB, "app.js") is None
+        assert await read_artifact(store, JOB, "app.js") is None
         assert store.reachable
         timed = metrics.registry.get_sample_value(
             "emcc_trio_store_duration_seconds_count", {"op": "read"}
@@ -276,7 +313,7 @@ def test_tls_and_a_password(tmp_path: Path) -> None:
                     break
                 except StoreUnavailableError:
                     await trio.sleep(0.05)
-            published.append(await store.read(JOB, "app.js"))
+            published.append(await read_artifact(store, JOB, "app.js"))
 
     try:
         trio.run(trio_fail_after, 30, roundtrip)

@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
+import trio.testing
 from quart_trio import QuartTrio
 from werkzeug.datastructures import Headers
 
@@ -20,6 +21,7 @@ from emcc_trio.api.app import ApiOptions, create_app
 from emcc_trio.api.tokens import new_token, parse_tokens
 from emcc_trio.compile.compiler import InternalJobError
 from emcc_trio.compile.gate import Gate
+from emcc_trio.compile.quota import ArtifactQuota
 from emcc_trio.compile.service import Service
 from emcc_trio.errors import ServiceError, all_errors
 from emcc_trio.models import CompileRequest, CompileResult, Usage
@@ -36,12 +38,13 @@ OK_CODE = "int main(void) { return 0; }"
 @attrs.define
 class StandInCompiler:
     """Answers by what the source says: `error` a compile error, `memory` a cap kill,
-    `internal` the service's own failure, `hang` never (until cancelled); else a success
-    whose artifact is published to the real store."""
+    `internal` the service's own failure, `hang` never (until cancelled), `wait` once
+    `release` is set; else a success whose artifact is published to the real store."""
 
     store: LocalStore
     root: Path
     started: trio.Event = attrs.field(factory=trio.Event)
+    release: trio.Event = attrs.field(factory=trio.Event)  # lets every `wait` compile end
     cancelled: int = 0
     runs: int = 0
     last: CompileRequest | None = None
@@ -58,6 +61,8 @@ class StandInCompiler:
                 await trio.sleep_forever()
             finally:
                 self.cancelled += 1
+        if "wait" in request.code:
+            await self.release.wait()
         if "internal" in request.code:
             raise InternalJobError("the sandbox failed to start: stand-in")
         if "error" in request.code:
@@ -84,6 +89,10 @@ class Harness:
     compiler: StandInCompiler
     store: LocalStore
 
+    async def post_from(self, address: str, body: Any) -> tuple[int, Headers, Any]:
+        """A JSON POST /compile from a client at `address`."""
+        return await self.post(body, scope_base={"client": (address, 40000)})
+
     async def post(self, body: Any, **kwargs: Any) -> tuple[int, Headers, Any]:
         """Status, headers (case-insensitive) and JSON body of a POST /compile."""
         client = self.app.test_client()
@@ -101,6 +110,8 @@ async def harness(
     queue_max: int = 4,
     max_jobs_per_client: int = 8,
     store_class: type[LocalStore] = LocalStore,
+    quota_bytes: int = 0,
+    cache_scope: str = "global",
     **options: Any,
 ) -> AsyncIterator[Harness]:
     for name in ("artifacts", "cache", "jobs"):
@@ -127,6 +138,8 @@ async def harness(
         cache_enabled=True,
         emscripten_version="stand-in",
         max_jobs_per_client=max_jobs_per_client,
+        quota=ArtifactQuota(store, quota_bytes, 3600) if quota_bytes else None,
+        cache_scope=cache_scope,
     )
     app = create_app(service, ApiOptions(max_body_bytes=4096, **options))
     async with service.running():
@@ -228,6 +241,55 @@ async def test_a_client_over_its_job_bound_gets_a_429(tmp_path: Path) -> None:
         assert headers["Retry-After"] == "5"
         assert "already has 1 compiles running or waiting (maxJobsPerClient)" in body["error"]
         nursery.cancel_scope.cancel()
+
+
+async def test_a_client_that_used_its_artifact_quota_gets_a_429_but_still_its_hits(
+    tmp_path: Path,
+) -> None:
+    async with harness(tmp_path, quota_bytes=1000) as h:
+        assert (await h.post({"code": OK_CODE}))[0] == 200
+        # What the compiler charges for artifacts this client (Quart's test client has the
+        # address "<local>") stored meanwhile.
+        assert (await h.store.charge_quota("<local>", 1000, 1000, 3600)).allowed
+        status, headers, body = await h.post({"code": OK_CODE + " // another"})
+        assert status == 429
+        assert 3590 < int(headers["Retry-After"]) <= 3600
+        assert body["error"].startswith(
+            "this client has stored 1000 bytes of artifacts in this window: artifactQuotaMB "
+            "allows 0.000953674 MB of artifacts per client every 60 minutes; try again in "
+        )
+        assert h.compiler.runs == 1  # refused before it ran
+        # A cache hit stores nothing: still answered.
+        hit = await h.post({"code": OK_CODE})
+        assert (hit[0], hit[2]["cached"]) == (200, True)
+        rejected = h.service.metrics.registry.get_sample_value(
+            "emcc_trio_client_rejections_total", {"reason": "artifact_quota"}
+        )
+        assert rejected == 1
+
+
+@pytest.mark.parametrize(("scope", "shared"), [("global", True), ("client", False)])
+async def test_identical_compiles_in_flight_are_shared_only_within_the_cache_scope(
+    tmp_path: Path, scope: str, shared: bool
+) -> None:
+    async with harness(tmp_path, cache_scope=scope) as h:
+        answers: dict[str, Any] = {}
+
+        async def post(address: str) -> None:
+            answers[address] = (await h.post_from(address, {"code": OK_CODE + " // wait"}))[2]
+
+        async with trio.open_nursery() as nursery:
+            for address in ("10.0.0.1", "10.0.0.2"):
+                nursery.start_soon(post, address)
+            await h.compiler.started.wait()
+            await trio.testing.wait_all_tasks_blocked()  # both are waiting now
+            h.compiler.release.set()
+        ids = {body["id"] for body in answers.values()}
+        assert h.compiler.runs == (1 if shared else 2)
+        assert len(ids) == (1 if shared else 2)
+        # And the cache: a repeat is a hit for the client that compiled it, in either scope.
+        again = (await h.post_from("10.0.0.2", {"code": OK_CODE + " // wait"}))[2]
+        assert (again["cached"], again["id"]) == (True, answers["10.0.0.2"]["id"])
 
 
 async def test_a_hang_up_cancels_the_compile(tmp_path: Path) -> None:

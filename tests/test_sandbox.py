@@ -7,8 +7,6 @@ through the jail with the policy bypassed, because the jail must hold on its own
 from __future__ import annotations
 
 import secrets
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,15 +28,6 @@ class Secrets:
     value: str
     etc_file: Path
     workdir_file: Path
-
-
-@pytest.fixture
-def reachable_dir() -> Iterator[Path]:
-    """A dir nsjail's unprivileged outside user can traverse (pytest's tmp dirs are 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="emcc-trio-jail-"))
-    path.chmod(0o711)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -55,9 +55,9 @@ def open_fds(server: Server) -> int:
     return len(os.listdir(f"/proc/{server.proc.pid}/fd"))
 
 
-def slow_client(server: Server) -> socket.socket:
+def slow_client(server: Server, source: str = "127.0.0.1") -> socket.socket:
     """The head of a 1 MB POST /compile and the first 1 000 bytes of its body, then nothing."""
-    sock = socket.create_connection(server.address)
+    sock = socket.create_connection(server.address, source_address=(source, 0))
     sock.sendall(SLOW_HEAD + SLOW_BODY_SENT)
     return sock
 
@@ -126,7 +126,10 @@ def test_2000_slow_bodies_get_a_408_and_their_descriptors_come_back(
     # The server starts with a soft limit too low for 2 000 connections and raises it itself.
     with open_files_limit(1024):
         server = make_server(
-            bodyTimeoutSeconds=SLOW_BODY_TIMEOUT, maxConnections=SLOW_CLIENTS + 100
+            bodyTimeoutSeconds=SLOW_BODY_TIMEOUT,
+            maxConnections=SLOW_CLIENTS + 100,
+            # They all come from one address.
+            maxConnectionsPerClient=SLOW_CLIENTS + 100,
         )
     ensure_open_files(SLOW_CLIENTS + 500)
     limits = Path(f"/proc/{server.proc.pid}/limits").read_text()
@@ -215,6 +218,72 @@ def test_connections_past_max_connections_wait_for_a_free_slot(make_server: Make
     for raw in read_until_closed(slow, CLOSE_WAIT_SECONDS):
         assert_408(raw, "3")
     eventually(lambda: open_fds(server) <= baseline, CLOSE_WAIT_SECONDS, "descriptors back")
+
+
+def healthz_from(server: Server, source: str) -> bytes:
+    """A /healthz from `source`, and whatever came back until the server closed."""
+    sock = socket.create_connection(server.address, source_address=(source, 0))
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+    try:
+        (received,) = read_until_closed([sock], CLOSE_WAIT_SECONDS)
+    except ConnectionResetError:  # closed with the request unread
+        sock.close()
+        return b""
+    return received
+
+
+def test_one_address_cannot_take_every_connection(make_server: MakeServer) -> None:
+    """The issue's scenario, scaled down: one address holds maxConnectionsPerClient slow
+    connections; its next one is closed at once, unanswered, while another address is served,
+    and the address may connect again once one of its connections has closed."""
+    per_client = 8
+    server = make_server(
+        bodyTimeoutSeconds=120, maxConnections=4 * per_client, maxConnectionsPerClient=per_client
+    )
+    baseline = open_fds(server)
+    slow = [slow_client(server) for _ in range(per_client)]
+    eventually(
+        lambda: open_fds(server) >= baseline + per_client,
+        CLOSE_WAIT_SECONDS,
+        "the server to hold them",
+    )
+    assert healthz_from(server, "127.0.0.1") == b""
+    served = healthz_from(server, "127.0.0.2")
+    assert served.startswith(b"HTTP/1.1 200 "), served
+    assert served.endswith(b"\r\n\r\nok")
+    assert answered(slow) == []  # the slow ones are held, not answered
+
+    slow.pop().close()
+    eventually(
+        lambda: open_fds(server) <= baseline + per_client - 1,
+        CLOSE_WAIT_SECONDS,
+        "the server to close the one that went",
+    )
+    again = healthz_from(server, "127.0.0.1")
+    assert again.startswith(b"HTTP/1.1 200 "), again
+    with server.client() as client:
+        metrics = client.get("/metrics").text
+    assert 'emcc_trio_client_rejections_total{reason="connections_per_client"} 1.0' in metrics
+    for sock in slow:
+        sock.close()
+
+
+def test_a_trusted_proxy_is_not_bound_by_connections_per_client(make_server: MakeServer) -> None:
+    """A balancer carries many clients: its connections count against maxConnections only;
+    any other address stays bound."""
+    server = make_server(maxConnectionsPerClient=2, trustedProxies=["127.0.0.1/32"])
+    baseline = open_fds(server)
+    held = [slow_client(server, "127.0.0.2") for _ in range(2)]
+    held += [slow_client(server) for _ in range(4)]
+    eventually(
+        lambda: open_fds(server) >= baseline + 6, CLOSE_WAIT_SECONDS, "the server to hold them"
+    )
+    assert healthz_from(server, "127.0.0.2") == b""
+    served = healthz_from(server, "127.0.0.1")
+    assert served.startswith(b"HTTP/1.1 200 "), served
+    for sock in held:
+        sock.close()
 
 
 def test_a_refused_body_still_arriving_is_read_before_the_close(server: Server) -> None:

@@ -101,6 +101,12 @@ def assemble(
             f"file {request.source_name!r} is not allowed: it is the main source, sent as"
             ' "code" (leave "code" out to compile this file)'
         )
+    under_main = next((p for p in checked if p.startswith(request.source_name + "/")), None)
+    if under_main is not None:
+        raise RequestError(
+            f"file {under_main!r} is not allowed: {request.source_name!r} is the main source,"
+            " a file, so it cannot be a directory"
+        )
     request = attrs.evolve(request, files=tuple(sorted(checked.items())))
     if request.size_bytes > rules.limits.max_total_bytes:
         raise RequestError(
@@ -186,6 +192,12 @@ def from_form(
     uploads: Mapping[str, list[bytes]],
     rules: Rules = DEFAULT_RULES,
 ) -> CompileRequest:
+    # A part whose Content-Disposition the parser could not read has no name (None).
+    if not all(isinstance(name, str) and name for name in (*fields, *uploads)):
+        raise RequestError(
+            "a multipart part has no name (its Content-Disposition names none, or none the "
+            "parser can read)"
+        )
     unknown = sorted(set(fields) - FIELDS)
     if unknown:
         raise RequestError(

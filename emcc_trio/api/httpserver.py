@@ -11,12 +11,17 @@ attempts, which clients retry). Nothing in the server fails for want of a file d
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import resource
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Final
+from typing import Any, Final, cast
 
+import attrs
+import h11
+import h11._readers
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio.lifespan import Lifespan
@@ -32,6 +37,8 @@ from hypercorn.typing import (
     Scope,
 )
 from hypercorn.utils import repr_socket_addr, wrap_app
+
+from emcc_trio.api.clients import Network
 
 # How long a connection the server has finished answering may still read what its client sends
 # (see _LingeringStream): long enough for the rest of a refused body on any network, short
@@ -78,6 +85,47 @@ class _CappedListener(trio.abc.Listener[trio.SocketStream]):
 
     async def aclose(self) -> None:
         await self.listener.aclose()
+
+
+@attrs.define
+class ConnectionsPerAddress:
+    """Open connections by the peer's address, `limit` at most (`maxConnectionsPerClient`).
+
+    Counted when the connection is accepted, before any request, so the client is its address:
+    an API token or `X-Forwarded-For` arrives only with a request. A trusted proxy's address is
+    not counted (it carries many clients: the balancer bounds each source itself)."""
+
+    limit: int
+    trusted: Sequence[Network] = ()
+    refused: Callable[[], None] = lambda: None  # a metric's inc
+    _open: Counter[str] = attrs.field(factory=Counter)
+
+    def take(self, peer: str) -> str | None:
+        """The key counted for `peer` (release it when the connection ends), or None when
+        the address already has `limit` connections open (then refuse the connection)."""
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            address = None
+        if address is not None:
+            mapped = getattr(address, "ipv4_mapped", None)
+            if mapped is not None:
+                address = mapped
+            if any(address in network for network in self.trusted):
+                return ""
+        key = str(address) if address is not None else peer
+        if self._open[key] >= self.limit:
+            self.refused()
+            return None
+        self._open[key] += 1
+        return key
+
+    def release(self, key: str) -> None:
+        if not key:
+            return
+        self._open[key] -= 1
+        if not self._open[key]:
+            del self._open[key]
 
 
 class _LingeringStream(trio.abc.HalfCloseableStream):
@@ -174,6 +222,79 @@ def _shield_sends(app: ASGIFramework) -> ASGIFramework:
     return shielded_app
 
 
+class _RecordedLines:
+    """A request-head reader's view of h11's receive buffer that keeps the head's lines."""
+
+    def __init__(self, buffer: Any) -> None:
+        self.buffer = buffer
+        self.lines: list[bytearray] | None = None
+
+    def maybe_extract_lines(self) -> list[bytearray] | None:
+        self.lines = self.buffer.maybe_extract_lines()
+        return self.lines
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.buffer, name)
+
+
+def framing_problem(header_lines: Sequence[bytes | bytearray]) -> str | None:
+    """Why a request head's framing is ambiguous, from its raw header lines (RFC 9112 section
+    6): Content-Length together with Transfer-Encoding, or Content-Length more than once (as
+    two fields, or as a list in one). None when it is not."""
+    lengths = encodings = 0
+    for line in header_lines:
+        if line[:1] in (b" ", b"\t"):
+            continue  # an obsolete folded continuation: h11 joins it to the field above
+        name, _, value = bytes(line).partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            lengths += len(value.split(b","))
+        elif name == b"transfer-encoding":
+            encodings += 1
+    if lengths and encodings:
+        return "both Content-Length and Transfer-Encoding"
+    if lengths > 1:
+        return "more than one Content-Length"
+    return None
+
+
+def install_strict_framing() -> None:
+    """Refuse ambiguous request framing before hypercorn sees the request (idempotent).
+
+    h11 frames a request with both Content-Length and Transfer-Encoding by the chunked body and
+    keeps the connection open, and folds repeated equal Content-Length values into one: a
+    balancer that frames by Content-Length would then pass a request hidden in the body, which
+    this server answers (request smuggling). The request-head reader of every h11 server
+    connection (h11's reader table is one per process) now refuses both with h11's own
+    protocol error: hypercorn answers an empty-bodied 400 with `Connection: close` and closes
+    the connection, so nothing after the head is read as a request. (h11 itself refuses
+    conflicting Content-Length values the same way.)"""
+    readers: dict[Any, Any] = h11._readers.READERS
+    key = (h11.CLIENT, h11.IDLE)
+    read_head = readers[key]
+    if getattr(read_head, "strict_framing", False):
+        return
+
+    def read_strict_head(buffer: Any) -> h11.Request | None:
+        recorded = _RecordedLines(buffer)
+        request = read_head(recorded)
+        if request is not None and recorded.lines is not None:
+            problem = framing_problem(recorded.lines[1:])
+            if problem is not None:
+                raise h11.LocalProtocolError(f"ambiguous framing: {problem}", 400)
+        return cast("h11.Request | None", request)
+
+    read_strict_head.strict_framing = True  # type: ignore[attr-defined]
+    readers[key] = read_strict_head
+
+
+def _peer(stream: trio.SocketStream) -> str:
+    try:
+        return str(stream.socket.getpeername()[0])
+    except OSError:  # already gone
+        return ""
+
+
 def raise_open_files_limit(max_connections: int) -> int:
     """Raise RLIMIT_NOFILE's soft limit to its hard limit; return the new soft limit.
 
@@ -204,13 +325,16 @@ async def serve(
     send_timeout: float,
     *,
     shutdown_trigger: Callable[[], Awaitable[None]],
+    per_address: ConnectionsPerAddress | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve `app` on `config.bind` (plain HTTP) until `shutdown_trigger` returns.
+    """Serve `app` on `config.bind` (plain HTTP) until `shutdown_trigger` returns. With
+    `per_address`, a connection from an address that has its maximum open is closed at once.
 
     Then, as hypercorn does: stop accepting, give open requests `config.graceful_timeout`
     seconds, cancel what is left, and run the app's lifespan shutdown.
     """
+    install_strict_framing()
     wrapped = wrap_app(_shield_sends(app), config.wsgi_max_body_size, "asgi")
     state: LifespanState = {}
     lifespan = Lifespan(wrapped, config, state)
@@ -231,7 +355,12 @@ async def serve(
             connection = partial(TCPServer, wrapped, config, context, ConnectionState(state.copy()))
 
             async def handle(stream: trio.SocketStream) -> None:
+                key: str | None = ""
                 try:
+                    if per_address is not None:
+                        key = per_address.take(_peer(stream))
+                    if key is None:
+                        return  # past maxConnectionsPerClient: closed below, unread
                     with trio.CancelScope() as scope:
                         lingering = _LingeringStream(stream, send_timeout, scope.cancel)
                         # Annotated as an SSLStream; hypercorn.trio.run passes plain streams too.
@@ -243,6 +372,8 @@ async def serve(
                             await stream.aclose()
                     finally:
                         slots.release()
+                        if per_address is not None and key is not None:
+                            per_address.release(key)
 
             accept = partial(trio.serve_listeners, handle, listeners, handler_nursery=connections)
             task_status.started(binds)

@@ -19,7 +19,7 @@ from emcc_trio.models import ARTIFACT_FILES
 JsonObject = dict[str, Any]
 
 JOB_ID_PATTERN: Final = "^[0-9a-f]{32}$"
-LIMITS: Final = ["memory", "pids", "cpu", "timeout", "output"]
+LIMITS: Final = ["memory", "pids", "cpu", "timeout", "output", "artifact"]
 
 
 def _ref(name: str) -> JsonObject:
@@ -271,6 +271,15 @@ RESPONSES: Final[JsonObject] = {
         _ref("Error"),
         "The service failed (sandbox or cgroup trouble), never the submitted code.",
     ),
+    "TooManyRequests": {
+        **_json(
+            _ref("Error"),
+            "This client already has `maxJobsPerClient` compiles running or waiting, or has "
+            "stored `artifactQuotaMB` of artifacts in its current window (then Retry-After is "
+            "the time left in the window, and nothing was stored).",
+        ),
+        "headers": {"Retry-After": RETRY_AFTER},
+    },
     "Busy": {
         **_json(
             _ref("Error"),
@@ -503,6 +512,7 @@ PATHS: Final[JsonObject] = {
                 "408": _error("RequestTimeout"),
                 "413": _error("PayloadTooLarge"),
                 "422": _json(_ref("LimitExceeded"), "A cap ended the job."),
+                "429": _error("TooManyRequests"),
                 "503": _error("Busy"),
                 **_COMMON,
             },

@@ -19,6 +19,10 @@ LIMIT_MESSAGES: Final = {
     "cpu": "the compile exceeded its CPU-time cap (jobCpuSeconds) and was killed",
     "timeout": "the compile exceeded its wall-clock cap (jobTimeoutSeconds) and was killed",
     "output": "the compiler's output exceeded maxOutputBytes; the compile was stopped",
+    "artifact": (
+        "the compile tried to write a file (or an artifact) of maxArtifactMB or more; the "
+        "write failed and nothing was stored"
+    ),
 }
 
 
@@ -43,7 +47,8 @@ def error_response(exc: ServiceError, retry_after_seconds: int) -> Response:
     response = json_error(exc.status, exc.answer(), **extra)
     response.headers.update(exc.headers)
     if exc.retry:
-        response.headers["Retry-After"] = str(retry_after_seconds)
+        seconds = retry_after_seconds if exc.retry_after is None else exc.retry_after
+        response.headers["Retry-After"] = str(seconds)
     return response
 
 

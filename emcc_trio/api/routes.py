@@ -3,9 +3,12 @@ as `ServiceError`s and answered by the app's one handler."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
+from types import TracebackType
 from typing import TYPE_CHECKING, Final
 
 from quart import Response, request
+from quart.wrappers.response import ResponseBody
 from quart_trio import QuartTrio
 
 from emcc_trio.api import bodies
@@ -17,6 +20,7 @@ from emcc_trio.compile.compiler import new_job_id
 from emcc_trio.compile.service import Service
 from emcc_trio.errors import UnauthorizedError
 from emcc_trio.models import ARTIFACT_FILES
+from emcc_trio.storage.base import Artifact
 
 if TYPE_CHECKING:
     from emcc_trio.api.app import ApiOptions
@@ -80,13 +84,37 @@ def register_compile(app: QuartTrio, service: Service, options: ApiOptions) -> N
         return compile_response(result, cached)
 
 
+class _Streamed(ResponseBody):
+    """An artifact as Quart sends a body: a chunk read as the previous one has been handed to
+    the connection, so a reader holds one chunk, not the file. The stream opens when the send
+    starts and is closed however it ends (done, client gone, send timeout)."""
+
+    def __init__(self, artifact: Artifact) -> None:
+        self.artifact = artifact
+        self.chunks: AsyncGenerator[bytes, None] | None = None
+
+    async def __aenter__(self) -> AsyncGenerator[bytes, None]:
+        self.chunks = self.artifact.chunks()
+        return self.chunks
+
+    async def __aexit__(
+        self, exc_type: type | None, exc_value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.chunks is not None:
+            await self.chunks.aclose()
+
+
 def register_artifacts(app: QuartTrio, service: Service) -> None:
     @app.get("/artifacts/<job_id>/<name>")
     async def artifact(job_id: str, name: str) -> Response:
-        data = await service.store.read(job_id, name)
-        if data is None:
+        found = await service.store.artifact(job_id, name)
+        if found is None:
             return json_error(404, "no such artifact")
-        response = Response(data, mimetype=ARTIFACT_FILES[name])
+        response = Response(_Streamed(found), mimetype=ARTIFACT_FILES[name])
+        response.content_length = found.size
+        # Quart's RESPONSE_TIMEOUT (60 s) would cut a large artifact short on a slow link;
+        # sendTimeoutSeconds closes the connection of a client that stops reading.
+        response.timeout = None
         response.headers["Cache-Control"] = IMMUTABLE_CACHE
         response.headers["ETag"] = f'"{job_id}-{name}"'
         response.headers["X-Content-Type-Options"] = "nosniff"

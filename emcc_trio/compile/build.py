@@ -115,8 +115,9 @@ OBJECT_DIR: Final = ".obj"
 PLAN_FILE: Final = f"{OBJECT_DIR}/plan.json"
 STATUS_FILE: Final = f"{OBJECT_DIR}/status.json"
 CFLAGS_FILE: Final = f"{OBJECT_DIR}/cflags.json"
-# An object larger than this is not kept (nor anything in its manifest).
-MAX_OBJECT_BYTES: Final = 64 * 1024 * 1024
+# An object larger than this is not kept (nor its manifest): the server reads a kept object
+# whole, so this bounds what one build's bookkeeping holds in memory at a time.
+MAX_OBJECT_BYTES: Final = 8 * 1024 * 1024
 
 
 _SETTING: Final = re.compile(r"^-s(?:[A-Z_]|$)")
@@ -218,13 +219,15 @@ def unit_key(
     content: bytes,
     project_paths: Sequence[str],
     workdir: str,
+    scope: str = "",
 ) -> str:
     """What names a unit's manifest: everything that decides its object except the contents
     of the files it includes (the manifest holds those). `project_paths`: a file added or
     removed anywhere may change which header an include finds; `workdir`: where the compile
-    ran, in debug information."""
+    ran, in debug information; `scope`: the client, when objects are not shared between
+    clients (`cacheScope` "client": a reuse would show in the build's time)."""
     material = [toolchain, compiler, list(args), unit, digest(content), sorted(project_paths)]
-    material.append(workdir)
+    material += [workdir, scope]
     return hashlib.sha256(json.dumps(material, separators=(",", ":")).encode()).hexdigest()
 
 

@@ -86,8 +86,10 @@ class Builder:
         job_dir: Path,
         compiler: str,
         default_args: Sequence[str],
+        scope: str = "",
     ) -> PreparedBuild:
-        """Place reusable objects in the job dir and write the plan; the job dir exists."""
+        """Place reusable objects in the job dir and write the plan; the job dir exists.
+        `scope`: reuse only objects built under the same scope (see build.unit_key)."""
         contents = {path: content for path, content in request.files}
         contents[request.source_name] = request.code.encode("utf-8")
         digests = {path: digest(content) for path, content in contents.items()}
@@ -100,7 +102,14 @@ class Builder:
                 path,
                 index,
                 unit_key(
-                    self.toolchain, compiler, args, path, contents[path], sorted(digests), workdir
+                    self.toolchain,
+                    compiler,
+                    args,
+                    path,
+                    contents[path],
+                    sorted(digests),
+                    workdir,
+                    scope,
                 ),
             )
             for index, path in enumerate(request.sources)

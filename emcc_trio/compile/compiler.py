@@ -8,8 +8,10 @@ it; its dir is removed too, unless that overruns its deadline (see `_remove_job_
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Mapping
@@ -22,12 +24,18 @@ import trio
 from emcc_trio.compile.build import OBJECT_DIR
 from emcc_trio.compile.builder import Builder
 from emcc_trio.compile.policy import compiler_argv
-from emcc_trio.errors import InternalError
+from emcc_trio.compile.quota import ArtifactQuota
+from emcc_trio.errors import InternalError, RequestError
 from emcc_trio.isolation.cgroups import Driver
-from emcc_trio.isolation.runner import JobResult, Limits, run_job
+from emcc_trio.isolation.runner import JobResult, Limits, limit_file_size, run_job
 from emcc_trio.isolation.sandbox import Sandbox
-from emcc_trio.models import MAIN_FILE, CompileRequest, CompileResult
-from emcc_trio.storage.artifacts import UnsafeOutputError, job_outputs
+from emcc_trio.models import MAIN_FILE, CompileRequest, CompileResult, Limit
+from emcc_trio.storage.artifacts import (
+    MAX_ARTIFACT_BYTES,
+    UnsafeOutputError,
+    job_outputs,
+    output_bytes,
+)
 from emcc_trio.storage.base import Store
 
 log = logging.getLogger("emcc_trio.jobs")
@@ -35,6 +43,24 @@ _CLEANUP_SECONDS: Final = 10.0
 TMP_SUBDIR: Final = ".tmp"
 # What emsdk installs need to find their config, cache and tools when not jailed.
 _PASSED_ENV_PREFIXES: Final = ("EM_", "EMSDK")
+MB: Final = 1024 * 1024
+# Errors writing a request's files that are the server's, not the request's: a 5xx, never a 400.
+_SERVER_ERRNOS: Final = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EMFILE,
+        errno.ENFILE,
+        errno.ENOMEM,
+        errno.EIO,
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+    }
+)
+# How a write past RLIMIT_FSIZE shows in a failed compile's output: strerror(EFBIG) from
+# wasm-ld, clang or Python, node's EFBIG, or emcc naming the SIGXFSZ a tool died of.
+_FILE_TOO_LARGE: Final = re.compile(r"file too large|\bEFBIG\b|\bSIGXFSZ\b", re.IGNORECASE)
 
 
 def new_job_id() -> str:
@@ -98,12 +124,28 @@ class Compiler:
     sandbox: Sandbox | None
     # Projects of several units: separate steps, objects reused (None: one emcc call).
     builder: Builder | None = None
+    objects_per_client: bool = False  # cacheScope "client": no object serves another client
+    # maxArtifactMB: RLIMIT_FSIZE of every process of the job (a whole number of MiB, the
+    # unit nsjail takes), and the bound of an artifact's files together.
+    max_artifact_bytes: int = MAX_ARTIFACT_BYTES
+    prlimit: str = "prlimit"  # bounds the file size of a job outside the jail
+    quota: ArtifactQuota | None = None  # artifactQuotaMB; None: no quota
 
     def _prepare(self, job_dir: Path, request: CompileRequest, multi_unit: bool) -> None:
+        """Lay out the job dir. A layout the request asks for that cannot exist (a file where
+        a directory goes, a name too long for the filesystem) is a RequestError naming the
+        path; the server's own trouble (disk full, out of descriptors) an InternalJobError."""
         job_dir.mkdir(mode=0o700)
         (job_dir / request.source_name).write_text(request.code, encoding="utf-8")
         for path, content in request.files:
-            write_file(job_dir, path, content)
+            try:
+                write_file(job_dir, path, content)
+            except OSError as exc:
+                if exc.errno in _SERVER_ERRNOS:
+                    raise InternalJobError(f"cannot write {path!r}: {exc.strerror}") from exc
+                raise RequestError(
+                    f"file {path!r} cannot be laid out in the job dir: {exc.strerror}"
+                ) from exc
         (job_dir / TMP_SUBDIR).mkdir()
         if multi_unit:
             (job_dir / OBJECT_DIR).mkdir()
@@ -130,10 +172,17 @@ class Compiler:
             multi_unit = self.builder is not None and len(request.sources) > 1
             await trio.to_thread.run_sync(self._prepare, job_dir, request, multi_unit)
             if multi_unit and self.builder is not None:
-                build = await self.builder.prepare(request, job_dir, compiler, self.default_args)
+                scope = client if self.objects_per_client else ""
+                build = await self.builder.prepare(
+                    request, job_dir, compiler, self.default_args, scope
+                )
                 argv = build.argv
             if self.sandbox is not None:
-                argv = self.sandbox.wrap(argv, job_dir, self.limits.timeout_seconds)
+                argv = self.sandbox.wrap(
+                    argv, job_dir, self.limits.timeout_seconds, self.max_artifact_bytes // MB
+                )
+            else:
+                argv = limit_file_size(argv, self.max_artifact_bytes, self.prlimit)
             result = await run_job(
                 argv,
                 job_id=job_id,
@@ -151,17 +200,33 @@ class Compiler:
                 await self.builder.keep(build, job_dir)
             ok = result.exit_code == 0 and result.limit is None
             output = result.output
+            limit = result.limit
+            if limit is None and not ok and _FILE_TOO_LARGE.search(output):
+                limit = "artifact"  # a write failed at RLIMIT_FSIZE
             files = await trio.to_thread.run_sync(job_outputs, job_dir) if ok else ()
             if ok and MAIN_FILE not in files:
                 ok, output = False, output + f"\nemcc exited 0 but wrote no {MAIN_FILE}"
             if ok:
-                try:
-                    await self.store.publish(job_id, job_dir, files)
-                except UnsafeOutputError as exc:
-                    ok, output = False, output + f"\nrefused to publish the output: {exc}"
-            return _result(job_id, ok, output, result, files if ok else ())
+                ok, output, limit = await self._publish(job_id, job_dir, files, client, output)
+            return _result(job_id, ok, output, result, files if ok else (), limit)
         finally:
             await _remove_job_dir(job_dir)
+
+    async def _publish(
+        self, job_id: str, job_dir: Path, files: tuple[str, ...], client: str, output: str
+    ) -> tuple[bool, str, Limit | None]:
+        """Store a built artifact if it is below maxArtifactMB and within its client's quota
+        (ArtifactQuotaError otherwise): whether it was stored, the output, the limit met."""
+        size = await trio.to_thread.run_sync(output_bytes, job_dir, files)
+        if size >= self.max_artifact_bytes:
+            return False, output + f"\nthe artifact's files hold {size} bytes together", "artifact"
+        if self.quota is not None:
+            await self.quota.charge(client, size, job_id)
+        try:
+            await self.store.publish(job_id, job_dir, files)
+        except UnsafeOutputError as exc:
+            return False, output + f"\nrefused to publish the output: {exc}", None
+        return True, output, None
 
 
 async def _remove_job_dir(job_dir: Path) -> None:
@@ -175,14 +240,19 @@ async def _remove_job_dir(job_dir: Path) -> None:
 
 
 def _result(
-    job_id: str, ok: bool, output: str, result: JobResult, files: tuple[str, ...]
+    job_id: str,
+    ok: bool,
+    output: str,
+    result: JobResult,
+    files: tuple[str, ...],
+    limit: Limit | None,
 ) -> CompileResult:
     return CompileResult(
         job_id=job_id,
         ok=ok,
         output=output,
         output_truncated=result.output_truncated,
-        limit=result.limit,
+        limit=limit,
         usage=result.usage,
         duration_seconds=result.duration_seconds,
         files=files,

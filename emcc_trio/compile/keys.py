@@ -13,11 +13,15 @@ def cache_key(
     argv: Sequence[str],
     source: str,
     files: Sequence[tuple[str, bytes]] = (),
+    scope: str = "",
 ) -> str:
     """argv is the full compile command (compiler, source names, every argument); `files`
-    the project's other files, each path with its content's digest."""
+    the project's other files, each path with its content's digest; `scope` the client whose
+    compiles alone may share the key (cacheScope "client"), "" for everyone."""
     parts: list[Any] = [emscripten_version, list(argv), source]
-    if files:  # keys of single-file compiles stay what they were
+    if files or scope:  # keys of single-file global compiles stay what they were
         parts.append([[path, hashlib.sha256(content).hexdigest()] for path, content in files])
+    if scope:
+        parts.append({"scope": scope})
     material = json.dumps(parts, separators=(",", ":"))
     return hashlib.sha256(material.encode()).hexdigest()

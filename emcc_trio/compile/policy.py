@@ -456,11 +456,12 @@ class Policy:
         if len(args) > MAX_ARGS:
             raise RequestError(f"too many args: {len(args)} (at most {MAX_ARGS})")
         pending: str | None = None
-        for arg in args:
+        for index, arg in enumerate(args):
             if len(arg) > MAX_ARG_LENGTH:
                 raise RequestError(f"an argument is longer than {MAX_ARG_LENGTH} characters")
             if "\x00" in arg:
                 raise RequestError("an argument contains a NUL character")
+            _check_encodable(arg, index)
             if pending is not None:
                 self._check_value(pending, arg)
                 pending = None
@@ -533,6 +534,18 @@ class Policy:
         if reason is None or reason.startswith("it is not a flag"):
             reason = "it is not on the allowlist"
         raise RequestError(f"argument {arg!r} is not allowed: {reason}")
+
+
+def _check_encodable(arg: str, index: int) -> None:
+    """A process argument is bytes: a lone surrogate (a JSON escape such as "\\udfff" with no
+    partner) has no UTF-8 form, and would fail (or change) only when the process starts."""
+    try:
+        arg.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RequestError(
+            f"argument {index + 1} contains a lone surrogate ({arg[exc.start]!r} at character "
+            f"{exc.start}): arguments must be valid UTF-8"
+        ) from None
 
 
 def _check_macro(flag: str, text: str, shown: str) -> None:

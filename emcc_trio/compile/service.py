@@ -23,8 +23,10 @@ from emcc_trio.compile.flight import FlightCancelledError, SingleFlight
 from emcc_trio.compile.gate import Gate
 from emcc_trio.compile.keys import cache_key
 from emcc_trio.compile.policy import STANDARD, Policy
+from emcc_trio.compile.quota import ArtifactQuota
 from emcc_trio.compile.sources import DEFAULT_LIMITS, ProjectLimits
 from emcc_trio.errors import (
+    ArtifactQuotaError,
     InternalError,
     ShuttingDownError,
     TooManyJobsError,
@@ -75,6 +77,12 @@ class Service:
     # The bytes of sources and files the requests in flight may hold in memory together.
     max_held_bytes: int = 512 * 1024 * 1024
     _held_bytes: int = 0
+    # artifactQuotaMB: checked before a compile that is not a cache hit (the compiler charges
+    # the artifact before publishing it); None: no quota.
+    quota: ArtifactQuota | None = None
+    # cacheScope: "global" (identical compiles of any clients share a result and a flight) or
+    # "client" (only those of one client: one API token, or one address).
+    cache_scope: str = "global"
     # client key -> its compile requests running or waiting (maxJobsPerClient)
     _client_jobs: Counter[str] = attrs.field(factory=Counter)
     _flights: SingleFlight[CompileResult] | None = None  # while `running` is open
@@ -162,6 +170,9 @@ class Service:
         except StoreUnavailableError:
             log.warning("store unreachable", extra={"fields": {"job": job_id}})
             raise
+        except ArtifactQuotaError:
+            self.metrics.client_rejections.labels("artifact_quota").inc()
+            raise
         except InternalError as exc:
             exc.job_id = exc.job_id or job_id
             log.error("job failed to run", extra={"fields": {"job": job_id, "error": str(exc)}})
@@ -173,15 +184,23 @@ class Service:
         if self._flights is None:
             raise RuntimeError("Service.compile outside `async with service.running()`")
         if not self.cache_enabled:
+            if self.quota is not None:
+                await self.quota.check(client)
             work = partial(self._compile_admitted, request, job_id, None, client)
             return await self._flights.run(job_id, work), False
         key = cache_key(
-            self.emscripten_version, self.compiler.command(request), request.code, request.files
+            self.emscripten_version,
+            self.compiler.command(request),
+            request.code,
+            request.files,
+            scope=client if self.cache_scope == "client" else "",
         )
         cached = await self.store.cache_get(key)
         if cached is not None:
             self.metrics.cache_requests.labels("hit").inc()
             return cached, True
+        if self.quota is not None:
+            await self.quota.check(client)  # after the lookup: a hit stores nothing
         # "shared": an identical compile is already running and this request joins it.
         lookup = "shared" if self._flights.is_flying(key) else "miss"
         self.metrics.cache_requests.labels(lookup).inc()

@@ -3,8 +3,8 @@
 A path is accepted only if it names a plain file inside the job dir: relative, components of
 letters, digits and `._-` that start with a letter, digit or `_` (so never `.`, `..`, a hidden
 name or something emcc would read as a flag), a bounded depth, and never one of the names the
-service writes itself. The job dir is new and empty, so a link can only come from the writer;
-`compiler.write_file` refuses to follow one anyway.
+service writes itself, nor a directory of such a name. The job dir is new and empty, so a link
+can only come from the writer; `compiler.write_file` refuses to follow one anyway.
 """
 
 from __future__ import annotations
@@ -65,6 +65,8 @@ def _why_refused(path: str, limits: ProjectLimits) -> str | None:
         )
     if path in RESERVED:
         return "the service writes this file itself"
+    if parts[0] in RESERVED:
+        return f"the service writes {parts[0]!r} itself: it cannot be a directory"
     return None
 
 

@@ -90,6 +90,14 @@ class _BoundedOutput:
                 return
 
 
+def limit_file_size(argv: Sequence[str], max_bytes: int, prlimit: str = "prlimit") -> list[str]:
+    """`argv` run under util-linux's `prlimit` with RLIMIT_FSIZE (soft and hard) at
+    `max_bytes`, for a job outside the jail: a write that would make any file larger fails
+    with EFBIG (and SIGXFSZ) at once, so the file is never written past it. The jail sets
+    the same limit itself (`Sandbox.wrap`)."""
+    return [prlimit, f"--fsize={max_bytes}", "--", *argv]
+
+
 def _kill_process_group(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)

@@ -2,7 +2,8 @@
 
 The jail's policy (namespaces, mounts, rlimits, environment) lives as data in an nsjail
 config file, `nsjail/emcc.cfg` by default, reviewed like code. Only what differs per job is
-added here: the job dir mounted read-write at /job, and the time limit.
+added here: the job dir mounted read-write at /job, the time limit and the file size limit
+(`maxArtifactMB`).
 """
 
 from __future__ import annotations
@@ -80,8 +81,17 @@ class Sandbox:
         for path in (job_dir, *job_dir.iterdir()):
             os.chown(path, OUTSIDE_UID, OUTSIDE_GID)
 
-    def wrap(self, argv: Sequence[str], job_dir: Path, timeout_seconds: float) -> list[str]:
+    def wrap(
+        self,
+        argv: Sequence[str],
+        job_dir: Path,
+        timeout_seconds: float,
+        file_size_mb: int | None = None,
+    ) -> list[str]:
+        """nsjail running `argv`; with `file_size_mb`, RLIMIT_FSIZE (nsjail counts it in MiB)
+        replaces the config's: a write past it fails (EFBIG) inside the jail."""
         time_limit = math.ceil(timeout_seconds) + _TIME_LIMIT_SLACK_SECONDS
+        size = [] if file_size_mb is None else ["--rlimit_fsize", str(file_size_mb)]
         return [
             str(self.nsjail),
             "--config",
@@ -92,6 +102,7 @@ class Sandbox:
             JOB_MOUNT,
             "--time_limit",
             str(time_limit),
+            *size,
             "--",
             *argv,
         ]

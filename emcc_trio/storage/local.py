@@ -12,8 +12,10 @@ import trio
 from emcc_trio.metrics import Metrics
 from emcc_trio.models import BOTH_FILES, CompileResult
 from emcc_trio.storage.artifacts import ArtifactStore, run_sweeper
+from emcc_trio.storage.base import Artifact
 from emcc_trio.storage.cache import ResultCache
 from emcc_trio.storage.objects import ObjectCache
+from emcc_trio.storage.quota import QuotaCharge, QuotaWindows
 
 
 @attrs.define
@@ -23,6 +25,7 @@ class LocalStore:
     artifact_ttl_days: float
     cleanup_interval_mins: float
     objects: ObjectCache | None = None
+    quota: QuotaWindows = attrs.field(factory=QuotaWindows)
 
     @property
     def reachable(self) -> bool:
@@ -33,8 +36,8 @@ class LocalStore:
     ) -> None:
         await self.artifacts.publish(job_id, job_dir, files)
 
-    async def read(self, job_id: str, name: str) -> bytes | None:
-        return await self.artifacts.read(job_id, name)
+    async def artifact(self, job_id: str, name: str) -> Artifact | None:
+        return await self.artifacts.artifact(job_id, name)
 
     async def cache_get(self, key: str) -> CompileResult | None:
         return None if self.cache is None else self.cache.get(key)
@@ -49,6 +52,11 @@ class LocalStore:
     async def object_put(self, name: str, data: bytes) -> None:
         if self.objects is not None:
             await trio.to_thread.run_sync(self.objects.put, name, data)
+
+    async def charge_quota(
+        self, client: str, nbytes: int, limit: int, window_seconds: float
+    ) -> QuotaCharge:
+        return self.quota.charge(client, nbytes, limit, window_seconds)
 
     async def once(self, key: str, work: Callable[[], Awaitable[CompileResult]]) -> CompileResult:
         return await work()

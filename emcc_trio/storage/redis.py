@@ -1,11 +1,17 @@
 """The shared store for several replicas: artifacts, the result cache and single flight in Redis.
 
 Keys (all under `emcc-trio:`):
-- `artifact:<id>`: a hash with both files (`app.js`, `app.wasm`), written in one MULTI/EXEC,
-  so a reader finds both or neither; it expires after artifactTTLDays.
+- `artifact:<id>`: a hash holding every file of the artifact in chunks of CHUNK_BYTES
+  (`<name>:<i>`, with `<name>:size` and `<name>:chunks`), so that neither publishing nor an
+  answer ever holds a whole file. It is written chunk by chunk as `artifact:<id>:staging`
+  (expiring in STAGING_MS, in case the writer dies) and renamed to `artifact:<id>` in one step
+  once whole, so a reader finds every file or none; it expires after artifactTTLDays. (A hash
+  of whole files, `<name>` alone, as earlier versions wrote, is still read.)
 - `cache:<key>`: the JSON entry of a cached result. It expires a tenth earlier than the
   artifact it points at, and a hit refreshes both, so under `maxmemory-policy volatile-ttl`
   Redis evicts a cache entry before the artifact it points at.
+- `quota:<hash of client>`: the artifact bytes a client stored in its current window, counted
+  by INCRBY and expiring with the window (PEXPIRE) in one script: one count for every replica.
 - `lock:<key>` (a random token, a few seconds' expiry renewed by its holder) and
   `outcome:<key>:<token>` (the holder's result for its waiters, kept briefly): one compile per
   key in the whole cluster; if the holder dies, its lock expires and a waiter takes over.
@@ -19,11 +25,13 @@ unreachable (readiness fails) until an operation or the background ping succeeds
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Final, TypeVar
 from urllib.parse import urlsplit
@@ -45,9 +53,15 @@ from emcc_trio.models import (
     decode_result,
     encode_result,
 )
-from emcc_trio.storage.artifacts import is_valid_id, read_job_outputs
-from emcc_trio.storage.base import FlightWaitTimeoutError, StoreUnavailableError
+from emcc_trio.storage.artifacts import MAX_ARTIFACT_BYTES, is_valid_id, open_job_output
+from emcc_trio.storage.base import (
+    CHUNK_BYTES,
+    Artifact,
+    FlightWaitTimeoutError,
+    StoreUnavailableError,
+)
 from emcc_trio.storage.objects import is_valid_name as is_valid_object_name
+from emcc_trio.storage.quota import QuotaCharge
 from emcc_trio.storage.redis_url import SENTINEL_SCHEME, parse_sentinel_url
 
 T = TypeVar("T")
@@ -61,6 +75,7 @@ OUTCOME_MS: Final = 30_000
 PING_SECONDS: Final = 1.0
 # Objects of builds expire as artifacts do; with artifacts kept for ever, after a week.
 OBJECT_TTL_MS: Final = 7 * 86_400_000
+STAGING_MS: Final = 600_000  # a half-written artifact of a writer that died goes after this
 
 # Only the holder may renew or release its lock.
 _RENEW = """
@@ -74,6 +89,35 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('del', KEYS[1])
 end
 return 0
+"""
+
+# Publish a staged artifact if it is whole (a staging key evicted midway and made anew by a
+# later chunk lacks fields): rename it into place, with the artifact's expiry.
+# KEYS: staging, artifact. ARGV: the number of fields, artifact TTL ms (0: no expiry).
+_PUBLISH = """
+if redis.call('hlen', KEYS[1]) ~= tonumber(ARGV[1]) then return 0 end
+redis.call('rename', KEYS[1], KEYS[2])
+if tonumber(ARGV[2]) > 0 then
+  redis.call('pexpire', KEYS[2], ARGV[2])
+else
+  redis.call('persist', KEYS[2])
+end
+return 1
+"""
+
+# The artifact quota (see storage/quota.py): count ARGV[1] bytes unless refused.
+# KEYS: the client's quota key. ARGV: bytes, limit, window ms. -> {taken, used, ms left}
+_CHARGE_QUOTA = """
+local used = tonumber(redis.call('get', KEYS[1]) or '0')
+local n, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local left = redis.call('pttl', KEYS[1])
+if left < 0 then left = tonumber(ARGV[3]) end
+if used >= limit or used + n > limit then return {0, used, left} end
+if n > 0 then
+  used = redis.call('incrby', KEYS[1], n)
+  if redis.call('pttl', KEYS[1]) < 0 then redis.call('pexpire', KEYS[1], ARGV[3]) end
+end
+return {1, used, left}
 """
 
 # A cache lookup in one round trip: the entry, and for a success its artifact's expiry
@@ -108,12 +152,22 @@ def artifact_key(job_id: str) -> str:
     return f"{PREFIX}artifact:{job_id}"
 
 
+def staging_key(job_id: str) -> str:
+    return f"{PREFIX}artifact:{job_id}:staging"
+
+
 def entry_key(key: str) -> str:
     return f"{PREFIX}cache:{key}"
 
 
 def object_key(name: str) -> str:
     return f"{PREFIX}obj:{name}"
+
+
+def quota_key(client: str) -> str:
+    """A hash, so that no address or token name shows in Redis."""
+    digest = hashlib.sha256(client.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{PREFIX}quota:{digest[:32]}"
 
 
 def lock_key(key: str) -> str:
@@ -160,6 +214,10 @@ def connect(url: str) -> tuple[coredis.Redis[bytes], coredis.Sentinel[bytes] | N
     return client, sentinel
 
 
+async def _one_chunk(data: bytes) -> AsyncGenerator[bytes, None]:
+    yield data
+
+
 @attrs.define
 class RedisStore:
     client: coredis.Redis[bytes]
@@ -169,13 +227,18 @@ class RedisStore:
     # Set when `client` follows a primary through Sentinel: entered before the client.
     sentinel: coredis.Sentinel[bytes] | None = None
     reachable: bool = False
+    max_file_bytes: int = MAX_ARTIFACT_BYTES  # maxArtifactMB
     # EVALSHA, falling back to EVAL once per connection that has not seen the script.
     _cache_get: Script[bytes] = attrs.field(init=False)
+    _publish: Script[bytes] = attrs.field(init=False)
+    _charge_quota: Script[bytes] = attrs.field(init=False)
     _renew_lock: Script[bytes] = attrs.field(init=False)
     _release_lock: Script[bytes] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._cache_get = self.client.register_script(_CACHE_GET)
+        self._publish = self.client.register_script(_PUBLISH)
+        self._charge_quota = self.client.register_script(_CHARGE_QUOTA)
         self._renew_lock = self.client.register_script(_RENEW)
         self._release_lock = self.client.register_script(_RELEASE)
 
@@ -204,21 +267,69 @@ class RedisStore:
     async def publish(
         self, job_id: str, job_dir: Path, files: tuple[str, ...] = BOTH_FILES
     ) -> None:
-        contents = await trio.to_thread.run_sync(read_job_outputs, job_dir, files)
-        key = artifact_key(job_id)
+        staging = staging_key(job_id)
+        fields = 0
+        try:
+            for name in files:
+                fields += await self._stage_file(staging, job_dir, name)
+            args = (fields, self.artifact_ttl_ms)
+            whole: object = await self._call(
+                "publish",
+                lambda: self._publish(keys=[staging, artifact_key(job_id)], args=args),
+            )
+            if whole != 1:
+                raise StoreUnavailableError("the staged artifact was evicted before it was whole")
+        except BaseException:
+            deadline = trio.current_time() + OP_TIMEOUT_SECONDS
+            with (
+                trio.CancelScope(shield=True, deadline=deadline),
+                contextlib.suppress(StoreUnavailableError),
+            ):
+                await self._call("publish", lambda: self.client.delete([staging]))
+            raise
 
+    async def _stage_file(self, staging: str, job_dir: Path, name: str) -> int:
+        """Copy one file into the staging hash, a chunk per round trip; return the fields
+        written."""
+        src = await trio.to_thread.run_sync(open_job_output, job_dir, name, self.max_file_bytes)
+        try:
+            size = count = 0
+            while chunk := await trio.to_thread.run_sync(src.read, CHUNK_BYTES):
+                await self._stage(staging, {f"{name}:{count}": chunk})
+                size += len(chunk)
+                count += 1
+        finally:
+            src.close()
+        await self._stage(staging, {f"{name}:size": str(size), f"{name}:chunks": str(count)})
+        return count + 2
+
+    async def _stage(self, staging: str, fields: dict[str, str | bytes]) -> None:
         async def store() -> None:
             async with self.client.pipeline(transaction=True) as pipe:
-                pipe.hset(key, dict(contents))
-                if self.artifact_ttl_ms > 0:
-                    pipe.pexpire(key, self.artifact_ttl_ms)
+                pipe.hset(staging, fields)
+                pipe.pexpire(staging, STAGING_MS)
 
         await self._call("publish", store)
 
-    async def read(self, job_id: str, name: str) -> bytes | None:
+    async def artifact(self, job_id: str, name: str) -> Artifact | None:
         if not is_valid_id(job_id) or name not in ARTIFACT_FILES:
             return None
-        return await self._call("read", lambda: self.client.hget(artifact_key(job_id), name))
+        key = artifact_key(job_id)
+        # A whole file (`name`), as earlier versions stored it, comes whole; nothing else does.
+        fields = [f"{name}:size", f"{name}:chunks", name]
+        size, count, whole = await self._call("read", lambda: self.client.hmget(key, fields))
+        if size is not None and count is not None:
+            return Artifact(int(size), partial(self._chunks, key, name, int(count)))
+        if whole is not None:
+            return Artifact(len(whole), partial(_one_chunk, whole))
+        return None
+
+    async def _chunks(self, key: str, name: str, count: int) -> AsyncGenerator[bytes, None]:
+        for index in range(count):
+            chunk = await self._call("read", partial(self.client.hget, key, f"{name}:{index}"))
+            if chunk is None:
+                raise StoreUnavailableError(f"{key} expired or was evicted while being read")
+            yield chunk
 
     async def cache_get(self, key: str) -> CompileResult | None:
         args: tuple[str, int, int] = (
@@ -254,6 +365,18 @@ class RedisStore:
             return
         ttl = self.artifact_ttl_ms or OBJECT_TTL_MS
         await self._call("object_put", lambda: self.client.set(object_key(name), data, px=ttl))
+
+    async def charge_quota(
+        self, client: str, nbytes: int, limit: int, window_seconds: float
+    ) -> QuotaCharge:
+        args = (nbytes, limit, max(1, round(window_seconds * 1000)))
+        reply: object = await self._call(
+            "quota", lambda: self._charge_quota(keys=[quota_key(client)], args=args)
+        )
+        if not isinstance(reply, list) or len(reply) != 3:
+            raise StoreUnavailableError(f"the quota script answered {reply!r}")
+        taken, used, left_ms = (int(value) for value in reply)
+        return QuotaCharge(taken == 1, used, left_ms / 1000)
 
     async def once(self, key: str, work: Callable[[], Awaitable[CompileResult]]) -> CompileResult:
         """Take the key's lock and run `work`, or wait for the holder's outcome; take over

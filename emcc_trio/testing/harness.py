@@ -89,12 +89,25 @@ class Server:
 
     def rss_mb(self) -> float:
         """The server's resident memory, from /proc (0 once it has gone)."""
+        return self._status_mb("VmRSS")
+
+    def peak_rss_mb(self) -> float:
+        """The most resident memory the server has had since it started, or since the last
+        `reset_peak_rss` (the kernel's high-water mark: no sampling can miss a peak)."""
+        return self._status_mb("VmHWM")
+
+    def reset_peak_rss(self) -> None:
+        """Restart the high-water mark from the server's current resident memory (Linux's
+        clear_refs 5; needs the right to write the server's /proc files, as root has)."""
+        Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
+
+    def _status_mb(self, field: str) -> float:
         try:
             status = Path(f"/proc/{self.proc.pid}/status").read_text()
         except OSError:
             return 0.0
         for line in status.splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
         return 0.0
 
