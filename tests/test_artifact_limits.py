@@ -32,11 +32,12 @@ BOMB_CAPS: dict[str, Any] = {
 
 def stored(server: Server) -> dict[str, list[str]]:
     """What the server keeps on disk besides its job dirs: artifacts (staging dirs included)
-    and cache entries."""
+    and every file below the cache dir (result entries, and the object cache's files)."""
     cache = server.artifacts_dir.parent / "cache"
+    files = sorted(str(p.relative_to(cache)) for p in cache.rglob("*") if not p.is_dir())
     return {
         "artifacts": sorted(p.name for p in server.artifacts_dir.iterdir()),
-        "cache": sorted(p.name for p in cache.iterdir()) if cache.exists() else [],
+        "cache": files if cache.exists() else [],
     }
 
 
