@@ -189,11 +189,19 @@ def _open_budget(config: Config, paths: Paths, group: BudgetGroup | None) -> Bud
     return partial(read_budget, *files)
 
 
-def _which(setting: str, key: str) -> str:
-    found = shutil.which(setting)
+def _find_program(name: str, missing: str, path: str | None = None) -> str:
+    """The absolute path of program `name` (on `path`, else the server's PATH); StartupError
+    with `missing` when there is none."""
+    found = shutil.which(name, path=path)
     if found is None:
-        raise StartupError(f"{key}: cannot find the compiler {setting!r} (install emscripten)")
+        raise StartupError(missing)
     return os.path.abspath(found)
+
+
+def _which(setting: str, key: str) -> str:
+    return _find_program(
+        setting, f"{key}: cannot find the compiler {setting!r} (install emscripten)"
+    )
 
 
 def _remove_leftover_jobs(jobs_dir: Path) -> list[str]:
@@ -206,13 +214,6 @@ def _remove_leftover_jobs(jobs_dir: Path) -> list[str]:
         else:
             path.unlink(missing_ok=True)
     return leftovers
-
-
-def _which_tool(name: str, key: str, package: str) -> str:
-    found = shutil.which(name)
-    if found is None:
-        raise StartupError(f"{key}: cannot find {name!r} to enforce it (install {package})")
-    return found
 
 
 async def _emscripten_version(emcc: str) -> str:
@@ -297,9 +298,9 @@ async def build_service(
     metrics = Metrics()
     # The python3 the compile environment finds first (compile_env's PATH), as emcc's does.
     search = f"{os.path.dirname(emcc)}:/usr/local/bin:/usr/bin:/bin"
-    python = shutil.which("python3", path=search)
-    if python is None:
-        raise StartupError("no python3 for the build driver (emcc needs one too)")
+    python = _find_program(
+        "python3", "no python3 for the build driver (emcc needs one too)", path=search
+    )
     builder = Builder(
         metrics=metrics,
         store=store,
@@ -317,7 +318,13 @@ async def build_service(
             store, config.artifact_quota_mb * MB, config.artifact_quota_window_minutes * 60
         )
     # Outside the jail, util-linux's prlimit sets the job's file size limit.
-    prlimit = "" if sandbox else _which_tool("prlimit", "maxArtifactMB", "util-linux")
+    prlimit = (
+        ""
+        if sandbox
+        else _find_program(
+            "prlimit", "maxArtifactMB: cannot find 'prlimit' to enforce it (install util-linux)"
+        )
+    )
     compiler = Compiler(
         builder=builder,
         objects_per_client=config.cache_scope == "client",

@@ -127,18 +127,24 @@ def test_json_nested_past_the_recursion_limit_is_a_400(make_server: MakeServer) 
         assert client.get("/healthz").text == "ok"
 
 
-def test_no_body_gets_a_5xx(make_server: MakeServer) -> None:
-    """Arbitrary bytes and JSON to POST /compile: always a JSON answer below 500."""
-    server = make_server(maxBodyBytes=BODY_LIMIT)
-    statuses: set[int] = set()
-
-    @settings(
-        max_examples=400,
+def fuzzing(examples: int) -> settings:
+    """Hypothesis against a live server: the same examples every run, no deadline (a compile
+    takes what it takes), no example database."""
+    return settings(
+        max_examples=examples,
         deadline=None,
         derandomize=True,
         database=None,
         suppress_health_check=list(HealthCheck),
     )
+
+
+def test_no_body_gets_a_5xx(make_server: MakeServer) -> None:
+    """Arbitrary bytes and JSON to POST /compile: always a JSON answer below 500."""
+    server = make_server(maxBodyBytes=BODY_LIMIT)
+    statuses: set[int] = set()
+
+    @fuzzing(400)
     @given(body=BODIES, content_type=CONTENT_TYPES)
     @example(body=b'{"code": "int main(){return 0;} // \\ud800"}', content_type=None)
     @example(body=b'{"code": "x", "args": ["-O2\\udfff"]}', content_type=None)
@@ -300,13 +306,7 @@ def test_no_argument_or_layout_gets_a_5xx(make_server: MakeServer) -> None:
     server = make_server(maxBodyBytes=BODY_LIMIT)
     statuses: set[int] = set()
 
-    @settings(
-        max_examples=150,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
+    @fuzzing(150)
     @given(body=LAYOUT_BODIES, as_json=st.booleans())
     # The issue's three 500s.
     @example(

@@ -80,6 +80,9 @@ BLOCKED = [
     (["-I", "/usr/include"], "include paths"),
     (["-I=sys"], "include paths"),
     (["-iquote", "../up"], "include paths"),
+    # A final newline: `$` would match before it; the checks anchor at the very end.
+    (["-I", "include\n"], "include paths"),
+    (["-isystem", "..\n"], "include paths"),
     (["-include", "/etc/passwd"], "reads a file"),
     (["-isystem/usr"], "include paths"),
     (["--js-library", "lib.js"], "reads a file"),

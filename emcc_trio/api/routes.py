@@ -47,6 +47,8 @@ def register_health(app: QuartTrio, service: Service, options: ApiOptions) -> No
 
 
 def register_compile(app: QuartTrio, service: Service, options: ApiOptions) -> None:
+    rules = bodies.Rules(service.policy, service.limits)  # fixed while the server runs
+
     def identify_client() -> Client:
         """Who sends this request; UnauthorizedError when tokens are on and it carries no
         valid one. The token itself is never kept or logged, only its name."""
@@ -74,7 +76,6 @@ def register_compile(app: QuartTrio, service: Service, options: ApiOptions) -> N
         fields = log_fields()
         fields["client"] = client.key.removeprefix("token:")
         # The raw body dies in `read`: a request waiting in the queue holds its source once.
-        rules = bodies.Rules(service.policy, service.limits)
         compile_request = await bodies.read(request, rules)
         with service.client_slot(client.key), service.holding(compile_request):
             job_id = new_job_id()

@@ -17,8 +17,8 @@ from typing import Final
 import attrs
 
 TOKEN_PREFIX: Final = "et_"
-_DIGEST = re.compile(r"^[0-9a-f]{64}$")
-_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_DIGEST = re.compile(r"^[0-9a-f]{64}\Z")
+_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
 
 
 class TokenFileError(Exception):

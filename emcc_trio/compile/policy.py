@@ -134,11 +134,12 @@ def path_reason(arg: str) -> str | None:
 
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _C_SYMBOL = r"_[A-Za-z0-9_]+"
-_IDENT_RE = re.compile(rf"^{_IDENT}$")
-_JS_IDENT_RE = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*$")
-_PATH_CHARS = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._/-]*$")
-_VIRTUAL_PATH = re.compile(r"^/?[A-Za-z0-9._][A-Za-z0-9._/-]*$")
-_SIZE = re.compile(r"^([0-9]{1,10})(KB|MB|GB)?$")
+_IDENT_RE = re.compile(rf"^{_IDENT}\Z")
+_JS_IDENT_RE = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*\Z")
+# \Z, not $: $ also matches before a final newline ("data.txt\n").
+_PATH_CHARS = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._/-]*\Z")
+_VIRTUAL_PATH = re.compile(r"^/?[A-Za-z0-9._][A-Za-z0-9._/-]*\Z")
+_SIZE = re.compile(r"^([0-9]{1,10})(KB|MB|GB)?\Z")
 _SIZE_UNITS: Final[Mapping[str, int]] = {"": 1, "KB": 1024, "MB": MB, "GB": 1024 * MB}
 _ENVIRONMENTS = frozenset({"web", "webview", "worker", "shell"})
 # Debian's emscripten 3.1.6 keeps every one of these prebuilt in its cache.
@@ -424,7 +425,7 @@ STANDARD_FLAGS: Final = frozenset(
 )
 # -Wall, -Wno-unused, -Werror=format, -Wframe-larger-than=4096, -W#warnings; no comma, so
 # never -Wl, -Wa, -Wp, nor their one-letter stems.
-_WARNING = re.compile(r"^-W[a-z#][A-Za-z0-9#+_.-]+(?:=[A-Za-z0-9#+_.-]+)?$")
+_WARNING = re.compile(r"^-W[a-z#][A-Za-z0-9#+_.-]+(?:=[A-Za-z0-9#+_.-]+)?\Z")
 # What emcc reads as a setting (-std=, -shared, -static are not).
 _SETTING_FLAG = re.compile(r"^-s(?:[A-Z_]|$)")
 _SANITIZE = re.compile(r"^-f(?:no-)?sanitize=(.+)$")

@@ -22,7 +22,7 @@ MAIN_NAMES: Final[Mapping[str, str]] = {"main.c": "c", "main.cpp": "cpp"}
 # What the service itself writes into the job dir.
 RESERVED: Final = frozenset({"app.js", "app.wasm", "app.wasm.map", "app.data", "app.worker.js"})
 
-_COMPONENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+_COMPONENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*\Z")
 
 
 class FileError(Exception):
@@ -43,7 +43,7 @@ class ProjectLimits:
 DEFAULT_LIMITS: Final = ProjectLimits()
 # `sources` patterns: at most this many, each like a path (with * ? ** and a leading !).
 MAX_PATTERNS: Final = 256
-_PATTERN = re.compile(r"^!?[A-Za-z0-9._*?/-]+$")
+_PATTERN = re.compile(r"^!?[A-Za-z0-9._*?/-]+\Z")
 
 
 def _why_refused(path: str, limits: ProjectLimits) -> str | None:

@@ -28,7 +28,7 @@ import trio
 from emcc_trio.models import ARTIFACT_FILES, BOTH_FILES
 from emcc_trio.storage.base import CHUNK_BYTES, Artifact
 
-_ID = re.compile(r"^[0-9a-f]{32}$")
+_ID = re.compile(r"^[0-9a-f]{32}\Z")
 _STAGING_PREFIX: Final = ".staging-"
 # maxArtifactMB's default: the compile's RLIMIT_FSIZE, so no file it writes reaches it.
 MAX_ARTIFACT_BYTES: Final = 32 * 1024 * 1024

@@ -13,7 +13,7 @@ from typing import Final
 
 import attrs
 
-_NAME: Final = re.compile(r"^[mo]-[0-9a-f]{64}$")
+_NAME: Final = re.compile(r"^[mo]-[0-9a-f]{64}\Z")
 
 
 def is_valid_name(name: str) -> bool:
