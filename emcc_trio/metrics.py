@@ -55,6 +55,8 @@ class Metrics:
     store_errors: Counter = attrs.field(init=False)
     client_rejections: Counter = attrs.field(init=False)
     build_units: Counter = attrs.field(init=False)
+    glue_memo: Counter = attrs.field(init=False)
+    glue_pending: Gauge = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.requests = Counter(
@@ -92,6 +94,18 @@ class Metrics:
             "emcc_trio_build_units",
             "Translation units of multi-unit builds: compiled, or reused from the object cache",
             ["how"],
+            registry=self.registry,
+        )
+        self.glue_memo = Counter(
+            "emcc_trio_glue_memo",
+            "JS glue memo misses (a compile ran compiler.js), entries taken from the shared "
+            "store, entries computed in a clean jail, and fills that made no entry",
+            ["event"],
+            registry=self.registry,
+        )
+        self.glue_pending = Gauge(
+            "emcc_trio_glue_fills_pending",
+            "JS glue memo entries waiting to be computed, or being computed",
             registry=self.registry,
         )
         self.cache_requests = Counter(

@@ -7,6 +7,7 @@ here and passed down explicitly; nothing below this module reads the config.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import shlex
@@ -30,6 +31,8 @@ from emcc_trio.compile.build import Clang
 from emcc_trio.compile.builder import Builder
 from emcc_trio.compile.compiler import Compiler
 from emcc_trio.compile.gate import Budget, Gate, default_budget
+from emcc_trio.compile.glue import GlueMemo
+from emcc_trio.compile.launcher import SCRIPT, Launcher, emscripten_root, install
 from emcc_trio.compile.policy import make_policy
 from emcc_trio.compile.quota import ArtifactQuota
 from emcc_trio.compile.service import Service
@@ -225,6 +228,76 @@ async def _emscripten_version(emcc: str) -> str:
     return f"{emcc} " + done.stdout.decode(errors="replace").partition("\n")[0]
 
 
+async def _open_launcher(
+    config: Config, paths: Paths, emcc: str, python: str, sandbox: Sandbox | None
+) -> Launcher | None:
+    """emccLauncher: installed where the jail can read it; None (with a warning) when emcc's
+    `em-config` does not name an emscripten root holding emcc.py."""
+    if not config.emcc_launcher:
+        return None
+    em_config = os.path.join(os.path.dirname(emcc), "em-config")
+    try:
+        done = await trio.run_process(
+            [em_config, "EMSCRIPTEN_ROOT"], capture_stdout=True, capture_stderr=True, check=False
+        )
+        root = emscripten_root(done.stdout.decode(errors="replace"))
+    except OSError:
+        root = None
+    if root is None:
+        log.warning(f"emccLauncher: {em_config} names no emscripten root; running emcc as is")
+        return None
+    directory = await trio.to_thread.run_sync(install, paths.cache_dir / "launcher")
+    if sandbox is not None:
+        _reachable(sandbox, directory)
+    return Launcher(python=python, directory=directory, emscripten_root=root)
+
+
+def _reachable(sandbox: Sandbox, directory: Path) -> None:
+    try:
+        sandbox.check_reachable(directory)
+    except SandboxError as exc:
+        raise StartupError(str(exc)) from exc
+
+
+async def _open_glue_memo(
+    config: Config,
+    paths: Paths,
+    toolchain: str,
+    launcher: Launcher | None,
+    store: Store,
+    metrics: Metrics,
+) -> GlueMemo | None:
+    """glueMemoMaxMB: one directory per toolchain (the launcher and node are part of it);
+    the directories of other toolchains are removed."""
+    if not config.glue_memo_max_mb or launcher is None or not config.nsjail_enabled:
+        return None
+    node = shutil.which("node", path=f"{os.path.dirname(launcher.python)}:/usr/bin:/bin")
+    node_version = b""
+    if node is not None:
+        done = await trio.run_process([node, "--version"], capture_stdout=True, check=False)
+        node_version = done.stdout
+    script = SCRIPT.read_bytes()
+    identity = hashlib.sha256(toolchain.encode() + b"\0" + node_version + b"\0" + script)
+    name = identity.hexdigest()[:16]
+    parent = paths.cache_dir / "glue"
+    await trio.to_thread.run_sync(_remove_other_dirs, parent, name)
+    entries = ObjectCache(parent / name, config.glue_memo_max_mb * MB)
+    await trio.to_thread.run_sync(entries.load)
+    return GlueMemo(
+        entries=entries,
+        toolchain=identity.hexdigest(),
+        shared=store if config.redis_url else None,
+        metrics=metrics,
+    )
+
+
+def _remove_other_dirs(parent: Path, keep: str) -> None:
+    parent.mkdir(parents=True, exist_ok=True)
+    for path in parent.iterdir():
+        if path.name != keep:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 async def _find_clang(emcc: str, emxx: str) -> Clang | None:
     """The clang programs emcc and em++ run to compile (from `-v`, on a probe source of
     ours), so that a project's units compile without an emcc start each; None when emcc does
@@ -325,7 +398,13 @@ async def build_service(
             "prlimit", "maxArtifactMB: cannot find 'prlimit' to enforce it (install util-linux)"
         )
     )
+    launcher = await _open_launcher(config, paths, emcc, python, sandbox)
+    glue = await _open_glue_memo(config, paths, toolchain, launcher, store, metrics)
+    if glue is not None and sandbox is not None:
+        _reachable(sandbox, glue.directory)
     compiler = Compiler(
+        launcher=launcher,
+        glue=glue,
         builder=builder,
         objects_per_client=config.cache_scope == "client",
         emcc=emcc,
@@ -383,6 +462,7 @@ async def build_service(
         max_held_bytes=config.max_queued_project_mb * MB,
         quota=quota,
         cache_scope=config.cache_scope,
+        glue=glue,
     )
 
 

@@ -52,6 +52,9 @@ class StandInCompiler:
     def command(self, request: CompileRequest) -> list[str]:
         return ["emcc", *request.sources, *request.args, "-o", "app.js"]
 
+    async def fill_glue(self, material: bytes) -> bytes | None:
+        return None
+
     async def compile(self, request: CompileRequest, job_id: str, client: str) -> CompileResult:
         self.runs += 1
         self.last = request

@@ -302,7 +302,7 @@ def decode_cflags(data: bytes | None) -> list[str] | None:
 
 def plan_json(
     *,
-    compiler: str,
+    compiler: Sequence[str],
     clang: Clang | None,
     cflags: Sequence[str] | None,
     args: Sequence[str],
@@ -311,9 +311,10 @@ def plan_json(
     link_args: Sequence[str],
     parallel: int,
 ) -> str:
-    """The driver's input: what to compile (the rest is reused), then how to link."""
+    """The driver's input: what to compile (the rest is reused), then how to link.
+    `compiler` is the command that runs emcc or em++ (see compile.launcher)."""
     plan: dict[str, Any] = {
-        "compiler": compiler,
+        "compiler": list(compiler),
         "clang": None if clang is None else {"c": clang.c, "cxx": clang.cxx},
         "cflags": None if cflags is None else list(cflags),
         "cflags_file": CFLAGS_FILE,
@@ -323,7 +324,7 @@ def plan_json(
             {"path": unit.path, "object": unit.object, "depfile": unit.depfile}
             for unit in to_compile
         ],
-        "link": [compiler, *objects, *link_args, "-o", "app.js"],
+        "link": [*compiler, *objects, *link_args, "-o", "app.js"],
         "parallel": parallel,
         "status": STATUS_FILE,
     }
@@ -363,7 +364,7 @@ if prefix is None and plan["clang"] is not None and units:
             originals[token] = arg
             safe.append(token)
     done = subprocess.run(
-        [plan["compiler"], "--cflags", *safe], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [*plan["compiler"], "--cflags", *safe], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     if done.returncode != 0:
         out.write(done.stdout)
@@ -377,7 +378,7 @@ if prefix is None and plan["clang"] is not None and units:
 def step(unit):
     tail = ["-c", unit["path"], "-o", unit["object"], "-MD", "-MF", unit["depfile"]]
     if prefix is None:
-        return run([plan["compiler"], *plan["args"], *plan["passthrough"], *tail])
+        return run([*plan["compiler"], *plan["args"], *plan["passthrough"], *tail])
     clang = plan["clang"]["cxx" if unit["path"].endswith(CXX) else "c"]
     return run([clang, *prefix, *plan["passthrough"], *tail])
 

@@ -48,7 +48,7 @@ class PreparedBuild:
     cflags_known: bool  # whether the plan carried kept clang arguments
 
 
-def _read_regular(path: Path, limit: int) -> bytes | None:
+def read_regular(path: Path, limit: int) -> bytes | None:
     """A file the jailed build wrote, if it is a regular file of at most `limit` bytes."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
@@ -87,9 +87,11 @@ class Builder:
         compiler: str,
         default_args: Sequence[str],
         scope: str = "",
+        launch: Sequence[str] = (),
     ) -> PreparedBuild:
         """Place reusable objects in the job dir and write the plan; the job dir exists.
-        `scope`: reuse only objects built under the same scope (see build.unit_key)."""
+        `scope`: reuse only objects built under the same scope (see build.unit_key);
+        `launch`: the command that runs `compiler` (default: the compiler itself)."""
         contents = {path: content for path, content in request.files}
         contents[request.source_name] = request.code.encode("utf-8")
         digests = {path: digest(content) for path, content in contents.items()}
@@ -126,7 +128,7 @@ class Builder:
         if self.reuse and self.clang is not None and compiled:
             cflags = decode_cflags(await self._get(f"m-{key}"))
         plan = plan_json(
-            compiler=compiler,
+            compiler=list(launch) or [compiler],
             clang=self.clang,
             cflags=cflags,
             args=args,
@@ -163,10 +165,10 @@ class Builder:
         return how many. What the build wrote is read as untrusted: regular files only."""
         if not self.reuse or not build.compiled:
             return 0
-        status_raw = await trio.to_thread.run_sync(_read_regular, job_dir / STATUS_FILE, 1 << 20)
+        status_raw = await trio.to_thread.run_sync(read_regular, job_dir / STATUS_FILE, 1 << 20)
         status = _status(status_raw)
         if not build.cflags_known:
-            found = await trio.to_thread.run_sync(_read_regular, job_dir / CFLAGS_FILE, 1 << 20)
+            found = await trio.to_thread.run_sync(read_regular, job_dir / CFLAGS_FILE, 1 << 20)
             if found is not None and decode_cflags(found) is not None:
                 with contextlib.suppress(OSError, StoreUnavailableError):
                     await self.store.object_put(f"m-{build.cflags_key}", found)
@@ -175,9 +177,9 @@ class Builder:
         for unit in build.compiled:
             if status.get(unit.path) != 0:
                 continue
-            depfile = await trio.to_thread.run_sync(_read_regular, job_dir / unit.depfile, 1 << 22)
+            depfile = await trio.to_thread.run_sync(read_regular, job_dir / unit.depfile, 1 << 22)
             data = await trio.to_thread.run_sync(
-                _read_regular, job_dir / unit.object, MAX_OBJECT_BYTES
+                read_regular, job_dir / unit.object, MAX_OBJECT_BYTES
             )
             deps = (
                 None if depfile is None else project_deps(depfile.decode(errors="replace"), roots)

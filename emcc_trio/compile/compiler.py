@@ -22,13 +22,15 @@ import attrs
 import trio
 
 from emcc_trio.compile.build import OBJECT_DIR
-from emcc_trio.compile.builder import Builder
+from emcc_trio.compile.builder import Builder, read_regular
+from emcc_trio.compile.glue import MAX_ENTRY_BYTES, MISSES_SUBDIR, GlueMemo
+from emcc_trio.compile.launcher import JAIL_GLUE_DIR, JAIL_LAUNCHER_DIR, Launcher, Mode
 from emcc_trio.compile.policy import compiler_argv
 from emcc_trio.compile.quota import ArtifactQuota
 from emcc_trio.errors import InternalError, RequestError
 from emcc_trio.isolation.cgroups import Driver
 from emcc_trio.isolation.runner import JobResult, Limits, limit_file_size, run_job
-from emcc_trio.isolation.sandbox import Sandbox
+from emcc_trio.isolation.sandbox import JOB_MOUNT, Sandbox
 from emcc_trio.models import MAIN_FILE, CompileRequest, CompileResult, Limit
 from emcc_trio.storage.artifacts import (
     MAX_ARTIFACT_BYTES,
@@ -41,6 +43,9 @@ from emcc_trio.storage.base import Store
 log = logging.getLogger("emcc_trio.jobs")
 _CLEANUP_SECONDS: Final = 10.0
 TMP_SUBDIR: Final = ".tmp"
+# A glue fill's job dir: the material in, the entry out.
+_MATERIAL_FILE: Final = "material"
+_ENTRY_FILE: Final = "entry.json"
 # What emsdk installs need to find their config, cache and tools when not jailed.
 _PASSED_ENV_PREFIXES: Final = ("EM_", "EMSDK")
 MB: Final = 1024 * 1024
@@ -130,6 +135,12 @@ class Compiler:
     max_artifact_bytes: int = MAX_ARTIFACT_BYTES
     prlimit: str = "prlimit"  # bounds the file size of a job outside the jail
     quota: ArtifactQuota | None = None  # artifactQuotaMB; None: no quota
+    launcher: Launcher | None = None  # emccLauncher; None: /usr/bin/emcc as it is
+    glue: GlueMemo | None = None  # glueMemoMaxMB; needs the launcher and the jail
+
+    @property
+    def _glue(self) -> GlueMemo | None:
+        return self.glue if self.launcher is not None and self.sandbox is not None else None
 
     def _prepare(self, job_dir: Path, request: CompileRequest, multi_unit: bool) -> None:
         """Lay out the job dir. A layout the request asks for that cannot exist (a file where
@@ -149,6 +160,8 @@ class Compiler:
         (job_dir / TMP_SUBDIR).mkdir()
         if multi_unit:
             (job_dir / OBJECT_DIR).mkdir()
+        if self._glue is not None:
+            (job_dir / MISSES_SUBDIR).mkdir()
         if self.sandbox is not None:
             self.sandbox.prepare(job_dir)
 
@@ -160,6 +173,26 @@ class Compiler:
         compiler = self.emxx if request.language == "cpp" and all_cxx else self.emcc
         return compiler_argv(compiler, request, self.default_args)
 
+    def _launch(self, compiler: str) -> list[str]:
+        """The command that runs `compiler` in this job: the launcher, or the compiler."""
+        if self.launcher is None:
+            return [compiler]
+        mode: Mode = "em++" if compiler == self.emxx else "emcc"
+        return self.launcher.argv(mode, jailed=self.sandbox is not None)
+
+    def _jail_extras(self) -> tuple[list[tuple[Path, str]], dict[str, str]]:
+        """The read-only mounts and variables the launcher and the glue memo need."""
+        mounts: list[tuple[Path, str]] = []
+        env: dict[str, str] = {}
+        if self.launcher is not None:
+            mounts.append((self.launcher.directory, JAIL_LAUNCHER_DIR))
+        glue = self._glue
+        if glue is not None:
+            mounts.append((glue.directory, JAIL_GLUE_DIR))
+            env["EMCC_TRIO_GLUE"] = JAIL_GLUE_DIR
+            env["EMCC_TRIO_GLUE_MISSES"] = f"{JOB_MOUNT}/{MISSES_SUBDIR}"
+        return mounts, env
+
     async def compile(
         self, request: CompileRequest, job_id: str | None = None, client: str = ""
     ) -> CompileResult:
@@ -167,6 +200,7 @@ class Compiler:
         job_dir = self.jobs_dir / job_id
         argv = self.command(request)
         compiler = argv[0]
+        argv = [*self._launch(compiler), *argv[1:]]
         build = None
         try:
             multi_unit = self.builder is not None and len(request.sources) > 1
@@ -174,12 +208,18 @@ class Compiler:
             if multi_unit and self.builder is not None:
                 scope = client if self.objects_per_client else ""
                 build = await self.builder.prepare(
-                    request, job_dir, compiler, self.default_args, scope
+                    request, job_dir, compiler, self.default_args, scope, self._launch(compiler)
                 )
                 argv = build.argv
             if self.sandbox is not None:
+                mounts, extra_env = self._jail_extras()
                 argv = self.sandbox.wrap(
-                    argv, job_dir, self.limits.timeout_seconds, self.max_artifact_bytes // MB
+                    argv,
+                    job_dir,
+                    self.limits.timeout_seconds,
+                    self.max_artifact_bytes // MB,
+                    read_only=mounts,
+                    env=extra_env,
                 )
             else:
                 argv = limit_file_size(argv, self.max_artifact_bytes, self.prlimit)
@@ -198,6 +238,8 @@ class Compiler:
                 )
             if build is not None and self.builder is not None:
                 await self.builder.keep(build, job_dir)
+            if self._glue is not None:
+                await self._glue.collect(job_dir / MISSES_SUBDIR)
             ok = result.exit_code == 0 and result.limit is None
             output = result.output
             limit = result.limit
@@ -211,6 +253,45 @@ class Compiler:
             return _result(job_id, ok, output, result, files if ok else (), limit)
         finally:
             await _remove_job_dir(job_dir)
+
+    async def fill_glue(self, material: bytes) -> bytes | None:
+        """A glue memo entry computed from `material` alone, in a jail and cgroup of its own
+        whose job dir holds nothing else; None when it cannot be (see compile.glue)."""
+        if self.launcher is None or self.sandbox is None:
+            return None
+        job_id = new_job_id()
+        job_dir = self.jobs_dir / job_id
+        try:
+            await trio.to_thread.run_sync(self._prepare_fill, job_dir, material)
+            argv = self.sandbox.wrap(
+                self.launcher.fill_argv(_MATERIAL_FILE, _ENTRY_FILE),
+                job_dir,
+                self.limits.timeout_seconds,
+                self.max_artifact_bytes // MB,
+                read_only=[(self.launcher.directory, JAIL_LAUNCHER_DIR)],
+            )
+            result = await run_job(
+                argv,
+                job_id=job_id,
+                cwd=job_dir,
+                env=compile_env(job_dir, self.node_path, os.environ),
+                limits=self.limits,
+                driver=self.driver,
+            )
+            if result.exit_code != 0 or result.limit is not None:
+                log.info("glue fill failed", extra={"fields": {"output": result.output[-500:]}})
+                return None
+            return await trio.to_thread.run_sync(
+                read_regular, job_dir / _ENTRY_FILE, MAX_ENTRY_BYTES
+            )
+        finally:
+            await _remove_job_dir(job_dir)
+
+    def _prepare_fill(self, job_dir: Path, material: bytes) -> None:
+        job_dir.mkdir(mode=0o700)
+        (job_dir / _MATERIAL_FILE).write_bytes(material)
+        if self.sandbox is not None:
+            self.sandbox.prepare(job_dir)
 
     async def _publish(
         self, job_id: str, job_dir: Path, files: tuple[str, ...], client: str, output: str

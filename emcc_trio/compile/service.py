@@ -21,6 +21,7 @@ import trio
 
 from emcc_trio.compile.flight import FlightCancelledError, SingleFlight
 from emcc_trio.compile.gate import Gate
+from emcc_trio.compile.glue import GlueMemo
 from emcc_trio.compile.keys import cache_key
 from emcc_trio.compile.policy import STANDARD, Policy
 from emcc_trio.compile.quota import ArtifactQuota
@@ -58,6 +59,9 @@ class JobCompiler(Protocol):
     async def compile(self, request: CompileRequest, job_id: str, client: str) -> CompileResult:
         """Run one compile to its end; cancellation-safe."""
 
+    async def fill_glue(self, material: bytes) -> bytes | None:
+        """A glue memo entry computed from `material` alone (see compile.glue)."""
+
 
 @attrs.define
 class Service:
@@ -86,6 +90,7 @@ class Service:
     # client key -> its compile requests running or waiting (maxJobsPerClient)
     _client_jobs: Counter[str] = attrs.field(factory=Counter)
     _flights: SingleFlight[CompileResult] | None = None  # while `running` is open
+    glue: GlueMemo | None = None  # the JS glue memo, filled in the background
 
     def __attrs_post_init__(self) -> None:
         self.metrics.watch_gate(self.gate)
@@ -98,12 +103,23 @@ class Service:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.gate.run_poller)
             nursery.start_soon(self.store.run)
+            if self.glue is not None:
+                nursery.start_soon(self.glue.run, self._fill_glue)
             self._flights = SingleFlight(nursery)
             try:
                 yield
             finally:
                 self._flights = None
                 nursery.cancel_scope.cancel()
+
+    async def _fill_glue(self, material: bytes) -> bytes | None:
+        """One glue memo entry, admitted by the gate as a compile is (it is one node run)."""
+        try:
+            async with self.gate.admit():
+                return await self.compiler.fill_glue(material)
+        except (UnavailableError, InternalError) as exc:
+            log.info("glue fill skipped", extra={"fields": {"error": str(exc)}})
+            return None
 
     def not_ready(self) -> str | None:
         """Why this replica cannot take a compile now, or None when it can."""

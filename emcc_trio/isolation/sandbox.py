@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import stat
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -87,11 +87,19 @@ class Sandbox:
         job_dir: Path,
         timeout_seconds: float,
         file_size_mb: int | None = None,
+        read_only: Sequence[tuple[Path, str]] = (),
+        env: Mapping[str, str] | None = None,
     ) -> list[str]:
         """nsjail running `argv`; with `file_size_mb`, RLIMIT_FSIZE (nsjail counts it in MiB)
-        replaces the config's: a write past it fails (EFBIG) inside the jail."""
+        replaces the config's: a write past it fails (EFBIG) inside the jail. `read_only`:
+        service directories mounted read-only (host path, path inside); `env`: variables
+        added to the config's."""
         time_limit = math.ceil(timeout_seconds) + _TIME_LIMIT_SLACK_SECONDS
-        size = [] if file_size_mb is None else ["--rlimit_fsize", str(file_size_mb)]
+        extra = [] if file_size_mb is None else ["--rlimit_fsize", str(file_size_mb)]
+        for source, target in read_only:
+            extra += ["--bindmount_ro", f"{source}:{target}"]
+        for name, value in (env or {}).items():
+            extra += ["--env", f"{name}={value}"]
         return [
             str(self.nsjail),
             "--config",
@@ -102,7 +110,7 @@ class Sandbox:
             JOB_MOUNT,
             "--time_limit",
             str(time_limit),
-            *size,
+            *extra,
             "--",
             *argv,
         ]

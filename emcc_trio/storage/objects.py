@@ -1,5 +1,6 @@
 """The object cache on local disk: blobs by name (build manifests and compiled objects),
-bounded in size, least recently used out. Names are hex digests (`m-<key>`, `o-<digest>`)."""
+bounded in size, least recently used out. Names are hex digests (`m-<key>`, `o-<digest>`; and
+`g-<digest>` in the glue memo's own cache, see compile.glue)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Final
 
 import attrs
 
-_NAME: Final = re.compile(r"^[mo]-[0-9a-f]{64}\Z")
+_NAME: Final = re.compile(r"^[mog]-[0-9a-f]{64}\Z")
 
 
 def is_valid_name(name: str) -> bool:
@@ -48,6 +49,9 @@ class ObjectCache:
             for _, name, size in sorted(found):
                 self._sizes[name] = size
                 self._total += size
+
+    def contains(self, name: str) -> bool:
+        return name in self._sizes
 
     def get(self, name: str) -> bytes | None:
         if not is_valid_name(name) or name not in self._sizes:

@@ -1,0 +1,58 @@
+"""How a job runs emcc (`emccLauncher`): through `jailside/emcc_launch.py`, which imports
+emscripten's shipped `.pyc` instead of having python compile the 160 KB `emcc.py` on every
+call, and which looks up the glue memo (see compile.glue). Same output as `/usr/bin/emcc`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Final, Literal
+
+import attrs
+
+SCRIPT: Final = Path(__file__).parent / "jailside" / "emcc_launch.py"
+# Where the jail sees the launcher's directory and the glue memo (both read-only).
+JAIL_LAUNCHER_DIR: Final = "/emcc-trio/launcher"
+JAIL_GLUE_DIR: Final = "/emcc-trio/glue"
+
+Mode = Literal["emcc", "em++"]
+
+
+@attrs.frozen
+class Launcher:
+    python: str  # the python3 emcc would run under (the jail's own)
+    directory: Path  # the installed copy's directory on the host (see `install`)
+    emscripten_root: str  # where emcc.py is
+
+    def _script(self, jailed: bool) -> str:
+        where = JAIL_LAUNCHER_DIR if jailed else str(self.directory)
+        return f"{where}/{SCRIPT.name}"
+
+    def argv(self, mode: Mode, jailed: bool) -> list[str]:
+        """The command prefix that runs `mode` (emcc or em++); the compile's arguments follow."""
+        return [self.python, self._script(jailed), self.emscripten_root, mode]
+
+    def fill_argv(self, material: str, entry: str) -> list[str]:
+        """Compute a glue memo entry from `material` into `entry` (always jailed)."""
+        return [self.python, self._script(True), self.emscripten_root, "--fill", material, entry]
+
+
+def install(directory: Path) -> Path:
+    """Copy the launcher where the jail's unprivileged user can read it (the package may live
+    under a directory it cannot reach); returns the directory."""
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o755)
+    temp = directory / f".{SCRIPT.name}.{os.getpid()}.tmp"
+    shutil.copyfile(SCRIPT, temp)
+    temp.chmod(0o644)
+    temp.rename(directory / SCRIPT.name)
+    return directory
+
+
+def emscripten_root(em_config_output: str) -> str | None:
+    """The root `em-config EMSCRIPTEN_ROOT` printed, if it holds emcc.py."""
+    root = em_config_output.strip()
+    if root and os.path.isfile(os.path.join(root, "emcc.py")):
+        return root
+    return None
