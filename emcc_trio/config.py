@@ -229,6 +229,18 @@ class Config:
             "`nsjailEnabled` and `emccLauncher`; 0: no memo.",
         ),
     )
+    pch_max_mb: int = attrs.field(
+        default=512,
+        metadata=_key(
+            "pchMaxMB",
+            "The most the precompiled standard headers keep on disk (oldest out; one is about "
+            "8 MB). A source that begins with nothing but `#include <...>` lines compiles "
+            "with a PCH of exactly those headers, built in a clean jail by exactly its clang "
+            "command after the first compile that asks for it; a compile with a PCH that "
+            "prints anything or fails runs again without it, so diagnostics and artifacts are "
+            "byte for byte the same. Needs `nsjailEnabled` and `emccLauncher`; 0: no PCHs.",
+        ),
+    )
     body_timeout_seconds: float = attrs.field(
         default=30,
         metadata=_key(
@@ -560,6 +572,7 @@ def validate(config: Config) -> list[str]:
         check(getattr(config, name) > 0, name, "must be greater than 0")
     check(config.object_cache_max_mb >= 0, "object_cache_max_mb", "must not be negative")
     check(config.glue_memo_max_mb >= 0, "glue_memo_max_mb", "must not be negative")
+    check(config.pch_max_mb >= 0, "pch_max_mb", "must not be negative")
     check(config.job_pids_max >= 16, "job_pids_max", "emcc needs at least 16 processes")
     check(config.artifact_quota_mb >= 0, "artifact_quota_mb", "must not be negative")
     check(

@@ -55,8 +55,8 @@ class Metrics:
     store_errors: Counter = attrs.field(init=False)
     client_rejections: Counter = attrs.field(init=False)
     build_units: Counter = attrs.field(init=False)
-    glue_memo: Counter = attrs.field(init=False)
-    glue_pending: Gauge = attrs.field(init=False)
+    memo_events: Counter = attrs.field(init=False)
+    memo_pending: Gauge = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.requests = Counter(
@@ -96,16 +96,17 @@ class Metrics:
             ["how"],
             registry=self.registry,
         )
-        self.glue_memo = Counter(
-            "emcc_trio_glue_memo",
-            "JS glue memo misses (a compile ran compiler.js), entries taken from the shared "
-            "store, entries computed in a clean jail, and fills that made no entry",
-            ["event"],
+        self.memo_events = Counter(
+            "emcc_trio_memo",
+            "The glue memo's and the precompiled headers' misses (a compile went without), "
+            "entries taken from the shared store, entries computed in a clean jail, and fills "
+            "that made no entry",
+            ["memo", "event"],
             registry=self.registry,
         )
-        self.glue_pending = Gauge(
-            "emcc_trio_glue_fills_pending",
-            "JS glue memo entries waiting to be computed, or being computed",
+        self.memo_pending = Gauge(
+            "emcc_trio_memo_fills_pending",
+            "Memo entries (glue, precompiled headers) waiting to be computed, or being computed",
             registry=self.registry,
         )
         self.cache_requests = Counter(

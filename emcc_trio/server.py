@@ -31,8 +31,8 @@ from emcc_trio.compile.build import Clang
 from emcc_trio.compile.builder import Builder
 from emcc_trio.compile.compiler import Compiler
 from emcc_trio.compile.gate import Budget, Gate, default_budget
-from emcc_trio.compile.glue import GlueMemo
 from emcc_trio.compile.launcher import SCRIPT, Launcher, emscripten_root, install
+from emcc_trio.compile.memos import Memos
 from emcc_trio.compile.policy import make_policy
 from emcc_trio.compile.quota import ArtifactQuota
 from emcc_trio.compile.service import Service
@@ -259,33 +259,45 @@ def _reachable(sandbox: Sandbox, directory: Path) -> None:
         raise StartupError(str(exc)) from exc
 
 
-async def _open_glue_memo(
+async def _open_memos(
     config: Config,
     paths: Paths,
     toolchain: str,
     launcher: Launcher | None,
     store: Store,
     metrics: Metrics,
-) -> GlueMemo | None:
-    """glueMemoMaxMB: one directory per toolchain (the launcher and node are part of it);
-    the directories of other toolchains are removed."""
-    if not config.glue_memo_max_mb or launcher is None or not config.nsjail_enabled:
+    clang: Clang | None,
+) -> Memos | None:
+    """glueMemoMaxMB, pchMaxMB: one directory per toolchain (the launcher and node are part
+    of it); the directories of other toolchains are removed."""
+    if launcher is None or not config.nsjail_enabled:
+        return None
+    if not config.glue_memo_max_mb and not (config.pch_max_mb and clang is not None):
         return None
     node = shutil.which("node", path=f"{os.path.dirname(launcher.python)}:/usr/bin:/bin")
     node_version = b""
     if node is not None:
         done = await trio.run_process([node, "--version"], capture_stdout=True, check=False)
         node_version = done.stdout
-    script = SCRIPT.read_bytes()
-    identity = hashlib.sha256(toolchain.encode() + b"\0" + node_version + b"\0" + script)
-    name = identity.hexdigest()[:16]
-    parent = paths.cache_dir / "glue"
-    await trio.to_thread.run_sync(_remove_other_dirs, parent, name)
-    entries = ObjectCache(parent / name, config.glue_memo_max_mb * MB)
-    await trio.to_thread.run_sync(entries.load)
-    return GlueMemo(
-        entries=entries,
-        toolchain=identity.hexdigest(),
+    identity = hashlib.sha256(
+        toolchain.encode() + b"\0" + node_version + b"\0" + SCRIPT.read_bytes()
+    ).hexdigest()
+
+    async def cache(name: str, max_mb: int) -> ObjectCache | None:
+        if not max_mb:
+            return None
+        parent = paths.cache_dir / name
+        await trio.to_thread.run_sync(_remove_other_dirs, parent, identity[:16])
+        entries = ObjectCache(parent / identity[:16], max_mb * MB)
+        await trio.to_thread.run_sync(entries.load)
+        return entries
+
+    return Memos(
+        glue=await cache("glue", config.glue_memo_max_mb),
+        pch=await cache("pch", config.pch_max_mb if clang is not None else 0),
+        toolchain=identity,
+        compilers=() if clang is None else (clang.c, clang.cxx),
+        cwd=JOB_MOUNT,
         shared=store if config.redis_url else None,
         metrics=metrics,
     )
@@ -399,12 +411,14 @@ async def build_service(
         )
     )
     launcher = await _open_launcher(config, paths, emcc, python, sandbox)
-    glue = await _open_glue_memo(config, paths, toolchain, launcher, store, metrics)
-    if glue is not None and sandbox is not None:
-        _reachable(sandbox, glue.directory)
+    memos = await _open_memos(config, paths, toolchain, launcher, store, metrics, builder.clang)
+    if memos is not None and sandbox is not None:
+        for entries in (memos.glue, memos.pch):
+            if entries is not None:
+                _reachable(sandbox, entries.root)
     compiler = Compiler(
         launcher=launcher,
-        glue=glue,
+        memos=memos,
         builder=builder,
         objects_per_client=config.cache_scope == "client",
         emcc=emcc,
@@ -462,7 +476,7 @@ async def build_service(
         max_held_bytes=config.max_queued_project_mb * MB,
         quota=quota,
         cache_scope=config.cache_scope,
-        glue=glue,
+        memos=memos,
     )
 
 

@@ -3,6 +3,7 @@ across clients (as across replicas), and outages."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 import trio
 
+from emcc_trio.compile.glue import entry_name
+from emcc_trio.compile.memos import Memos
 from emcc_trio.metrics import Metrics
 from emcc_trio.models import CompileResult
 from emcc_trio.storage.artifacts import UnsafeOutputError
@@ -21,6 +24,7 @@ from emcc_trio.storage.base import (
     StoreUnavailableError,
     read_artifact,
 )
+from emcc_trio.storage.objects import ObjectCache
 from emcc_trio.storage.redis import (
     LOCK_MS,
     RedisStore,
@@ -340,3 +344,59 @@ async def test_objects_round_trip_and_expire_as_artifacts_do(redis_server: Redis
     ttl = int(redis_server.cli("pttl", "emcc-trio:obj:" + name).stdout)
     assert 0 < ttl <= DAY_MS
     assert redis_server.cli("exists", "emcc-trio:obj:../../etc").stdout.strip() == "0"
+
+
+async def test_replicas_share_glue_entries_and_toolchains_do_not(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """One replica computes a glue entry; another with the same toolchain takes it from Redis
+    without computing it; one of another toolchain computes its own."""
+    entry = b'{"stdout": "glue//FORWARDED_DATA:{}", "stderr": ""}'
+    material = b"emcc-trio-glue-1\0/job\0settings"
+    misses = tmp_path / "misses"
+    misses.mkdir()
+    (misses / "m").write_bytes(material)
+    digest = hashlib.sha256(material).hexdigest()
+    fills: list[str] = []
+
+    def replica(name: str, toolchain: str, store: RedisStore) -> tuple[Memos, Metrics]:
+        entries = ObjectCache(tmp_path / name, 1024 * 1024)
+        entries.load()
+        metrics = Metrics()
+        memos = Memos(glue=entries, pch=None, toolchain=toolchain, shared=store, metrics=metrics)
+        return memos, metrics
+
+    async def fill_as(name: str, memo: Memos) -> None:
+        async def fill(material: bytes) -> bytes:
+            fills.append(name)
+            return entry
+
+        async def no_pch(material: bytes, digest: str, header: str) -> bytes | None:
+            return None
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(memo.run, fill, no_pch)
+            await memo.collect(misses)
+            with trio.fail_after(10):
+                while not entries_of(memo).contains(entry_name(digest)):
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+
+    async with redis_store(redis_server) as store:
+        first, _ = replica("a", "toolchain-1", store)
+        await fill_as("a", first)
+        second, metrics = replica("b", "toolchain-1", store)
+        await second.collect(misses)
+        assert entries_of(second).get(entry_name(digest)) == entry
+        shared = metrics.registry.get_sample_value(
+            "emcc_trio_memo_total", {"memo": "glue", "event": "shared"}
+        )
+        assert shared == 1
+        other, _ = replica("c", "toolchain-2", store)
+        await fill_as("c", other)
+    assert fills == ["a", "c"]
+
+
+def entries_of(memos: Memos) -> ObjectCache:
+    assert memos.glue is not None
+    return memos.glue

@@ -23,8 +23,16 @@ import trio
 
 from emcc_trio.compile.build import OBJECT_DIR
 from emcc_trio.compile.builder import Builder, read_regular
-from emcc_trio.compile.glue import MAX_ENTRY_BYTES, MISSES_SUBDIR, GlueMemo
-from emcc_trio.compile.launcher import JAIL_GLUE_DIR, JAIL_LAUNCHER_DIR, Launcher, Mode
+from emcc_trio.compile.glue import MAX_ENTRY_BYTES
+from emcc_trio.compile.launcher import (
+    JAIL_GLUE_DIR,
+    JAIL_LAUNCHER_DIR,
+    JAIL_PCH_DIR,
+    Launcher,
+    Mode,
+)
+from emcc_trio.compile.memos import MISSES_SUBDIR, Memos
+from emcc_trio.compile.pch import header_name, pch_name
 from emcc_trio.compile.policy import compiler_argv
 from emcc_trio.compile.quota import ArtifactQuota
 from emcc_trio.errors import InternalError, RequestError
@@ -43,9 +51,11 @@ from emcc_trio.storage.base import Store
 log = logging.getLogger("emcc_trio.jobs")
 _CLEANUP_SECONDS: Final = 10.0
 TMP_SUBDIR: Final = ".tmp"
-# A glue fill's job dir: the material in, the entry out.
+# A memo fill's job dir: the material in, the entry out (a PCH's in its own dir).
 _MATERIAL_FILE: Final = "material"
 _ENTRY_FILE: Final = "entry.json"
+_PCH_OUT: Final = "pch"
+MAX_PCH_BYTES: Final = 256 * 1024 * 1024
 # What emsdk installs need to find their config, cache and tools when not jailed.
 _PASSED_ENV_PREFIXES: Final = ("EM_", "EMSDK")
 MB: Final = 1024 * 1024
@@ -136,11 +146,11 @@ class Compiler:
     prlimit: str = "prlimit"  # bounds the file size of a job outside the jail
     quota: ArtifactQuota | None = None  # artifactQuotaMB; None: no quota
     launcher: Launcher | None = None  # emccLauncher; None: /usr/bin/emcc as it is
-    glue: GlueMemo | None = None  # glueMemoMaxMB; needs the launcher and the jail
+    memos: Memos | None = None  # glueMemoMaxMB, pchMaxMB; need the launcher and the jail
 
     @property
-    def _glue(self) -> GlueMemo | None:
-        return self.glue if self.launcher is not None and self.sandbox is not None else None
+    def _memos(self) -> Memos | None:
+        return self.memos if self.launcher is not None and self.sandbox is not None else None
 
     def _prepare(self, job_dir: Path, request: CompileRequest, multi_unit: bool) -> None:
         """Lay out the job dir. A layout the request asks for that cannot exist (a file where
@@ -160,7 +170,7 @@ class Compiler:
         (job_dir / TMP_SUBDIR).mkdir()
         if multi_unit:
             (job_dir / OBJECT_DIR).mkdir()
-        if self._glue is not None:
+        if self._memos is not None:
             (job_dir / MISSES_SUBDIR).mkdir()
         if self.sandbox is not None:
             self.sandbox.prepare(job_dir)
@@ -181,16 +191,20 @@ class Compiler:
         return self.launcher.argv(mode, jailed=self.sandbox is not None)
 
     def _jail_extras(self) -> tuple[list[tuple[Path, str]], dict[str, str]]:
-        """The read-only mounts and variables the launcher and the glue memo need."""
+        """The read-only mounts and variables the launcher and the memos need."""
         mounts: list[tuple[Path, str]] = []
         env: dict[str, str] = {}
         if self.launcher is not None:
             mounts.append((self.launcher.directory, JAIL_LAUNCHER_DIR))
-        glue = self._glue
-        if glue is not None:
-            mounts.append((glue.directory, JAIL_GLUE_DIR))
-            env["EMCC_TRIO_GLUE"] = JAIL_GLUE_DIR
-            env["EMCC_TRIO_GLUE_MISSES"] = f"{JOB_MOUNT}/{MISSES_SUBDIR}"
+        memos = self._memos
+        if memos is not None:
+            env["EMCC_TRIO_MISSES"] = f"{JOB_MOUNT}/{MISSES_SUBDIR}"
+            if memos.glue is not None:
+                mounts.append((memos.glue.root, JAIL_GLUE_DIR))
+                env["EMCC_TRIO_GLUE"] = JAIL_GLUE_DIR
+            if memos.pch is not None:
+                mounts.append((memos.pch.root, JAIL_PCH_DIR))
+                env["EMCC_TRIO_PCH"] = JAIL_PCH_DIR
         return mounts, env
 
     async def compile(
@@ -238,8 +252,8 @@ class Compiler:
                 )
             if build is not None and self.builder is not None:
                 await self.builder.keep(build, job_dir)
-            if self._glue is not None:
-                await self._glue.collect(job_dir / MISSES_SUBDIR)
+            if self._memos is not None:
+                await self._memos.collect(job_dir / MISSES_SUBDIR)
             ok = result.exit_code == 0 and result.limit is None
             output = result.output
             limit = result.limit
@@ -256,22 +270,51 @@ class Compiler:
 
     async def fill_glue(self, material: bytes) -> bytes | None:
         """A glue memo entry computed from `material` alone, in a jail and cgroup of its own
-        whose job dir holds nothing else; None when it cannot be (see compile.glue)."""
-        if self.launcher is None or self.sandbox is None:
+        whose job dir holds nothing else; None when it cannot be (see compile.memos)."""
+        if self.launcher is None:
+            return None
+        argv = self.launcher.fill_glue_argv(_MATERIAL_FILE, _ENTRY_FILE)
+        return await self._fill(material, argv, _ENTRY_FILE, MAX_ENTRY_BYTES)
+
+    async def fill_pch(self, material: bytes, digest: str, header: str) -> bytes | None:
+        """The precompiled header `material` asks for, built from `header` (the service's
+        own text) in a jail and cgroup of its own, where the PCH dir is the only other
+        writable place and lies where compiles see it (the PCH names its header's path)."""
+        if self.launcher is None:
+            return None
+        name = pch_name(digest)
+        argv = self.launcher.fill_pch_argv(
+            _MATERIAL_FILE, f"{JAIL_PCH_DIR}/{header_name(digest)}", f"{JAIL_PCH_DIR}/{name}"
+        )
+        return await self._fill(
+            material, argv, f"{_PCH_OUT}/{name}", MAX_PCH_BYTES, {header_name(digest): header}
+        )
+
+    async def _fill(
+        self,
+        material: bytes,
+        argv: list[str],
+        output: str,
+        limit: int,
+        pch_files: Mapping[str, str] | None = None,
+    ) -> bytes | None:
+        if self.sandbox is None or self.launcher is None:
             return None
         job_id = new_job_id()
         job_dir = self.jobs_dir / job_id
         try:
-            await trio.to_thread.run_sync(self._prepare_fill, job_dir, material)
-            argv = self.sandbox.wrap(
-                self.launcher.fill_argv(_MATERIAL_FILE, _ENTRY_FILE),
+            await trio.to_thread.run_sync(self._prepare_fill, job_dir, material, pch_files)
+            read_write = [] if pch_files is None else [(job_dir / _PCH_OUT, JAIL_PCH_DIR)]
+            wrapped = self.sandbox.wrap(
+                argv,
                 job_dir,
                 self.limits.timeout_seconds,
-                self.max_artifact_bytes // MB,
+                max(self.max_artifact_bytes, limit) // MB,
                 read_only=[(self.launcher.directory, JAIL_LAUNCHER_DIR)],
+                read_write=read_write,
             )
             result = await run_job(
-                argv,
+                wrapped,
                 job_id=job_id,
                 cwd=job_dir,
                 env=compile_env(job_dir, self.node_path, os.environ),
@@ -279,17 +322,21 @@ class Compiler:
                 driver=self.driver,
             )
             if result.exit_code != 0 or result.limit is not None:
-                log.info("glue fill failed", extra={"fields": {"output": result.output[-500:]}})
+                log.info("memo fill failed", extra={"fields": {"output": result.output[-500:]}})
                 return None
-            return await trio.to_thread.run_sync(
-                read_regular, job_dir / _ENTRY_FILE, MAX_ENTRY_BYTES
-            )
+            return await trio.to_thread.run_sync(read_regular, job_dir / output, limit)
         finally:
             await _remove_job_dir(job_dir)
 
-    def _prepare_fill(self, job_dir: Path, material: bytes) -> None:
+    def _prepare_fill(
+        self, job_dir: Path, material: bytes, pch_files: Mapping[str, str] | None
+    ) -> None:
         job_dir.mkdir(mode=0o700)
         (job_dir / _MATERIAL_FILE).write_bytes(material)
+        if pch_files is not None:
+            (job_dir / _PCH_OUT).mkdir()
+            for name, text in pch_files.items():
+                (job_dir / _PCH_OUT / name).write_text(text)
         if self.sandbox is not None:
             self.sandbox.prepare(job_dir)
 

@@ -1,6 +1,6 @@
 """How a job runs emcc (`emccLauncher`): through `jailside/emcc_launch.py`, which imports
 emscripten's shipped `.pyc` instead of having python compile the 160 KB `emcc.py` on every
-call, and which looks up the glue memo (see compile.glue). Same output as `/usr/bin/emcc`."""
+call, and which uses the memos (see compile.memos). Same output as `/usr/bin/emcc`."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from typing import Final, Literal
 import attrs
 
 SCRIPT: Final = Path(__file__).parent / "jailside" / "emcc_launch.py"
-# Where the jail sees the launcher's directory and the glue memo (both read-only).
+# Where the jail sees the launcher's directory and the memos (read-only but for a PCH fill).
 JAIL_LAUNCHER_DIR: Final = "/emcc-trio/launcher"
 JAIL_GLUE_DIR: Final = "/emcc-trio/glue"
+JAIL_PCH_DIR: Final = "/emcc-trio/pch"
 
 Mode = Literal["emcc", "em++"]
 
@@ -33,9 +34,16 @@ class Launcher:
         """The command prefix that runs `mode` (emcc or em++); the compile's arguments follow."""
         return [self.python, self._script(jailed), self.emscripten_root, mode]
 
-    def fill_argv(self, material: str, entry: str) -> list[str]:
+    def fill_glue_argv(self, material: str, entry: str) -> list[str]:
         """Compute a glue memo entry from `material` into `entry` (always jailed)."""
-        return [self.python, self._script(True), self.emscripten_root, "--fill", material, entry]
+        return [*self._fill("--fill-glue"), material, entry]
+
+    def fill_pch_argv(self, material: str, header: str, output: str) -> list[str]:
+        """Build the PCH `material` asks for from `header` into `output` (always jailed)."""
+        return [*self._fill("--fill-pch"), material, header, output]
+
+    def _fill(self, mode: str) -> list[str]:
+        return [self.python, self._script(True), self.emscripten_root, mode]
 
 
 def install(directory: Path) -> Path:

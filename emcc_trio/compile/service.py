@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from typing import Protocol
@@ -21,8 +21,8 @@ import trio
 
 from emcc_trio.compile.flight import FlightCancelledError, SingleFlight
 from emcc_trio.compile.gate import Gate
-from emcc_trio.compile.glue import GlueMemo
 from emcc_trio.compile.keys import cache_key
+from emcc_trio.compile.memos import Memos
 from emcc_trio.compile.policy import STANDARD, Policy
 from emcc_trio.compile.quota import ArtifactQuota
 from emcc_trio.compile.sources import DEFAULT_LIMITS, ProjectLimits
@@ -60,7 +60,10 @@ class JobCompiler(Protocol):
         """Run one compile to its end; cancellation-safe."""
 
     async def fill_glue(self, material: bytes) -> bytes | None:
-        """A glue memo entry computed from `material` alone (see compile.glue)."""
+        """A glue memo entry computed from `material` alone (see compile.memos)."""
+
+    async def fill_pch(self, material: bytes, digest: str, header: str) -> bytes | None:
+        """The precompiled header `material` asks for (see compile.memos)."""
 
 
 @attrs.define
@@ -90,7 +93,7 @@ class Service:
     # client key -> its compile requests running or waiting (maxJobsPerClient)
     _client_jobs: Counter[str] = attrs.field(factory=Counter)
     _flights: SingleFlight[CompileResult] | None = None  # while `running` is open
-    glue: GlueMemo | None = None  # the JS glue memo, filled in the background
+    memos: Memos | None = None  # the glue memo and the PCHs, filled in the background
 
     def __attrs_post_init__(self) -> None:
         self.metrics.watch_gate(self.gate)
@@ -103,8 +106,8 @@ class Service:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.gate.run_poller)
             nursery.start_soon(self.store.run)
-            if self.glue is not None:
-                nursery.start_soon(self.glue.run, self._fill_glue)
+            if self.memos is not None:
+                nursery.start_soon(self.memos.run, self._fill_glue, self._fill_pch)
             self._flights = SingleFlight(nursery)
             try:
                 yield
@@ -114,11 +117,18 @@ class Service:
 
     async def _fill_glue(self, material: bytes) -> bytes | None:
         """One glue memo entry, admitted by the gate as a compile is (it is one node run)."""
+        return await self._admitted_fill(partial(self.compiler.fill_glue, material))
+
+    async def _fill_pch(self, material: bytes, digest: str, header: str) -> bytes | None:
+        """One precompiled header, admitted by the gate as a compile is (one clang run)."""
+        return await self._admitted_fill(partial(self.compiler.fill_pch, material, digest, header))
+
+    async def _admitted_fill(self, fill: Callable[[], Awaitable[bytes | None]]) -> bytes | None:
         try:
             async with self.gate.admit():
-                return await self.compiler.fill_glue(material)
+                return await fill()
         except (UnavailableError, InternalError) as exc:
-            log.info("glue fill skipped", extra={"fields": {"error": str(exc)}})
+            log.info("memo fill skipped", extra={"fields": {"error": str(exc)}})
             return None
 
     def not_ready(self) -> str | None:

@@ -89,15 +89,18 @@ class Sandbox:
         file_size_mb: int | None = None,
         read_only: Sequence[tuple[Path, str]] = (),
         env: Mapping[str, str] | None = None,
+        read_write: Sequence[tuple[Path, str]] = (),
     ) -> list[str]:
         """nsjail running `argv`; with `file_size_mb`, RLIMIT_FSIZE (nsjail counts it in MiB)
         replaces the config's: a write past it fails (EFBIG) inside the jail. `read_only`:
-        service directories mounted read-only (host path, path inside); `env`: variables
-        added to the config's."""
+        service directories mounted read-only (host path, path inside), `read_write` the
+        same writable; `env`: variables added to the config's."""
         time_limit = math.ceil(timeout_seconds) + _TIME_LIMIT_SLACK_SECONDS
         extra = [] if file_size_mb is None else ["--rlimit_fsize", str(file_size_mb)]
         for source, target in read_only:
             extra += ["--bindmount_ro", f"{source}:{target}"]
+        for source, target in read_write:
+            extra += ["--bindmount", f"{source}:{target}"]
         for name, value in (env or {}).items():
             extra += ["--env", f"{name}={value}"]
         return [

@@ -151,19 +151,19 @@ class Server:
             found["staging"] = sorted(p.name for p in store.glob(".*")) if store.exists() else []
         return found
 
-    def glue_fills_pending(self) -> float | None:
-        """The glue memo's fills still to run (their jobs are this server's own); None when
-        the server does not answer."""
+    def memo_fills_pending(self) -> float | None:
+        """The memos' fills still to run (their jobs are this server's own); None when the
+        server does not answer."""
         try:
             text = httpx.get(self.url + "/metrics", timeout=10).text
         except httpx.HTTPError:
             return None
-        found = re.search(r"^emcc_trio_glue_fills_pending (\S+)$", text, re.MULTILINE)
+        found = re.search(r"^emcc_trio_memo_fills_pending (\S+)$", text, re.MULTILINE)
         return float(found.group(1)) if found else 0.0
 
     def assert_clean(self, timeout: float = 2.0) -> None:
-        # A compile that missed the glue memo leaves a fill behind it: a job of the server's.
-        eventually(lambda: not self.glue_fills_pending(), 120, "the glue memo's fills")
+        # A compile that missed a memo leaves a fill behind it: a job of the server's.
+        eventually(lambda: not self.memo_fills_pending(), 120, "the memos' fills")
         eventually(
             lambda: not any(self.leftovers().values()),
             timeout,

@@ -1,40 +1,42 @@
-"""The launcher and the JS glue memo (issue 22): with every lever on, every artifact is the same
-byte for byte as with every lever off; a compile whose settings were seen before runs no
-compiler.js; and no request can make an entry that another request receives.
+"""The launcher, the JS glue memo and the precompiled headers (issue 22): with every lever on,
+every artifact and every diagnostic is the same byte for byte as with every lever off; a
+compile whose settings and preamble were seen before runs no compiler.js and parses no
+standard header; and no request can make an entry that another request receives.
 
 Poisoning, the attempts made: a request's files cannot reach the misses dir (path rules);
-settings that differ (an EXPORT_NAME) get their own entry, never the other's; a forged miss
-(tampered settings, another working dir, a JS library in the job dir) makes at most the entry
-of its own bytes, computed in a jail that holds nothing but them; the memo is read-only in the
-jail.
+settings that differ (an EXPORT_NAME) get their own entry, never the other's; a forged glue
+miss (tampered settings, another working dir, a JS library in the job dir) makes at most the
+entry of its own bytes, computed in a jail that holds nothing but them; a forged PCH miss
+(another compiler, an include path into the job dir, a header name that climbs) is refused
+before anything is built; a project header that shadows a standard one (`-I.` with its own
+`vector`) gets no PCH; the memos are read-only in the jail.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import httpx
 import pytest
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
+from emcc_trio.compile import pch
 from emcc_trio.compile.compiler import Compiler, compile_env
-from emcc_trio.compile.glue import (
-    MAX_MATERIAL_BYTES,
-    MISSES_SUBDIR,
-    GlueMemo,
-    entry_name,
-    is_valid_entry,
-    read_misses,
-)
+from emcc_trio.compile.glue import entry_name, is_valid_entry
+from emcc_trio.compile.jailside.emcc_launch import preamble
 from emcc_trio.compile.launcher import (
     JAIL_GLUE_DIR,
     JAIL_LAUNCHER_DIR,
+    JAIL_PCH_DIR,
     Launcher,
     emscripten_root,
     install,
 )
+from emcc_trio.compile.memos import MAX_MATERIAL_BYTES, MISSES_SUBDIR, Memos, read_misses
 from emcc_trio.isolation.cgroups import Caps
 from emcc_trio.isolation.runner import Limits, run_job
 from emcc_trio.isolation.sandbox import JOB_MOUNT, Sandbox
@@ -47,7 +49,7 @@ from emcc_trio.testing.programs import HELLO_C
 
 MB = 1024 * 1024
 CORPUS_DIR = REPO / "load" / "corpus"
-LEVERS_OFF = {"emccLauncher": False, "glueMemoMaxMB": 0}
+LEVERS_OFF = {"emccLauncher": False, "glueMemoMaxMB": 0, "pchMaxMB": 0}
 # Distinct programs, C and C++, -O0 and -O2, several flag sets; the EXPORT_NAME variant comes
 # before the plain one, whose entry it must not become.
 CORPUS = [
@@ -60,15 +62,43 @@ CORPUS = [
     ("containers.cpp", ["-O2"]),
     ("templates.cpp", ["-O1", "-sEXPORTED_FUNCTIONS=[_main]"]),
     ("classes.cpp", ["-O0", "-fno-exceptions"]),
+    ("vector.cpp", ["-O2", "-std=c++17", "-DNDEBUG"]),
+]
+# Diagnostics after a standard preamble: with a PCH they would name its header, so such a
+# compile runs again without it; the answer must be exactly the levers-off one.
+DIAGNOSED = [
+    ("#include <vector>\nint main() { std::vector<int> v; return v.size() - 1u }\n", []),
+    (
+        "#include <vector>\n#include <string>\nint main() { int unused; std::string s; }\n",
+        ["-Wall"],
+    ),
+    ('#include <map>\nint main() { std::map<int, int> m; m.at("x"); }\n', []),
 ]
 
 
-def metric(server: Server, event: str) -> float:
+def metric(server: Server, memo: str, event: str) -> float:
     text = httpx.get(server.url + "/metrics", timeout=30).text
-    for line in text.splitlines():
-        if line.startswith(f'emcc_trio_glue_memo_total{{event="{event}"}} '):
-            return float(line.split()[-1])
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "emcc_trio_memo_total" and sample.labels == {
+                "memo": memo,
+                "event": event,
+            }:
+                return float(sample.value)
     return 0.0
+
+
+def misses(server: Server) -> tuple[float, float]:
+    return metric(server, "glue", "miss"), metric(server, "pch", "miss")
+
+
+def same_run(value: object) -> object:
+    """emcc names a random temp dir in a failed step's command line, with or without levers."""
+    return re.sub(r"emscripten_temp_\w+", "emscripten_temp_X", json.dumps(value))
+
+
+def settled(server: Server) -> None:
+    eventually(lambda: not server.memo_fills_pending(), 120, "the memos' entries")
 
 
 def artifact(server: Server, response: httpx.Response) -> tuple[bytes, bytes]:
@@ -91,19 +121,65 @@ def test_every_lever_on_gives_the_bytes_of_every_lever_off(
         code = (CORPUS_DIR / name).read_text()
         expected = artifact(off, off.compile(code, kind, args))
         assert artifact(on, on.compile(code, kind, args)) == expected, (name, args)
-        eventually(lambda: not on.glue_fills_pending(), 120, "the glue entry to be computed")
-        misses = metric(on, "miss")
+        settled(on)
+        before = misses(on)
         again = artifact(on, on.compile(code, kind, args))
         assert again == expected, (name, args)
-        assert metric(on, "miss") == misses, f"{name} {args}: the second compile missed"
-    assert metric(on, "filled") >= 1
-    assert metric(on, "failed") == 0
-    assert metric(off, "miss") == 0  # levers off: no memo at all
+        assert misses(on) == before, f"{name} {args}: the second compile missed"
+    for memo in ("glue", "pch"):
+        assert metric(on, memo, "filled") >= 2, memo
+        assert metric(on, memo, "failed") == 0, memo
+    assert misses(off) == (0, 0)  # levers off: no memo at all
     entries = list((reachable_dir / "on").rglob("g-*"))
+    assert list((reachable_dir / "on").rglob("p-*"))
     assert entries
     assert all(is_valid_entry(path.read_bytes()) for path in entries)
     on.assert_clean()
     off.assert_clean()
+
+
+def test_diagnostics_after_a_preamble_are_those_without_a_pch(
+    make_server: MakeServer, reachable_dir: Path
+) -> None:
+    on = make_server(workdir=reachable_dir / "on", nsjailEnabled=True, cacheEnabled=False)
+    off = make_server(
+        workdir=reachable_dir / "off", nsjailEnabled=True, cacheEnabled=False, **LEVERS_OFF
+    )
+    for code, args in DIAGNOSED:
+        expected = off.compile(code, "cpp", args).json()
+        assert expected.get("output", expected.get("error")), code  # something is diagnosed
+        on.compile(code, "cpp", args)
+        settled(on)
+        assert metric(on, "pch", "filled") >= 1
+        answer = on.compile(code, "cpp", args).json()
+        for field in ("ok", "output", "error", "diagnostics"):
+            assert same_run(answer.get(field)) == same_run(expected.get(field)), (code, field)
+        if answer["ok"]:
+            assert artifact(on, httpx.Response(200, json=answer)) == artifact(
+                off, httpx.Response(200, json=expected)
+            )
+
+
+def test_a_project_header_that_shadows_a_standard_one_gets_no_pch(
+    make_server: MakeServer, reachable_dir: Path, tmp_path: Path
+) -> None:
+    """`-I.` and a project `vector`: the clean jail would find the standard one, so the
+    launcher asks for no PCH, and the project's header is the one compiled."""
+    server = make_server(workdir=reachable_dir / "server", nsjailEnabled=True, cacheEnabled=False)
+    body = {
+        "type": "cpp",
+        "code": "#include <vector>\n#include <cstdio>\nint main() { std::puts(SHADOW); }\n",
+        "files": {"vector": '#define SHADOW "the project vector"\n'},
+        "args": ["-I."],
+    }
+    with server.client() as client:
+        for _ in range(2):
+            response = client.post("/compile", json=body)
+            assert response.status_code == 200, response.text
+            assert response.json()["ok"], response.text
+            settled(server)
+    assert metric(server, "pch", "miss") == 0
+    assert not list((reachable_dir / "server").rglob("p-*"))
 
 
 def test_a_request_cannot_write_the_misses_dir(
@@ -131,7 +207,7 @@ class JailKit:
         self.glue_dir = root / "glue"
         self.entries = ObjectCache(self.glue_dir, 64 * MB)
         self.entries.load()
-        for directory in (root / "jobs", self.glue_dir):
+        for directory in (root / "jobs", self.glue_dir, root / "pch"):
             directory.mkdir(exist_ok=True)
             self.sandbox.check_reachable(directory)
         self.limits = Limits(60, 60, 65536, Caps(1024 * MB, 1.0, 256))
@@ -160,6 +236,7 @@ class JailKit:
         job.mkdir()
         (job / "main.c").write_text(HELLO_C)
         (job / MISSES_SUBDIR).mkdir()
+        (job / MISSES_SUBDIR).chmod(0o777)
         self.sandbox.prepare(job)
         argv = self.sandbox.wrap(
             [*self.launcher.argv("emcc", jailed=True), "main.c", "-o", "app.js"],
@@ -171,7 +248,7 @@ class JailKit:
             ],
             env={
                 "EMCC_TRIO_GLUE": JAIL_GLUE_DIR,
-                "EMCC_TRIO_GLUE_MISSES": f"{JOB_MOUNT}/{MISSES_SUBDIR}",
+                "EMCC_TRIO_MISSES": f"{JOB_MOUNT}/{MISSES_SUBDIR}",
             },
         )
         result = await run_job(
@@ -224,9 +301,9 @@ async def test_a_forged_miss_makes_only_the_entry_of_its_own_bytes(jail: JailKit
     misses = jail.root / "forged-misses"
     misses.mkdir()
     (misses / hashlib.sha256(honest).hexdigest()).write_bytes(tampered)
-    memo = GlueMemo(entries=jail.entries, toolchain="test")
+    memo = Memos(glue=jail.entries, pch=None, toolchain="test")
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(memo.run, jail.compiler.fill_glue)
+        nursery.start_soon(memo.run, jail.compiler.fill_glue, jail.compiler.fill_pch)
         await memo.collect(misses)
         with trio.fail_after(120):
             while not jail.entries.contains(entry_name(hashlib.sha256(tampered).hexdigest())):
@@ -253,12 +330,21 @@ async def test_the_memo_and_the_launcher_are_read_only_in_the_jail(jail: JailKit
         "    except OSError as exc:\n"
         "        print('refused', path, exc.errno)\n"
     )
-    targets = [f"{JAIL_GLUE_DIR}/{entry.name}", f"{JAIL_GLUE_DIR}/new", f"{JAIL_LAUNCHER_DIR}/x"]
+    targets = [
+        f"{JAIL_GLUE_DIR}/{entry.name}",
+        f"{JAIL_GLUE_DIR}/new",
+        f"{JAIL_PCH_DIR}/new",
+        f"{JAIL_LAUNCHER_DIR}/x",
+    ]
     argv = jail.sandbox.wrap(
         ["/usr/bin/python3", "-c", script, *targets],
         job,
         60,
-        read_only=[(jail.launcher.directory, JAIL_LAUNCHER_DIR), (jail.glue_dir, JAIL_GLUE_DIR)],
+        read_only=[
+            (jail.launcher.directory, JAIL_LAUNCHER_DIR),
+            (jail.glue_dir, JAIL_GLUE_DIR),
+            (jail.root / "pch", JAIL_PCH_DIR),
+        ],
     )
     result = await run_job(
         argv,
@@ -274,6 +360,7 @@ async def test_the_memo_and_the_launcher_are_read_only_in_the_jail(jail: JailKit
     assert entry.read_text() == '{"stdout": "honest", "stderr": ""}'
 
 
+GLUE = b"emcc-trio-glue-1\0/job\0"
 VALID_ENTRY = json.dumps({"stdout": "glue//FORWARDED_DATA:{}", "stderr": "warning\n"}).encode()
 
 
@@ -306,7 +393,7 @@ def test_misses_are_read_within_bounds(tmp_path: Path) -> None:
 
 
 def pending(metrics: Metrics) -> float | None:
-    return metrics.registry.get_sample_value("emcc_trio_glue_fills_pending")
+    return metrics.registry.get_sample_value("emcc_trio_memo_fills_pending")
 
 
 @pytest.mark.unit
@@ -314,22 +401,26 @@ async def test_collect_queues_each_material_once_and_run_fills_it(tmp_path: Path
     entries = ObjectCache(tmp_path / "glue", MB)
     entries.load()
     metrics = Metrics()
-    memo = GlueMemo(entries=entries, toolchain="t", metrics=metrics)
+    memo = Memos(glue=entries, pch=None, toolchain="t", metrics=metrics)
     misses = tmp_path / "misses"
     misses.mkdir()
-    (misses / "one").write_bytes(b"material")
-    (misses / "same").write_bytes(b"material")
-    (misses / "bad").write_bytes(b"unfillable")
+    (misses / "one").write_bytes(GLUE + b"material")
+    (misses / "same").write_bytes(GLUE + b"material")
+    (misses / "bad").write_bytes(GLUE + b"unfillable")
+    (misses / "tagless").write_bytes(b"no tag")
     release = trio.Event()
     filled: list[bytes] = []
 
     async def fill(material: bytes) -> bytes | None:
         await release.wait()
         filled.append(material)
-        return VALID_ENTRY if material == b"material" else b"{}"
+        return VALID_ENTRY if material.endswith(b"material") else b"{}"
+
+    async def no_pch(material: bytes, digest: str, header: str) -> bytes | None:
+        raise AssertionError("no PCH was asked for")
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(memo.run, fill)
+        nursery.start_soon(memo.run, fill, no_pch)
         await memo.collect(misses)
         assert pending(metrics) == 2  # one per distinct material
         release.set()
@@ -339,11 +430,13 @@ async def test_collect_queues_each_material_once_and_run_fills_it(tmp_path: Path
         await memo.collect(misses)  # known now: nothing queued
         assert pending(metrics) == 1  # only the unfillable one again
         nursery.cancel_scope.cancel()
-    assert sorted(filled) == [b"material", b"unfillable"]
-    digest = hashlib.sha256(b"material").hexdigest()
+    assert sorted(filled) == [GLUE + b"material", GLUE + b"unfillable"]
+    digest = hashlib.sha256(GLUE + b"material").hexdigest()
     assert entries.get(entry_name(digest)) == VALID_ENTRY
-    assert not entries.contains(entry_name(hashlib.sha256(b"unfillable").hexdigest()))
-    failed = metrics.registry.get_sample_value("emcc_trio_glue_memo_total", {"event": "failed"})
+    assert not entries.contains(entry_name(hashlib.sha256(GLUE + b"unfillable").hexdigest()))
+    failed = metrics.registry.get_sample_value(
+        "emcc_trio_memo_total", {"memo": "glue", "event": "failed"}
+    )
     assert failed == 1
 
 
@@ -364,3 +457,64 @@ def test_the_emscripten_root_must_hold_emcc_py(tmp_path: Path) -> None:
     assert emscripten_root(f"{tmp_path}\n") == str(tmp_path)
     assert emscripten_root(str(tmp_path / "nowhere")) is None
     assert emscripten_root("") is None
+
+
+CLANG = ("/usr/bin/clang-14", "/usr/bin/clang++-14")
+
+
+def pch_material(**change: object) -> bytes:
+    fields: dict[str, object] = {
+        "cwd": "/job",
+        "headers": ["vector", "sys/types.h"],
+        "language": "c++",
+        "template": ["/usr/bin/clang++-14", "-target", "wasm32-unknown-emscripten", "-O0"],
+    }
+    fields.update(change)
+    return pch.TAG + b"\0" + json.dumps(fields).encode()
+
+
+@pytest.mark.unit
+def test_a_pch_material_is_built_only_as_the_toolchain_would() -> None:
+    found = pch.parse(pch_material(), CLANG, "/job")
+    assert found is not None
+    assert found.headers == ("vector", "sys/types.h")
+    assert pch.header_text(found.headers) == "#include <vector>\n#include <sys/types.h>\n"
+    for refused in (
+        pch_material(template=["/bin/sh", "-c", "echo"]),
+        pch_material(template=["/usr/bin/clang++-14", "-I/job/include"]),
+        pch_material(template=["/usr/bin/clang++-14", "-include", "/job/x.h"]),
+        pch_material(template=["/usr/bin/clang++-14", "-g"]),
+        pch_material(template=["/usr/bin/clang++-14", "@/job/args"]),
+        pch_material(headers=["../../job/x.h"]),
+        pch_material(headers=['vector>\n#include "evil.h']),
+        pch_material(headers=[]),
+        pch_material(language="objective-c"),
+        pch_material(cwd="/elsewhere"),
+        b"emcc-trio-pch-1\0not json",
+        b"emcc-trio-glue-1\0/job\0{}",
+    ):
+        assert pch.parse(refused, CLANG, "/job") is None, refused
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("source", "headers"),
+    [
+        ("#include <vector>\n#include <map>\nint main() {}\n", ["vector", "map"]),
+        (
+            "// a comment\n\n#include <stdio.h>\n  #  include <sys/stat.h>\nint x;\n",
+            ["stdio.h", "sys/stat.h"],
+        ),
+        ('#include "local.h"\n#include <vector>\n', []),
+        ("#define X 1\n#include <vector>\n", []),
+        ("// continued \\\n#include <vector>\n", []),
+        ("#include <vector> // why\n", []),
+        ("/* block */\n#include <vector>\n", []),
+        ("#include <vector>\n#include <../etc/x>\n#include <map>\n", ["vector"]),
+        ("int main() {}\n", []),
+    ],
+)
+def test_the_preamble_is_the_leading_run_of_standard_includes(
+    source: str, headers: list[str]
+) -> None:
+    assert preamble(source) == headers

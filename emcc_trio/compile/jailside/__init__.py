@@ -1,0 +1,1 @@
+"""Programs that run inside the jail (standard library only): see emcc_launch."""
