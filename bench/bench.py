@@ -58,6 +58,7 @@ DEFAULT_ARGS = ["-sINVOKE_RUN=0", "-sENVIRONMENT=web", "-sALLOW_MEMORY_GROWTH=1"
 RAW_ENV = {"PATH": "/usr/bin:/bin", "NODE_PATH": "/usr/share/nodejs", "EMCC_SKIP_SANITY_CHECK": "1"}
 PROGRAMS = {
     "hello.c -O0": ("c", '#include <stdio.h>\nint main(void){printf("hi\\n");}\n', []),
+    "hello.cpp -O0": ("cpp", '#include <iostream>\nint main(){std::cout<<"hi"<<std::endl;}\n', []),
     "iostream.cpp -O2": (
         "cpp",
         '#include <iostream>\nint main(){std::cout<<"hi"<<std::endl;}\n',
@@ -68,12 +69,20 @@ PROGRAMS = {
 # otherwise every repeat after the first is a cache hit. (Drop this key to bench a server
 # that predates the cache: unknown keys stop it at start.)
 CACHE_OFF: Mapping[str, Any] = {"cacheEnabled": False}
+# Issue 22's levers (the launcher, the JS memo, the PCHs), all off: the service as it was.
+LEVERS_OFF: Mapping[str, Any] = {"emccLauncher": False, "glueMemoMaxMB": 0, "pchMaxMB": 0}
 VARIANTS: dict[str, dict[str, Any]] = {
     "server, no caps": {"cgroupDriver": "none", "nsjailEnabled": False, **CACHE_OFF},
     "server + cgroup": {"cgroupDriver": "auto", "nsjailEnabled": False, **CACHE_OFF},
-    "server + cgroup + nsjail": {"cgroupDriver": "auto", "nsjailEnabled": True, **CACHE_OFF},
+    "full sandbox, levers off": {
+        "cgroupDriver": "auto",
+        "nsjailEnabled": True,
+        **CACHE_OFF,
+        **LEVERS_OFF,
+    },
+    "full sandbox": {"cgroupDriver": "auto", "nsjailEnabled": True, **CACHE_OFF},
 }
-FULL_SANDBOX = "server + cgroup + nsjail"
+FULL_SANDBOX = "full sandbox"
 CACHE_ON: dict[str, Any] = {"cgroupDriver": "auto", "nsjailEnabled": True}
 CONCURRENCY = (1, 2, 4, 8)
 BOOKKEEPING_SIZES = (100, 10_000, 100_000)
@@ -162,26 +171,53 @@ def posting(client: httpx.Client, body: Mapping[str, Any]) -> Callable[[], None]
     return run
 
 
+def distinct(source: Source, tag: str) -> Source:
+    """The same program made another one (the service shares work between programs, never
+    a compile): a comment after the code, so its preamble and settings stay the same."""
+    return Source(source.kind, f"{source.code}// {tag}\n", source.args)
+
+
+def settle(clients: Mapping[str, httpx.Client]) -> None:
+    """Wait until no server has memo entries still to compute (their first compiles made
+    them): the timed rounds then measure the memos warm, as a running service has them."""
+    for client in clients.values():
+        deadline = time.monotonic() + 300
+        while "emcc_trio_memo_fills_pending 0.0" not in client.get("/metrics").text:
+            if time.monotonic() > deadline:
+                raise SystemExit("the memos' fills never finished")
+            time.sleep(0.1)
+
+
 def latency(clients: Mapping[str, httpx.Client], scratch: Path, rounds: int) -> None:
     rows = []
     for label, (kind, code, args) in PROGRAMS.items():
-        source = Source(kind, code, args)
-        runners = {"raw emcc": raw_emcc(scratch, source)}
-        runners.update({name: via_server(c, source) for name, c in clients.items()})
-        for run in runners.values():
-            run()  # warm the page cache and the server
-        samples: dict[str, list[float]] = {name: [] for name in runners}
-        for _ in range(rounds):
-            for name, run in runners.items():
-                samples[name].append(timed(run))
+        program = Source(kind, code, args)
+        names = ["raw emcc", *clients]
+        for name in names:  # warm the page cache, the server and its memos
+            run_one(name, clients, scratch, distinct(program, "warm-up"))
+        settle(clients)
+        samples: dict[str, list[float]] = {name: [] for name in names}
+        for index in range(rounds):
+            for name in names:
+                source = distinct(program, f"round {index}")
+                samples[name].append(
+                    timed(functools.partial(run_one, name, clients, scratch, source))
+                )
         raw = statistics.median(samples["raw emcc"])
         for name, values in samples.items():
             median = statistics.median(values)
             rows.append((label, name, median, min(values), median / raw))
-    print(f"\nlatency, cache off ({rounds} rounds)")
+    print(f"\nlatency, cache off, a distinct program each round ({rounds} rounds)")
     print(f"{'program':<18} {'pipeline':<26} {'median s':>9} {'min s':>7} {'ratio':>6}")
     for label, name, median, fastest, ratio in rows:
         print(f"{label:<18} {name:<26} {median:>9.3f} {fastest:>7.3f} {ratio:>6.2f}")
+
+
+def run_one(name: str, clients: Mapping[str, httpx.Client], scratch: Path, source: Source) -> None:
+    if name == "raw emcc":
+        raw_emcc(scratch, source)()
+    else:
+        via_server(clients[name], source)()
 
 
 def rate(jobs: Sequence[Callable[[], None]], concurrency: int) -> float:
@@ -193,25 +229,41 @@ def rate(jobs: Sequence[Callable[[], None]], concurrency: int) -> float:
         return len(jobs) / (time.perf_counter() - start)
 
 
-def throughput(url: str, scratch: Path, per_level: int) -> None:
-    """The corpus at each concurrency: server (full sandbox, cache off) vs raw emcc."""
-    sources = corpus()
+def throughput(urls: Mapping[str, str], scratch: Path, per_level: int, opt: str) -> None:
+    """The corpus at each concurrency, each compile a distinct program: the servers (cache
+    off) vs raw emcc. The memos are warm from one pass over the corpus, as on a service that
+    has seen such programs."""
+    sources = [Source(s.kind, s.code, [opt]) for s in corpus()]
     work = [sources[i % len(sources)] for i in range(per_level)]
-    print(f"\nthroughput on the corpus ({len(sources)} programs), {per_level} compiles per cell")
-    print(f"{'concurrency':>11} {'raw emcc /s':>12} {'server /s':>10} {'ratio':>6}")
-    # One client per job: httpx.Client is not meant to be shared across threads.
-    clients = [httpx.Client(base_url=url, timeout=600) for _ in work]
+    warm = {name: httpx.Client(base_url=url, timeout=600) for name, url in urls.items()}
     try:
-        for level in CONCURRENCY:
-            # Each raw job gets its own dir, like the server's job dirs.
-            raw_jobs = [raw_emcc(scratch / f"c{level}-{i}", s) for i, s in enumerate(work)]
-            server_jobs = [via_server(c, s) for c, s in zip(clients, work, strict=True)]
-            raw = rate(raw_jobs, level)
-            served = rate(server_jobs, level)
-            print(f"{level:>11} {raw:>12.2f} {served:>10.2f} {served / raw:>6.2f}")
+        for client in warm.values():
+            for source in sources:
+                via_server(client, distinct(source, "warm-up"))()
+        settle(warm)
     finally:
-        for client in clients:
+        for client in warm.values():
             client.close()
+    print(
+        f"\nthroughput on the corpus ({len(sources)} programs, {opt}), {per_level} distinct "
+        "compiles per cell, compiles/s and ratio to raw emcc"
+    )
+    print(f"{'concurrency':>11} {'raw emcc':>9}" + "".join(f" {name:>26}" for name in urls))
+    for level in CONCURRENCY:
+        jobs = [distinct(s, f"c{level}-{i}") for i, s in enumerate(work)]
+        # Each raw job gets its own dir, like the server's job dirs.
+        raw = rate([raw_emcc(scratch / f"c{level}-{i}", s) for i, s in enumerate(jobs)], level)
+        cells = []
+        for url in urls.values():
+            # One client per job: httpx.Client is not meant to be shared across threads.
+            clients = [httpx.Client(base_url=url, timeout=600) for _ in jobs]
+            try:
+                served = rate([via_server(c, s) for c, s in zip(clients, jobs, strict=True)], level)
+            finally:
+                for client in clients:
+                    client.close()
+            cells.append(f"{served:>9.2f} {served / raw:>5.2f}x")
+        print(f"{level:>11} {raw:>9.2f}" + "".join(f" {cell:>26}" for cell in cells))
 
 
 def cache_hits(url: str, requests: int) -> None:
@@ -388,7 +440,9 @@ def served(settings: Settings, rounds: int) -> None:
         finally:
             for client in clients.values():
                 client.close()
-        throughput(servers[FULL_SANDBOX].url, base / "parallel", settings.per_level)
+        sandboxed = {name: servers[name].url for name in ("full sandbox, levers off", FULL_SANDBOX)}
+        for opt in ("-O0", "-O2"):
+            throughput(sandboxed, base / "parallel", settings.per_level, opt)
         cache_hits(servers["cache on"].url, settings.cache_requests)
     finally:
         for server in servers.values():

@@ -246,7 +246,7 @@ async def _open_launcher(
     if root is None:
         log.warning(f"emccLauncher: {em_config} names no emscripten root; running emcc as is")
         return None
-    directory = await trio.to_thread.run_sync(install, paths.cache_dir / "launcher")
+    directory = await trio.to_thread.run_sync(install, paths.working_dir / "launcher")
     if sandbox is not None:
         _reachable(sandbox, directory)
     return Launcher(python=python, directory=directory, emscripten_root=root)

@@ -32,9 +32,14 @@ BOMB_CAPS: dict[str, Any] = {
 
 def stored(server: Server) -> dict[str, list[str]]:
     """What the server keeps on disk besides its job dirs: artifacts (staging dirs included)
-    and every file below the cache dir (result entries, and the object cache's files)."""
+    and every file below the cache dir (result entries, and the object cache's files), but
+    the memos' (glue, PCHs: computed from the toolchain's own files, never a request's)."""
     cache = server.artifacts_dir.parent / "cache"
-    files = sorted(str(p.relative_to(cache)) for p in cache.rglob("*") if not p.is_dir())
+    files = sorted(
+        str(p.relative_to(cache))
+        for p in cache.rglob("*")
+        if not p.is_dir() and p.relative_to(cache).parts[0] not in ("glue", "pch")
+    )
     return {
         "artifacts": sorted(p.name for p in server.artifacts_dir.iterdir()),
         "cache": files if cache.exists() else [],

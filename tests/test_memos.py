@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from emcc_trio.compile import pch
 from emcc_trio.compile.compiler import Compiler, compile_env
 from emcc_trio.compile.glue import entry_name, is_valid_entry
-from emcc_trio.compile.jailside.emcc_launch import preamble
+from emcc_trio.compile.jailside.emcc_launch import MAX_MISSES, preamble
 from emcc_trio.compile.launcher import (
     JAIL_GLUE_DIR,
     JAIL_LAUNCHER_DIR,
@@ -36,7 +36,12 @@ from emcc_trio.compile.launcher import (
     emscripten_root,
     install,
 )
-from emcc_trio.compile.memos import MAX_MATERIAL_BYTES, MISSES_SUBDIR, Memos, read_misses
+from emcc_trio.compile.memos import (
+    MAX_MATERIAL_BYTES,
+    MISSES_SUBDIR,
+    Memos,
+    read_misses,
+)
 from emcc_trio.isolation.cgroups import Caps
 from emcc_trio.isolation.runner import Limits, run_job
 from emcc_trio.isolation.sandbox import JOB_MOUNT, Sandbox
@@ -44,6 +49,7 @@ from emcc_trio.metrics import Metrics
 from emcc_trio.storage.artifacts import ArtifactStore
 from emcc_trio.storage.local import LocalStore
 from emcc_trio.storage.objects import ObjectCache
+from emcc_trio.testing.fillers import GlueOnly
 from emcc_trio.testing.harness import REPO, MakeServer, Server, eventually
 from emcc_trio.testing.programs import HELLO_C
 
@@ -88,8 +94,8 @@ def metric(server: Server, memo: str, event: str) -> float:
     return 0.0
 
 
-def misses(server: Server) -> tuple[float, float]:
-    return metric(server, "glue", "miss"), metric(server, "pch", "miss")
+def misses(server: Server) -> list[float]:
+    return [metric(server, memo, "miss") for memo in ("glue", "acorn", "pch")]
 
 
 def same_run(value: object) -> object:
@@ -126,11 +132,12 @@ def test_every_lever_on_gives_the_bytes_of_every_lever_off(
         again = artifact(on, on.compile(code, kind, args))
         assert again == expected, (name, args)
         assert misses(on) == before, f"{name} {args}: the second compile missed"
-    for memo in ("glue", "pch"):
+    for memo in ("glue", "acorn", "pch"):
         assert metric(on, memo, "filled") >= 2, memo
         assert metric(on, memo, "failed") == 0, memo
-    assert misses(off) == (0, 0)  # levers off: no memo at all
+    assert misses(off) == [0, 0, 0]  # levers off: no memo at all
     entries = list((reachable_dir / "on").rglob("g-*"))
+    assert list((reachable_dir / "on").rglob("a-*"))
     assert list((reachable_dir / "on").rglob("p-*"))
     assert entries
     assert all(is_valid_entry(path.read_bytes()) for path in entries)
@@ -303,7 +310,7 @@ async def test_a_forged_miss_makes_only_the_entry_of_its_own_bytes(jail: JailKit
     (misses / hashlib.sha256(honest).hexdigest()).write_bytes(tampered)
     memo = Memos(glue=jail.entries, pch=None, toolchain="test")
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(memo.run, jail.compiler.fill_glue, jail.compiler.fill_pch)
+        nursery.start_soon(memo.run, jail.compiler)
         await memo.collect(misses)
         with trio.fail_after(120):
             while not jail.entries.contains(entry_name(hashlib.sha256(tampered).hexdigest())):
@@ -385,10 +392,12 @@ def test_misses_are_read_within_bounds(tmp_path: Path) -> None:
     (misses / "b").symlink_to("/etc/hostname")
     (misses / "c").write_bytes(b"x" * (MAX_MATERIAL_BYTES + 1))
     (misses / "d").mkdir()
-    for name in "efgh":
+    names = [f"e{index:02}" for index in range(MAX_MISSES)]
+    for name in names:
         (misses / name).write_bytes(name.encode())
     # The first MAX_MISSES names; of those, only regular files within the size bound.
-    assert read_misses(misses) == [b"one"]
+    kept = [name.encode() for name in names[: MAX_MISSES - 4]]
+    assert read_misses(misses) == [b"one", *kept]
     assert read_misses(tmp_path / "absent") == []
 
 
@@ -416,11 +425,8 @@ async def test_collect_queues_each_material_once_and_run_fills_it(tmp_path: Path
         filled.append(material)
         return VALID_ENTRY if material.endswith(b"material") else b"{}"
 
-    async def no_pch(material: bytes, digest: str, header: str) -> bytes | None:
-        raise AssertionError("no PCH was asked for")
-
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(memo.run, fill, no_pch)
+        nursery.start_soon(memo.run, GlueOnly(fill))
         await memo.collect(misses)
         assert pending(metrics) == 2  # one per distinct material
         release.set()

@@ -34,6 +34,7 @@ from emcc_trio.storage.redis import (
     open_client,
     staging_key,
 )
+from emcc_trio.testing.fillers import GlueOnly
 from emcc_trio.testing.harness import free_port
 from emcc_trio.testing.redis import REDIS_PASSWORD, RedisServer
 from emcc_trio.testing.results import stored_result
@@ -367,15 +368,12 @@ async def test_replicas_share_glue_entries_and_toolchains_do_not(
         return memos, metrics
 
     async def fill_as(name: str, memo: Memos) -> None:
-        async def fill(material: bytes) -> bytes:
+        async def fill(material: bytes) -> bytes | None:
             fills.append(name)
             return entry
 
-        async def no_pch(material: bytes, digest: str, header: str) -> bytes | None:
-            return None
-
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(memo.run, fill, no_pch)
+            nursery.start_soon(memo.run, GlueOnly(fill))
             await memo.collect(misses)
             with trio.fail_after(10):
                 while not entries_of(memo).contains(entry_name(digest)):

@@ -55,6 +55,9 @@ class StandInCompiler:
     async def fill_glue(self, material: bytes) -> bytes | None:
         return None
 
+    async def fill_acorn(self, material: bytes) -> bytes | None:
+        return None
+
     async def fill_pch(self, material: bytes, digest: str, header: str) -> bytes | None:
         return None
 

@@ -276,6 +276,13 @@ class Compiler:
         argv = self.launcher.fill_glue_argv(_MATERIAL_FILE, _ENTRY_FILE)
         return await self._fill(material, argv, _ENTRY_FILE, MAX_ENTRY_BYTES)
 
+    async def fill_acorn(self, material: bytes) -> bytes | None:
+        """A JS optimizer memo entry computed from `material` alone, as `fill_glue`."""
+        if self.launcher is None:
+            return None
+        argv = self.launcher.fill_acorn_argv(_MATERIAL_FILE, _ENTRY_FILE)
+        return await self._fill(material, argv, _ENTRY_FILE, MAX_ENTRY_BYTES)
+
     async def fill_pch(self, material: bytes, digest: str, header: str) -> bytes | None:
         """The precompiled header `material` asks for, built from `header` (the service's
         own text) in a jail and cgroup of its own, where the PCH dir is the only other

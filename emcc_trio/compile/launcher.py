@@ -38,6 +38,10 @@ class Launcher:
         """Compute a glue memo entry from `material` into `entry` (always jailed)."""
         return [*self._fill("--fill-glue"), material, entry]
 
+    def fill_acorn_argv(self, material: str, entry: str) -> list[str]:
+        """Compute a JS optimizer memo entry from `material` into `entry` (always jailed)."""
+        return [*self._fill("--fill-acorn"), material, entry]
+
     def fill_pch_argv(self, material: str, header: str, output: str) -> list[str]:
         """Build the PCH `material` asks for from `header` into `output` (always jailed)."""
         return [*self._fill("--fill-pch"), material, header, output]

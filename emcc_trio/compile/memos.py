@@ -1,5 +1,5 @@
-"""The memos jobs share, filled in the background: the JS glue memo (compile.glue) and the
-precompiled standard headers (compile.pch).
+"""The memos jobs share, filled in the background: the JS memo of the glue and the JS
+optimizer (compile.glue) and the precompiled standard headers (compile.pch).
 
 Inside the jail, the launcher (`jailside/emcc_launch.py`) looks entries up in directories
 mounted read-only and leaves the material of a miss in the job dir. `collect` takes those
@@ -7,7 +7,7 @@ after the job (nothing in the job dir is trusted but its bounds: a PCH's materia
 by `pch.parse`); `run` computes each entry in a jail of its own whose job dir holds only that
 material (the fill modes), never in the request's jail and never from its output. An entry is
 a function of its key alone, so no request can make one that another receives with different
-content. With a shared store (Redis), replicas share glue entries; PCHs stay on each replica.
+content. With a shared store (Redis), replicas share JS entries; PCHs stay on each replica.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Collection
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
 import attrs
 import trio
@@ -33,9 +33,17 @@ MISSES_SUBDIR: Final = ".memo-misses"  # in the job dir, where the launcher leav
 MAX_MATERIAL_BYTES: Final = 4 * 1024 * 1024  # settings JSON is about 15 KB
 _PENDING_FILLS: Final = 16
 
-Kind = Literal["glue", "pch"]
-FillGlue = Callable[[bytes], Awaitable[bytes | None]]
-FillPch = Callable[[bytes, str, str], Awaitable[bytes | None]]  # material, digest, header
+Kind = Literal["glue", "acorn", "pch"]
+
+
+class Filler(Protocol):
+    """Computes entries, each in a clean jail of its own (compile.service admits them)."""
+
+    async def fill_glue(self, material: bytes) -> bytes | None: ...
+
+    async def fill_acorn(self, material: bytes) -> bytes | None: ...
+
+    async def fill_pch(self, material: bytes, digest: str, header: str) -> bytes | None: ...
 
 
 def read_misses(misses_dir: Path) -> list[bytes]:
@@ -57,9 +65,16 @@ def read_misses(misses_dir: Path) -> list[bytes]:
     return found
 
 
+_KINDS: Final[dict[bytes, Kind]] = {glue.TAG: "glue", glue.ACORN: "acorn", pch.TAG: "pch"}
+_JS_NAMES: Final = {"glue": glue.entry_name, "acorn": glue.acorn_name}
+
+
 def kind_of(material: bytes) -> Kind | None:
-    tag = material.partition(b"\0")[0]
-    return "glue" if tag == glue.TAG else "pch" if tag == pch.TAG else None
+    return _KINDS.get(material.partition(b"\0")[0])
+
+
+def _valid_js(kind: Kind, data: bytes) -> bool:
+    return glue.is_valid_entry(data) if kind == "glue" else glue.is_valid_acorn(data)
 
 
 @attrs.define
@@ -82,24 +97,25 @@ class Memos:
     def __attrs_post_init__(self) -> None:
         self._send, self._receive = trio.open_memory_channel[tuple[Kind, bytes]](_PENDING_FILLS)
 
-    def _shared_name(self, digest: str) -> str:
-        return "g-" + hashlib.sha256(f"{self.toolchain}\0{digest}".encode()).hexdigest()
+    def _shared_name(self, kind: Kind, digest: str) -> str:
+        material = f"{self.toolchain}\0{kind}\0{digest}".encode()
+        return "g-" + hashlib.sha256(material).hexdigest()
 
     def _count(self, kind: Kind, event: str) -> None:
         self.metrics.memo_events.labels(kind, event).inc()
 
     def _known(self, kind: Kind, digest: str) -> bool:
-        if kind == "glue":
-            return self.glue is not None and self.glue.contains(glue.entry_name(digest))
-        return self.pch is not None and self.pch.contains(pch.pch_name(digest))
+        if kind == "pch":
+            return self.pch is not None and self.pch.contains(pch.pch_name(digest))
+        return self.glue is not None and self.glue.contains(_JS_NAMES[kind](digest))
 
     async def collect(self, misses_dir: Path) -> None:
-        """Take the misses a job left: a glue entry from the shared store when a replica has
+        """Take the misses a job left: a JS entry from the shared store when a replica has
         it, else each queued for `run` (dropped when the queue is full: a later miss asks
         again)."""
         for material in await trio.to_thread.run_sync(read_misses, misses_dir):
             kind = kind_of(material)
-            if kind is None or (kind == "glue" and self.glue is None):
+            if kind is None or (kind != "pch" and self.glue is None):
                 continue
             if kind == "pch" and (
                 self.pch is None or pch.parse(material, self.compilers, self.cwd) is None
@@ -109,7 +125,7 @@ class Memos:
             self._count(kind, "miss")
             if digest in self._pending or self._known(kind, digest):
                 continue
-            if kind == "glue" and await self._take_shared(digest):
+            if kind != "pch" and await self._take_shared(kind, digest):
                 self._count(kind, "shared")
                 continue
             try:
@@ -119,51 +135,51 @@ class Memos:
             self._pending.add(digest)
             self.metrics.memo_pending.set(len(self._pending))
 
-    async def _take_shared(self, digest: str) -> bool:
+    async def _take_shared(self, kind: Kind, digest: str) -> bool:
         if self.shared is None or self.glue is None:
             return False
         try:
-            data = await self.shared.object_get(self._shared_name(digest))
+            data = await self.shared.object_get(self._shared_name(kind, digest))
         except StoreUnavailableError:
             return False
-        if data is None or not glue.is_valid_entry(data):
+        if data is None or not _valid_js(kind, data):
             return False
-        await trio.to_thread.run_sync(self.glue.put, glue.entry_name(digest), data)
+        await trio.to_thread.run_sync(self.glue.put, _JS_NAMES[kind](digest), data)
         return True
 
-    async def run(self, fill_glue: FillGlue, fill_pch: FillPch) -> None:
+    async def run(self, filler: Filler) -> None:
         """Compute the queued entries one at a time, each in a clean jail."""
         async for kind, material in self._receive:
             digest = hashlib.sha256(material).hexdigest()
             try:
-                made = await (
-                    self._make_glue(material, digest, fill_glue)
-                    if kind == "glue"
-                    else self._make_pch(material, digest, fill_pch)
-                )
+                if kind == "pch":
+                    made = await self._make_pch(material, digest, filler)
+                else:
+                    made = await self._make_js(kind, material, digest, filler)
                 self._count(kind, "filled" if made else "failed")
             finally:
                 self._pending.discard(digest)
                 self.metrics.memo_pending.set(len(self._pending))
 
-    async def _make_glue(self, material: bytes, digest: str, fill: FillGlue) -> bool:
+    async def _make_js(self, kind: Kind, material: bytes, digest: str, filler: Filler) -> bool:
+        fill = filler.fill_glue if kind == "glue" else filler.fill_acorn
         data = await fill(material)
-        if self.glue is None or data is None or not glue.is_valid_entry(data):
-            log.info("no glue entry", extra={"fields": {"digest": digest}})
+        if self.glue is None or data is None or not _valid_js(kind, data):
+            log.info("no JS memo entry", extra={"fields": {"kind": kind, "digest": digest}})
             return False
-        await trio.to_thread.run_sync(self.glue.put, glue.entry_name(digest), data)
+        await trio.to_thread.run_sync(self.glue.put, _JS_NAMES[kind](digest), data)
         if self.shared is not None:
             # Unreachable: this replica keeps it; the others compute their own.
             with contextlib.suppress(StoreUnavailableError):
-                await self.shared.object_put(self._shared_name(digest), data)
+                await self.shared.object_put(self._shared_name(kind, digest), data)
         return True
 
-    async def _make_pch(self, material: bytes, digest: str, fill: FillPch) -> bool:
+    async def _make_pch(self, material: bytes, digest: str, filler: Filler) -> bool:
         request = pch.parse(material, self.compilers, self.cwd)
         if self.pch is None or request is None:
             return False
         header = pch.header_text(request.headers)
-        built = await fill(material, digest, header)
+        built = await filler.fill_pch(material, digest, header)
         if built is None:
             log.info("no precompiled header", extra={"fields": {"headers": request.headers}})
             return False

@@ -62,6 +62,9 @@ class JobCompiler(Protocol):
     async def fill_glue(self, material: bytes) -> bytes | None:
         """A glue memo entry computed from `material` alone (see compile.memos)."""
 
+    async def fill_acorn(self, material: bytes) -> bytes | None:
+        """A JS optimizer memo entry computed from `material` alone (see compile.memos)."""
+
     async def fill_pch(self, material: bytes, digest: str, header: str) -> bytes | None:
         """The precompiled header `material` asks for (see compile.memos)."""
 
@@ -107,7 +110,7 @@ class Service:
             nursery.start_soon(self.gate.run_poller)
             nursery.start_soon(self.store.run)
             if self.memos is not None:
-                nursery.start_soon(self.memos.run, self._fill_glue, self._fill_pch)
+                nursery.start_soon(self.memos.run, self)
             self._flights = SingleFlight(nursery)
             try:
                 yield
@@ -115,12 +118,14 @@ class Service:
                 self._flights = None
                 nursery.cancel_scope.cancel()
 
-    async def _fill_glue(self, material: bytes) -> bytes | None:
-        """One glue memo entry, admitted by the gate as a compile is (it is one node run)."""
+    # The memos' fills (compile.memos.Filler), each admitted by the gate as a compile is.
+    async def fill_glue(self, material: bytes) -> bytes | None:
         return await self._admitted_fill(partial(self.compiler.fill_glue, material))
 
-    async def _fill_pch(self, material: bytes, digest: str, header: str) -> bytes | None:
-        """One precompiled header, admitted by the gate as a compile is (one clang run)."""
+    async def fill_acorn(self, material: bytes) -> bytes | None:
+        return await self._admitted_fill(partial(self.compiler.fill_acorn, material))
+
+    async def fill_pch(self, material: bytes, digest: str, header: str) -> bytes | None:
         return await self._admitted_fill(partial(self.compiler.fill_pch, material, digest, header))
 
     async def _admitted_fill(self, fill: Callable[[], Awaitable[bytes | None]]) -> bytes | None:

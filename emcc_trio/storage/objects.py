@@ -1,6 +1,6 @@
 """The object cache on local disk: blobs by name (build manifests and compiled objects),
 bounded in size, least recently used out. Names are hex digests (`m-<key>`, `o-<digest>`; and
-`g-`, `h-`, `p-<digest>` in the memos' own caches, see compile.memos)."""
+`g-`, `a-`, `h-`, `p-<digest>` in the memos' own caches, see compile.memos)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Final
 
 import attrs
 
-_NAME: Final = re.compile(r"^[moghp]-[0-9a-f]{64}\Z")
+_NAME: Final = re.compile(r"^[moaghp]-[0-9a-f]{64}\Z")
 
 
 def is_valid_name(name: str) -> bool:

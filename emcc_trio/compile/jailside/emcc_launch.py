@@ -4,6 +4,7 @@ Runs inside the jail under the system's python3, standard library only, as emcc 
 
     emcc_launch.py ROOT emcc|em++ ARGS...                 compile as `emcc ARGS...` would
     emcc_launch.py ROOT --fill-glue MATERIAL ENTRY        compute one glue entry
+    emcc_launch.py ROOT --fill-acorn MATERIAL ENTRY       compute one JS optimizer entry
     emcc_launch.py ROOT --fill-pch MATERIAL HEADER PCH    build one precompiled header
 
 `/usr/bin/emcc` runs `python3 emcc.py`, which compiles the 160 KB script on every call;
@@ -11,13 +12,16 @@ importing it as a module takes the `.pyc` Debian ships instead. Output is the sa
 
 The glue memo: `src/compiler.js` reads only its settings file and the toolchain, so its
 output is kept under a digest of the settings and the working directory (the jail's fixed
-/job). The precompiled headers: a source that begins with nothing but `#include <...>` lines
-compiles with a PCH of exactly those headers, built by exactly its clang command; a compile
-with a PCH that prints anything or fails is run again without it, so every diagnostic is
-clang's own. `EMCC_TRIO_GLUE` and `EMCC_TRIO_PCH` name the memos (mounted read-only),
-`EMCC_TRIO_MISSES` where a miss leaves its material. The service computes entries later, in
-a jail that holds nothing but that material (the fill modes), so no request's files ever
-reach what another request receives.
+/job). The JS optimizer memo: `tools/acorn-optimizer.js` (`-O1` and above) likewise, under
+a digest of its input and its passes. The precompiled headers: a source that begins with
+nothing but `#include <...>` lines compiles with a PCH of exactly those headers, built by
+exactly its clang command; a compile with a PCH that prints anything or fails is run again
+without it, so every diagnostic is clang's own.
+
+`EMCC_TRIO_GLUE` and `EMCC_TRIO_PCH` name the memos (mounted read-only; the JS optimizer's
+entries live in the glue memo's directory), `EMCC_TRIO_MISSES` where a miss leaves its
+material. The service computes entries later, in a jail that holds nothing but that material
+(the fill modes), so no request's files ever reach what another request receives.
 """
 
 import hashlib
@@ -31,8 +35,10 @@ from types import ModuleType
 from typing import Any
 
 GLUE_TAG = b"emcc-trio-glue-1"
+ACORN_TAG = b"emcc-trio-acorn-1"
+ACORN_FLAG = re.compile(r"^(--)?[A-Za-z][A-Za-z0-9]*\Z")
 PCH_TAG = b"emcc-trio-pch-1"
-MAX_MISSES = 4
+MAX_MISSES = 8  # a -O2 link runs the JS optimizer four or five times
 FORWARDED = "//FORWARDED_DATA:"
 LANGUAGES = {".c": "c", ".cpp": "c++", ".cc": "c++", ".cxx": "c++"}
 INCLUDE = re.compile(r"#[ \t]*include[ \t]*<([A-Za-z0-9_][A-Za-z0-9_./+-]*)>")
@@ -115,6 +121,48 @@ def glue_memo(shared: Any, memo: str, misses: str) -> None:
     shared.run_js_tool = run_js_tool
 
 
+def acorn_memo(building: Any, shared: Any, config: Any, memo: str, misses: str) -> None:
+    """acorn-optimizer.js reads only its input file and its passes; emcc runs it with its
+    output to a file or to a pipe (decoded as text, as run_process does)."""
+    optimizer = shared.path_from_root("tools", "acorn-optimizer.js")
+    node = list(config.NODE_JS)
+    original = building.check_call
+
+    def check_call(cmd: list[str], *args: Any, **kw: Any) -> Any:
+        head = len(node)
+        plain = (
+            not args
+            and set(kw) == {"stdout"}
+            and list(cmd[:head]) == node
+            and len(cmd) > head + 1
+            and cmd[head] == optimizer
+            and all(ACORN_FLAG.match(flag) for flag in cmd[head + 2 :])
+        )
+        if not plain:
+            return original(cmd, *args, **kw)
+        with open(cmd[head + 1], "rb") as handle:
+            source = handle.read()
+        flags = json.dumps(list(cmd[head + 2 :])).encode()
+        material = b"\0".join([ACORN_TAG, os.getcwd().encode(), flags, source])
+        digest = hashlib.sha256(material).hexdigest()
+        try:
+            with open(os.path.join(memo, "a-" + digest), "rb") as handle:
+                output = handle.read()
+        except OSError:
+            leave_miss(misses, "a-" + digest, material)
+            return original(cmd, *args, **kw)
+        stdout = kw["stdout"]
+        if stdout == subprocess.PIPE:
+            text = output.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+            return subprocess.CompletedProcess(cmd, 0, text, None)
+        stdout.flush()
+        stdout.buffer.write(output)
+        stdout.flush()
+        return subprocess.CompletedProcess(cmd, 0, None, None)
+
+    building.check_call = check_call
+
+
 def pch_material(cmd: list[str]) -> bytes | None:
     """The material of the PCH a clang compile emcc runs could use; None when it cannot
     use one. emcc compiles a source as `CLANG FLAGS... SRC -c -o OBJ`."""
@@ -185,6 +233,30 @@ def fill_glue(material_file: str, entry_file: str) -> int:
     return 0
 
 
+def fill_acorn(material_file: str, entry_file: str) -> int:
+    config, shared = emscripten("tools.config"), emscripten("tools.shared")
+    with open(material_file, "rb") as handle:
+        tag, cwd, flags, source = handle.read().split(b"\0", 3)
+    passes = json.loads(flags)
+    if tag != ACORN_TAG or cwd.decode() != os.getcwd():
+        return 2
+    if not all(isinstance(flag, str) and ACORN_FLAG.match(flag) for flag in passes):
+        return 2
+    input_file = os.path.join(os.environ.get("TMPDIR", "/tmp"), "input.js")
+    with open(input_file, "wb") as handle:
+        handle.write(source)
+    optimizer = shared.path_from_root("tools", "acorn-optimizer.js")
+    done = subprocess.run(
+        [*config.NODE_JS, optimizer, input_file, *passes], capture_output=True, check=False
+    )
+    if done.returncode != 0 or done.stderr:
+        sys.stderr.write(done.stderr.decode(errors="replace"))
+        return 1
+    with open(entry_file, "wb") as handle:
+        handle.write(done.stdout)
+    return 0
+
+
 def fill_pch(material_file: str, header: str, output: str) -> int:
     with open(material_file, "rb") as handle:
         tag, fields = handle.read().split(b"\0", 1)
@@ -201,6 +273,8 @@ def main() -> int:
     sys.path.insert(0, root)
     if mode == "--fill-glue":
         return fill_glue(*sys.argv[3:5])
+    if mode == "--fill-acorn":
+        return fill_acorn(*sys.argv[3:5])
     if mode == "--fill-pch":
         return fill_pch(*sys.argv[3:6])
     # As `python3 emcc.py ARGS` would see it, before emscripten reads it: its messages are
@@ -210,6 +284,8 @@ def main() -> int:
     misses = os.environ.get("EMCC_TRIO_MISSES")
     if misses and os.environ.get("EMCC_TRIO_GLUE"):
         glue_memo(shared, os.environ["EMCC_TRIO_GLUE"], misses)
+        building, config = emscripten("tools.building"), emscripten("tools.config")
+        acorn_memo(building, shared, config, os.environ["EMCC_TRIO_GLUE"], misses)
     if misses and os.environ.get("EMCC_TRIO_PCH"):
         pch_memo(shared, os.environ["EMCC_TRIO_PCH"], misses)
     if mode == "em++":
