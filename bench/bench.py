@@ -470,19 +470,16 @@ def project_builds(rounds: int, opt: str = "-O0") -> None:
     try:
         with httpx.Client(base_url=server.url, timeout=600) as client:
             for run in range(rounds + 1):
-                seconds = {
-                    "raw": timed(
-                        functools.partial(
-                            raw_command, raw_dir, project.raw_argv(run, default_args, opt)
-                        )
-                    ),
-                    "cold": project_build(
-                        client, project.body(run, opt=opt), project.units, project.units
-                    ),
-                    "rebuild": project_build(
-                        client, project.body(run, edit=run, opt=opt), project.units, 1
-                    ),
-                }
+                raw_argv = project.raw_argv(run, default_args, opt)
+                seconds = {"raw": timed(functools.partial(raw_command, raw_dir, raw_argv))}
+                seconds["cold"] = project_build(
+                    client, project.body(run, opt=opt), project.units, project.units
+                )
+                settle({"server": client})  # the developer edits meanwhile
+                seconds["rebuild"] = project_build(
+                    client, project.body(run, edit=run, opt=opt), project.units, 1
+                )
+                settle({"server": client})
                 if run:
                     for name, value in seconds.items():
                         samples[name].append(value)

@@ -654,6 +654,7 @@ def framing(cluster: Cluster) -> run.Check:
 def leftovers(cluster: Cluster) -> run.Check:
     found: list[str] = []
     for replica in cluster.replicas:
+        replica.settle_memos()
         end = time.monotonic() + run.LEFTOVER_GRACE
         while any((left := replica.leftovers(staging=True)).values()) and time.monotonic() < end:
             time.sleep(0.2)

@@ -289,6 +289,7 @@ def run_artifacts(url: str, answers: list[mix.Answer], scratch: Path) -> tuple[i
 
 
 def wait_for_no_leftovers(server: Server) -> dict[str, list[str]]:
+    server.settle_memos()
     end = time.monotonic() + LEFTOVER_GRACE
     while any((found := server.leftovers(staging=True)).values()) and time.monotonic() < end:
         time.sleep(0.2)

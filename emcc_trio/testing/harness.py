@@ -161,9 +161,13 @@ class Server:
         found = re.search(r"^emcc_trio_memo_fills_pending (\S+)$", text, re.MULTILINE)
         return float(found.group(1)) if found else 0.0
 
+    def settle_memos(self, timeout: float = 120.0) -> None:
+        """Wait for the memos' fills: a compile that missed a memo leaves one behind it, a
+        job of the server's own."""
+        eventually(lambda: not self.memo_fills_pending(), timeout, "the memos' fills")
+
     def assert_clean(self, timeout: float = 2.0) -> None:
-        # A compile that missed a memo leaves a fill behind it: a job of the server's.
-        eventually(lambda: not self.memo_fills_pending(), 120, "the memos' fills")
+        self.settle_memos()
         eventually(
             lambda: not any(self.leftovers().values()),
             timeout,
