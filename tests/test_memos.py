@@ -43,7 +43,7 @@ from emcc_trio.compile.memos import (
     read_misses,
 )
 from emcc_trio.isolation.cgroups import Caps
-from emcc_trio.isolation.runner import Limits, run_job
+from emcc_trio.isolation.runner import JobResult, Limits, run_job
 from emcc_trio.isolation.sandbox import JOB_MOUNT, Sandbox
 from emcc_trio.metrics import Metrics
 from emcc_trio.storage.artifacts import ArtifactStore
@@ -237,6 +237,17 @@ class JailKit:
             launcher=self.launcher,
         )
 
+    async def run(self, argv: list[str], job: Path, job_id: str) -> JobResult:
+        """A jailed command in `job` with the server's compile environment and limits."""
+        return await run_job(
+            argv,
+            job_id=job_id,
+            cwd=job,
+            env=compile_env(job, "/usr/share/nodejs", {}),
+            limits=self.limits,
+            driver=None,
+        )
+
     async def miss_of_hello(self) -> bytes:
         """Compile hello in the jail with an empty memo: the material its miss leaves."""
         job = self.root / "hello-job"
@@ -258,14 +269,7 @@ class JailKit:
                 "EMCC_TRIO_MISSES": f"{JOB_MOUNT}/{MISSES_SUBDIR}",
             },
         )
-        result = await run_job(
-            argv,
-            job_id="glue-hello",
-            cwd=job,
-            env=compile_env(job, "/usr/share/nodejs", {}),
-            limits=self.limits,
-            driver=None,
-        )
+        result = await self.run(argv, job, "glue-hello")
         assert result.exit_code == 0, result.output
         [miss] = list((job / MISSES_SUBDIR).iterdir())
         return miss.read_bytes()
@@ -353,14 +357,7 @@ async def test_the_memo_and_the_launcher_are_read_only_in_the_jail(jail: JailKit
             (jail.root / "pch", JAIL_PCH_DIR),
         ],
     )
-    result = await run_job(
-        argv,
-        job_id="glue-writer",
-        cwd=job,
-        env=compile_env(job, "/usr/share/nodejs", {}),
-        limits=jail.limits,
-        driver=None,
-    )
+    result = await jail.run(argv, job, "glue-writer")
     assert result.exit_code == 0, result.output
     assert "wrote" not in result.output
     assert result.output.count("refused") == len(targets), result.output

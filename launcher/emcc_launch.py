@@ -1,0 +1,298 @@
+"""emcc and em++ as the service runs them: from emscripten's shipped bytecode, with its memos.
+
+Runs inside the jail under the system's python3, standard library only, as emcc itself does.
+
+    emcc_launch.py ROOT emcc|em++ ARGS...                 compile as `emcc ARGS...` would
+    emcc_launch.py ROOT --fill-glue MATERIAL ENTRY        compute one glue entry
+    emcc_launch.py ROOT --fill-acorn MATERIAL ENTRY       compute one JS optimizer entry
+    emcc_launch.py ROOT --fill-pch MATERIAL HEADER PCH    build one precompiled header
+
+`/usr/bin/emcc` runs `python3 emcc.py`, which compiles the 160 KB script on every call;
+importing it as a module takes the `.pyc` Debian ships instead. Output is the same.
+
+The glue memo: `src/compiler.js` reads only its settings file and the toolchain, so its
+output is kept under a digest of the settings and the working directory (the jail's fixed
+/job). The JS optimizer memo: `tools/acorn-optimizer.js` (`-O1` and above) likewise, under
+a digest of its input and its passes. The precompiled headers: a source that begins with
+nothing but `#include <...>` lines compiles with a PCH of exactly those headers, built by
+exactly its clang command; a compile with a PCH that prints anything or fails is run again
+without it, so every diagnostic is clang's own.
+
+`EMCC_TRIO_GLUE` and `EMCC_TRIO_PCH` name the memos (mounted read-only; the JS optimizer's
+entries live in the glue memo's directory), `EMCC_TRIO_MISSES` where a miss leaves its
+material. The service computes entries later, in a jail that holds nothing but that material
+(the fill modes), so no request's files ever reach what another request receives.
+"""
+
+import hashlib
+import importlib
+import json
+import os
+import re
+import subprocess
+import sys
+from types import ModuleType
+from typing import Any
+
+GLUE_TAG = b"emcc-trio-glue-1"
+ACORN_TAG = b"emcc-trio-acorn-1"
+ACORN_FLAG = re.compile(r"^(--)?[A-Za-z][A-Za-z0-9]*\Z")
+PCH_TAG = b"emcc-trio-pch-1"
+MAX_MISSES = 8  # a -O2 link runs the JS optimizer four or five times
+FORWARDED = "//FORWARDED_DATA:"
+LANGUAGES = {".c": "c", ".cpp": "c++", ".cc": "c++", ".cxx": "c++"}
+INCLUDE = re.compile(r"#[ \t]*include[ \t]*<([A-Za-z0-9_][A-Za-z0-9_./+-]*)>")
+# Arguments that make a header resolve, or the object come out, otherwise than in the clean
+# jail the PCH is built in: include paths (they may point into the job dir), forced
+# includes, dependency output, debug info (it names the PCH's header).
+NO_PCH = re.compile(
+    r"^(-I|-i(quote|system|dirafter|prefix|withprefix|withprefixbefore)|-include|-imacros"
+    r"|-cxx-isystem|--include|-F|-M|-g|-fmodules|-E|-S|@)"
+)
+
+
+def emscripten(name: str) -> Any:  # emscripten's modules have no types
+    module: ModuleType = importlib.import_module(name)
+    return module
+
+
+def leave_miss(misses: str, name: str, data: bytes) -> None:
+    if len(os.listdir(misses)) < MAX_MISSES:
+        with open(os.path.join(misses, name), "wb") as handle:
+            handle.write(data)
+
+
+def preamble(text: str) -> list[str]:
+    """The headers of the file's leading `#include <...>` lines (blank lines and `//`
+    comments between them allowed); anything else ends the run."""
+    headers = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if "\\" in stripped or "??/" in stripped:
+            break  # a continued line could hide the next one
+        if stripped.startswith("//"):
+            continue
+        found = INCLUDE.fullmatch(stripped)
+        if found is None or ".." in found.group(1).split("/"):
+            break
+        headers.append(found.group(1))
+    return headers
+
+
+def glue_memo(shared: Any, memo: str, misses: str) -> None:
+    compiler_js = shared.path_from_root("src", "compiler.js")
+    original = shared.run_js_tool
+
+    def run_js_tool(
+        filename: str,
+        jsargs: list[str] = [],  # noqa: B006 (emscripten's own signature)
+        node_args: list[str] = [],  # noqa: B006
+        **kw: Any,
+    ) -> Any:
+        cwd = os.getcwd()
+        plain = (
+            filename == compiler_js
+            and not node_args
+            and len(jsargs) == 1
+            and kw.get("stdout") == subprocess.PIPE
+            and kw.get("stderr") is None
+            and kw.get("env", {}).get("EMCC_BUILD_DIR") == cwd
+        )
+        if not plain:
+            return original(filename, jsargs, node_args, **kw)
+        with open(jsargs[0], "rb") as handle:
+            material = GLUE_TAG + b"\0" + cwd.encode() + b"\0" + handle.read()
+        digest = hashlib.sha256(material).hexdigest()
+        try:
+            with open(os.path.join(memo, "g-" + digest), encoding="utf-8") as handle:
+                entry = json.load(handle)
+        except (OSError, ValueError):
+            entry = None
+        if isinstance(entry, dict) and isinstance(entry.get("stdout"), str):
+            sys.stdout.flush()
+            sys.stderr.write(entry.get("stderr", ""))
+            sys.stderr.flush()
+            return entry["stdout"]
+        leave_miss(misses, "g-" + digest, material)
+        return original(filename, jsargs, node_args, **kw)
+
+    shared.run_js_tool = run_js_tool
+
+
+def acorn_memo(building: Any, shared: Any, config: Any, memo: str, misses: str) -> None:
+    """acorn-optimizer.js reads only its input file and its passes; emcc runs it with its
+    output to a file or to a pipe (decoded as text, as run_process does)."""
+    optimizer = shared.path_from_root("tools", "acorn-optimizer.js")
+    node = list(config.NODE_JS)
+    original = building.check_call
+
+    def check_call(cmd: list[str], *args: Any, **kw: Any) -> Any:
+        head = len(node)
+        plain = (
+            not args
+            and set(kw) == {"stdout"}
+            and list(cmd[:head]) == node
+            and len(cmd) > head + 1
+            and cmd[head] == optimizer
+            and all(ACORN_FLAG.match(flag) for flag in cmd[head + 2 :])
+        )
+        if not plain:
+            return original(cmd, *args, **kw)
+        with open(cmd[head + 1], "rb") as handle:
+            source = handle.read()
+        flags = json.dumps(list(cmd[head + 2 :])).encode()
+        material = b"\0".join([ACORN_TAG, os.getcwd().encode(), flags, source])
+        digest = hashlib.sha256(material).hexdigest()
+        try:
+            with open(os.path.join(memo, "a-" + digest), "rb") as handle:
+                output = handle.read()
+        except OSError:
+            leave_miss(misses, "a-" + digest, material)
+            return original(cmd, *args, **kw)
+        stdout = kw["stdout"]
+        if stdout == subprocess.PIPE:
+            text = output.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+            return subprocess.CompletedProcess(cmd, 0, text, None)
+        stdout.flush()
+        stdout.buffer.write(output)
+        stdout.flush()
+        return subprocess.CompletedProcess(cmd, 0, None, None)
+
+    building.check_call = check_call
+
+
+def pch_material(cmd: list[str]) -> bytes | None:
+    """The material of the PCH a clang compile emcc runs could use; None when it cannot
+    use one. emcc compiles a source as `CLANG FLAGS... SRC -c -o OBJ`."""
+    if len(cmd) < 5 or cmd[-3:-1] != ["-c", "-o"]:
+        return None
+    source, template = cmd[-4], cmd[:-4]
+    language = LANGUAGES.get(os.path.splitext(source)[1])
+    if language is None or not os.path.basename(template[0]).startswith("clang"):
+        return None
+    if any(NO_PCH.match(arg) for arg in template[1:]):
+        return None
+    try:
+        with open(source, encoding="utf-8") as handle:
+            headers = preamble(handle.read())
+    except (OSError, ValueError):
+        return None
+    if not headers:
+        return None
+    fields = {"cwd": os.getcwd(), "headers": headers, "language": language, "template": template}
+    return PCH_TAG + b"\0" + json.dumps(fields, sort_keys=True).encode()
+
+
+def pch_memo(shared: Any, pchs: str, misses: str) -> None:
+    original = shared.check_call
+
+    def check_call(cmd: list[str], *args: Any, **kw: Any) -> Any:
+        material = None if args or kw else pch_material(list(cmd))
+        if material is None:
+            return original(cmd, *args, **kw)
+        digest = hashlib.sha256(material).hexdigest()
+        pch = os.path.join(pchs, "p-" + digest)
+        if os.path.isfile(pch) and os.path.isfile(os.path.join(pchs, "h-" + digest)):
+            with_pch = [*cmd[:-4], "-include-pch", pch, *cmd[-4:]]
+            done = subprocess.run(with_pch, capture_output=True, check=False)
+            if done.returncode == 0 and not done.stdout and not done.stderr:
+                return done
+        else:
+            leave_miss(misses, "p-" + digest, material)
+        return original(cmd, *args, **kw)
+
+    shared.check_call = check_call
+
+
+def fill_glue(material_file: str, entry_file: str) -> int:
+    config, shared = emscripten("tools.config"), emscripten("tools.shared")
+    with open(material_file, "rb") as handle:
+        tag, cwd, settings = handle.read().split(b"\0", 2)
+    if tag != GLUE_TAG or cwd.decode() != os.getcwd():
+        return 2
+    settings_file = os.path.join(os.environ.get("TMPDIR", "/tmp"), "settings.json")
+    with open(settings_file, "wb") as handle:
+        handle.write(settings)
+    env = os.environ.copy()
+    env["EMCC_BUILD_DIR"] = os.getcwd()
+    done = shared.run_process(
+        [*config.NODE_JS, shared.path_from_root("src", "compiler.js"), settings_file],
+        check=False,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=shared.path_from_root("src"),
+        env=env,
+    )
+    if done.returncode != 0 or FORWARDED not in done.stdout:
+        sys.stderr.write(done.stderr)
+        return 1
+    with open(entry_file, "w", encoding="utf-8") as handle:
+        json.dump({"stdout": done.stdout, "stderr": done.stderr}, handle)
+    return 0
+
+
+def fill_acorn(material_file: str, entry_file: str) -> int:
+    config, shared = emscripten("tools.config"), emscripten("tools.shared")
+    with open(material_file, "rb") as handle:
+        tag, cwd, flags, source = handle.read().split(b"\0", 3)
+    passes = json.loads(flags)
+    if tag != ACORN_TAG or cwd.decode() != os.getcwd():
+        return 2
+    if not all(isinstance(flag, str) and ACORN_FLAG.match(flag) for flag in passes):
+        return 2
+    input_file = os.path.join(os.environ.get("TMPDIR", "/tmp"), "input.js")
+    with open(input_file, "wb") as handle:
+        handle.write(source)
+    optimizer = shared.path_from_root("tools", "acorn-optimizer.js")
+    done = subprocess.run(
+        [*config.NODE_JS, optimizer, input_file, *passes], capture_output=True, check=False
+    )
+    if done.returncode != 0 or done.stderr:
+        sys.stderr.write(done.stderr.decode(errors="replace"))
+        return 1
+    with open(entry_file, "wb") as handle:
+        handle.write(done.stdout)
+    return 0
+
+
+def fill_pch(material_file: str, header: str, output: str) -> int:
+    with open(material_file, "rb") as handle:
+        tag, fields = handle.read().split(b"\0", 1)
+    found = json.loads(fields)
+    if tag != PCH_TAG or found["cwd"] != os.getcwd():
+        return 2
+    kind = found["language"] + "-header"
+    argv = [*found["template"], "-x", kind, header, "-o", output, "-Xclang", "-fno-pch-timestamp"]
+    return subprocess.run(argv, check=False).returncode
+
+
+def main() -> int:
+    root, mode = sys.argv[1], sys.argv[2]
+    sys.path.insert(0, root)
+    if mode == "--fill-glue":
+        return fill_glue(*sys.argv[3:5])
+    if mode == "--fill-acorn":
+        return fill_acorn(*sys.argv[3:5])
+    if mode == "--fill-pch":
+        return fill_pch(*sys.argv[3:6])
+    # As `python3 emcc.py ARGS` would see it, before emscripten reads it: its messages are
+    # prefixed with the program's name, and it re-runs sys.argv[0] for --cflags.
+    argv = sys.argv = [os.path.join(root, mode + ".py"), *sys.argv[3:]]
+    emcc, shared = emscripten("emcc"), emscripten("tools.shared")
+    misses = os.environ.get("EMCC_TRIO_MISSES")
+    if misses and os.environ.get("EMCC_TRIO_GLUE"):
+        glue_memo(shared, os.environ["EMCC_TRIO_GLUE"], misses)
+        building, config = emscripten("tools.building"), emscripten("tools.config")
+        acorn_memo(building, shared, config, os.environ["EMCC_TRIO_GLUE"], misses)
+    if misses and os.environ.get("EMCC_TRIO_PCH"):
+        pch_memo(shared, os.environ["EMCC_TRIO_PCH"], misses)
+    if mode == "em++":
+        emcc.run_via_emxx = True
+        return int(emcc.run(argv))
+    return int(emcc.main(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
