@@ -472,6 +472,52 @@ class Config:
         ),
     )
 
+    # Running what was built (POST /run).
+    enable_run: bool = attrs.field(
+        default=True,
+        metadata=_key(
+            "enableRun",
+            "Serve `POST /run`: compile, then run the program under node in a jail and cgroup"
+            " of its own. Needs `nsjailEnabled` (without it `/run` answers 501).",
+        ),
+    )
+    run_memory_mb: int = attrs.field(
+        default=256,
+        metadata=_key(
+            "runMemoryMB",
+            "Hard memory cap per run, in MB (node and the program's wasm memory together); "
+            "past it the run is killed (`run.limit: memory`). At least 64.",
+        ),
+    )
+    run_cpu_seconds: float = attrs.field(
+        default=5,
+        metadata=_key(
+            "runCpuSeconds", "CPU time per run, in seconds, before it is killed (`run.limit: cpu`)."
+        ),
+    )
+    run_timeout_seconds: float = attrs.field(
+        default=10,
+        metadata=_key(
+            "runTimeoutSeconds",
+            "Wall time per run, in seconds, before it is killed (`run.limit: timeout`).",
+        ),
+    )
+    run_pids_max: int = attrs.field(
+        default=32,
+        metadata=_key(
+            "runPidsMax",
+            "Processes and threads per run (`pids.max`; node itself takes about 10; at least 16).",
+        ),
+    )
+    run_output_bytes: int = attrs.field(
+        default=64 * 1024,
+        metadata=_key(
+            "runOutputBytes",
+            "Bytes of stdout, and of stderr, a run may print; more stops it (`run.limit: "
+            "output`) and the answer keeps the first this many.",
+        ),
+    )
+
 
 KEYS: Final = {f.name: f.metadata["key"] for f in attrs.fields(Config)}
 REDIS_URL_ENV: Final = "EMCC_TRIO_REDIS_URL"
@@ -568,8 +614,13 @@ def validate(config: Config) -> list[str]:
         "max_project_mb",
         "max_queued_project_mb",
         "max_connections_per_client",
+        "run_cpu_seconds",
+        "run_timeout_seconds",
+        "run_output_bytes",
     ):
         check(getattr(config, name) > 0, name, "must be greater than 0")
+    check(config.run_memory_mb >= 64, "run_memory_mb", "node needs at least 64 MB")
+    check(config.run_pids_max >= 16, "run_pids_max", "node needs at least 16 threads")
     check(config.object_cache_max_mb >= 0, "object_cache_max_mb", "must not be negative")
     check(config.glue_memo_max_mb >= 0, "glue_memo_max_mb", "must not be negative")
     check(config.pch_max_mb >= 0, "pch_max_mb", "must not be negative")

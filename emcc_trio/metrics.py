@@ -37,7 +37,7 @@ def route_of(path: str) -> str:
     """A bounded label for a request path (ids and unknown paths must not explode it)."""
     if path.startswith("/artifacts/"):
         return "/artifacts"
-    if path in ("/healthz", "/readyz", "/compile", "/metrics"):
+    if path in ("/healthz", "/readyz", "/compile", "/run", "/metrics"):
         return path
     return "other"
 
@@ -57,6 +57,8 @@ class Metrics:
     build_units: Counter = attrs.field(init=False)
     memo_events: Counter = attrs.field(init=False)
     memo_pending: Gauge = attrs.field(init=False)
+    runs: Counter = attrs.field(init=False)
+    run_seconds: Histogram = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.requests = Counter(
@@ -102,6 +104,19 @@ class Metrics:
             "entries taken from the shared store, entries computed in a clean jail, and fills "
             "that made no entry",
             ["memo", "event"],
+            registry=self.registry,
+        )
+        self.runs = Counter(
+            "emcc_trio_runs",
+            "Runs of built programs by how they ended: exit (main returned or exit was called),"
+            " signal (abort or a trap), or the cap that killed them",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.run_seconds = Histogram(
+            "emcc_trio_run_duration_seconds",
+            "Wall time of finished runs (the compile before them not included)",
+            buckets=_DURATION_BUCKETS,
             registry=self.registry,
         )
         self.memo_pending = Gauge(

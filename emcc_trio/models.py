@@ -91,6 +91,23 @@ class CompileResult:
     files: tuple[str, ...] = ()  # the published artifact's files (none for a failure)
 
 
+@attrs.frozen
+class RunResult:
+    """How one run of an artifact ended. `exit_code` is main's return or exit()'s status;
+    `signal` names what a native process would have died of instead (SIGABRT for abort(),
+    SIGSEGV for an out-of-bounds access, SIGKILL for a cap): one of the two is None."""
+
+    stdout: bytes
+    stderr: bytes
+    stdout_truncated: bool
+    stderr_truncated: bool
+    exit_code: int | None
+    signal: str | None
+    limit: Limit | None
+    usage: Usage
+    duration_seconds: float
+
+
 def usage_json(usage: Usage, duration_seconds: float) -> dict[str, Any]:
     """The `usage` object of an answer (and of a stored result)."""
     return {

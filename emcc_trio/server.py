@@ -19,6 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Final
 
+import attrs
 import trio
 
 from emcc_trio.api import httpserver
@@ -38,6 +39,9 @@ from emcc_trio.compile.quota import ArtifactQuota
 from emcc_trio.compile.service import Service
 from emcc_trio.compile.sources import ProjectLimits
 from emcc_trio.config import Config, Paths, parse_addr, resolve_paths
+from emcc_trio.execute.options import RunLimits
+from emcc_trio.execute.runner import Runner
+from emcc_trio.execute.runner import install as install_runner
 from emcc_trio.isolation.cgroups import (
     BudgetGroup,
     Caps,
@@ -49,7 +53,7 @@ from emcc_trio.isolation.cgroups import (
     read_mem_total,
 )
 from emcc_trio.isolation.runner import Limits
-from emcc_trio.isolation.sandbox import JOB_MOUNT, Sandbox, SandboxError
+from emcc_trio.isolation.sandbox import JOB_MOUNT, RUN_CONFIG, Sandbox, SandboxError
 from emcc_trio.metrics import Metrics
 from emcc_trio.storage.artifacts import ArtifactStore
 from emcc_trio.storage.base import Store
@@ -252,6 +256,33 @@ async def _open_launcher(
     return Launcher(python=python, directory=directory, emscripten_root=root)
 
 
+async def _open_runner(
+    config: Config, paths: Paths, sandbox: Sandbox | None, driver: Driver | None
+) -> Runner | None:
+    """POST /run: the runner installed where the run jail can read it; None when runs are
+    off, or (with a warning) when there is no jail to run them in."""
+    if not config.enable_run:
+        return None
+    if sandbox is None:
+        log.warning("enableRun: runs need nsjailEnabled; POST /run answers 501")
+        return None
+    directory = await trio.to_thread.run_sync(install_runner, paths.working_dir / "runner")
+    _reachable(sandbox, directory)
+    return Runner(
+        sandbox=attrs.evolve(sandbox, config_file=RUN_CONFIG),
+        driver=driver,
+        jobs_dir=paths.jobs_dir,
+        directory=directory,
+        limits=RunLimits(
+            memory_bytes=config.run_memory_mb * MB,
+            cpu_seconds=config.run_cpu_seconds,
+            timeout_seconds=config.run_timeout_seconds,
+            pids_max=config.run_pids_max,
+            output_bytes=config.run_output_bytes,
+        ),
+    )
+
+
 def _reachable(sandbox: Sandbox, directory: Path) -> None:
     try:
         sandbox.check_reachable(directory)
@@ -434,6 +465,7 @@ async def build_service(
         prlimit=prlimit,
         quota=quota,
     )
+    runner = await _open_runner(config, paths, sandbox, driver)
     gate = Gate(
         estimate_bytes=config.job_memory_estimate_mb * MB,
         max_concurrent=config.max_concurrent_jobs or DEFAULT_JOBS_PER_CPU * (os.cpu_count() or 1),
@@ -477,6 +509,7 @@ async def build_service(
         quota=quota,
         cache_scope=config.cache_scope,
         memos=memos,
+        runner=runner,
     )
 
 

@@ -4,6 +4,8 @@ server with the real emcc, finds no 5xx and no answer that departs from the spec
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -127,15 +129,20 @@ def test_spec_loads_in_schemathesis() -> None:
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    workdir = tmp_path_factory.mktemp("openapi-server")
+def live() -> Iterator[Server]:
+    # Jailed, so that POST /run runs (nsjail's outside user must reach the dir: 0711).
+    workdir = Path(tempfile.mkdtemp(prefix="emcc-trio-openapi-"))
+    workdir.chmod(0o711)
     # schemathesis opens a connection per call and leaves it to the server's keep-alive
     # timeout: more than maxConnectionsPerClient are open at once from this one address.
-    config = server_config(workdir, maxBodyBytes=65536, maxConnectionsPerClient=1000)
+    config = server_config(
+        workdir, maxBodyBytes=65536, maxConnectionsPerClient=1000, nsjailEnabled=True
+    )
     server = start_server(workdir, config)
     yield server
     if server.proc.poll() is None:
         server.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def test_served_spec_is_the_module_spec(live: Server) -> None:
@@ -218,6 +225,10 @@ def _real_answers(live: Server) -> Iterator[tuple[str, httpx.Response]]:
         raw = client.post("/compile", content=b"int main(void) { x }", params={"type": "c"})
         yield "POST /compile", raw
         yield "POST /compile", client.post("/compile", json={"code": "x", "files": {"../a": ""}})
+        ran = client.post("/run", json={"code": HELLO_C, "argv": ["a"], "stdin": "x"})
+        assert ran.json()["run"]["exitCode"] == 0, ran.text
+        yield "POST /run", ran
+        yield "POST /run", client.post("/run", json={"code": HELLO_C, "argv": "a"})
     with live.client() as client:
         yield "GET /compile", client.get("/compile")
         yield "GET /nowhere", client.get("/nowhere")

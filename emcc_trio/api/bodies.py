@@ -40,6 +40,7 @@ from emcc_trio.compile.sources import (
     select_sources,
 )
 from emcc_trio.errors import RequestError
+from emcc_trio.execute.options import RUN_FIELDS, RunLimits, RunOptions, parse_run_options
 from emcc_trio.models import SOURCE_NAMES, CompileRequest
 
 FIELDS: Final = frozenset({"code", "type", "args", "sources"})
@@ -124,7 +125,7 @@ def assemble(
     return attrs.evolve(request, units=units)
 
 
-def from_json(body: bytes, rules: Rules = DEFAULT_RULES) -> CompileRequest:
+def _decode_json(body: bytes) -> dict[str, Any]:
     try:
         decoded = json.loads(body)
     except ValueError as exc:
@@ -133,6 +134,15 @@ def from_json(body: bytes, rules: Rules = DEFAULT_RULES) -> CompileRequest:
         raise RequestError("the body is nested too deeply to be a compile request") from None
     if not isinstance(decoded, dict):
         raise RequestError("the body must be a JSON object")
+    return decoded
+
+
+def from_json(body: bytes, rules: Rules = DEFAULT_RULES) -> CompileRequest:
+    return from_object(_decode_json(body), rules)
+
+
+def from_object(decoded: dict[str, Any], rules: Rules = DEFAULT_RULES) -> CompileRequest:
+    """A request from a decoded JSON object (its run fields already taken out)."""
     files = decoded.pop("files", None) or {}
     if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
         raise RequestError('"files" must be an object of path: text')
@@ -224,29 +234,78 @@ def from_form(
     return assemble(code, kind, fields.get("args", []), files, rules, fields.get("sources"))
 
 
+def _one(values: list[Any], name: str) -> Any:
+    if len(values) > 1:
+        raise RequestError(f'"{name}" is given more than once')
+    return values[0]
+
+
+def _run_fields_of_lists(given: dict[str, list[Any]], where: str) -> dict[str, Any]:
+    """The run fields of a form or a query (taken out of `given`), as the JSON body has
+    them: `argv` repeated, `limits` a JSON object as text, `stdin` text (or a file's bytes)."""
+    found: dict[str, Any] = {}
+    for name in RUN_FIELDS & given.keys():
+        values = given.pop(name)
+        if name == "argv":
+            found[name] = values
+        elif name == "limits":
+            text = _one(values, name)
+            try:
+                found[name] = json.loads(text)
+            except (ValueError, TypeError):
+                raise RequestError(
+                    f'"limits" in the {where} must be a JSON object such as {{"timeoutSeconds": 2}}'
+                ) from None
+        else:
+            found[name] = _one(values, name)
+    return found
+
+
 async def read(request: Request, rules: Rules = DEFAULT_RULES) -> CompileRequest:
     """The compile request in whatever encoding it came; RequestError says what is wrong."""
+    compile_request, _ = await _read(request, rules, run=False)
+    return compile_request
+
+
+async def read_run(
+    request: Request, rules: Rules, limits: RunLimits
+) -> tuple[CompileRequest, RunOptions]:
+    """A run request: a compile request in any encoding plus the run fields (`stdin` or
+    `stdinBase64`, `argv`, `limits`): JSON fields, form fields, or query parameters."""
+    compile_request, fields = await _read(request, rules, run=True)
+    return compile_request, parse_run_options(fields, limits)
+
+
+async def _read(request: Request, rules: Rules, run: bool) -> tuple[CompileRequest, dict[str, Any]]:
     content_type = request.mimetype
     query = {key: request.args.getlist(key) for key in request.args}
+    has_query = bool(query)  # run options included: it makes the body a raw source
+    run_fields = _run_fields_of_lists(query, "query string") if run else {}
     if content_type in ARCHIVE_TYPES:
         archive = await request.get_data(cache=False, as_text=False)
         assert isinstance(archive, bytes)
-        return from_archive(archive, content_type, query, rules)
-    if content_type == "multipart/form-data" and not request.args:
-        form = await request.form
-        uploads = await request.files
-        return from_form(
-            {key: form.getlist(key) for key in form},
-            {key: [upload.read() for upload in uploads.getlist(key)] for key in uploads},
-            rules,
-        )
-    if request.args and content_type in ("application/json", "multipart/form-data"):
+        return from_archive(archive, content_type, query, rules), run_fields
+    if content_type == "multipart/form-data" and not has_query:
+        form = {key: (await request.form).getlist(key) for key in await request.form}
+        uploaded = await request.files
+        uploads = {key: [u.read() for u in uploaded.getlist(key)] for key in uploaded}
+        if run:
+            run_fields.update(_run_fields_of_lists(form, "form"))
+            if "stdin" in uploads:
+                if "stdin" in run_fields:
+                    raise RequestError('"stdin" is given more than once')
+                run_fields["stdin"] = _one(uploads.pop("stdin"), "stdin")
+        return from_form(form, uploads, rules), run_fields
+    if has_query and content_type in ("application/json", "multipart/form-data"):
         raise RequestError(
             "options in the query string go with a raw source body only "
             f"(not {content_type}): send type and args in the body"
         )
     body = await request.get_data(cache=False, as_text=False)
     assert isinstance(body, bytes)
-    if request.args or content_type.startswith(_RAW_TYPES):
-        return from_raw(body, query, rules)
-    return from_json(body, rules)
+    if has_query or content_type.startswith(_RAW_TYPES):
+        return from_raw(body, query, rules), run_fields
+    decoded = _decode_json(body)
+    if run:
+        run_fields = {name: decoded.pop(name) for name in RUN_FIELDS & decoded.keys()}
+    return from_object(decoded, rules), run_fields

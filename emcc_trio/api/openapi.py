@@ -228,6 +228,62 @@ SCHEMAS: Final[JsonObject] = {
             "usage": _ref("Usage"),
         },
     },
+    "RunLimits": {
+        "type": "object",
+        "additionalProperties": False,
+        "description": (
+            "Lower caps for this run than the server's (`runMemoryMB`, `runCpuSeconds`, "
+            "`runTimeoutSeconds`, `runOutputBytes`); a value above the server's is a 400."
+        ),
+        "properties": {
+            "memoryMB": {"type": "integer", "minimum": 1},
+            "cpuSeconds": {"type": "number", "exclusiveMinimum": True, "minimum": 0},
+            "timeoutSeconds": {"type": "number", "exclusiveMinimum": True, "minimum": 0},
+            "outputBytes": {"type": "integer", "minimum": 1},
+        },
+    },
+    "RunResult": {
+        "type": "object",
+        "description": (
+            "How the run ended. `exitCode` is main's return value or exit()'s status, "
+            "`signal` what a native process would have died of instead (`SIGABRT` for "
+            "abort(), `SIGSEGV` for an out-of-bounds access, `SIGFPE`, `SIGILL` for a trap, "
+            "`SIGKILL` when a cap killed it): one of the two is null. `limit` names the cap "
+            "that ended it. stdout and stderr are kept apart, each at most `runOutputBytes`; "
+            "UTF-8 text as it is, anything else base64 (`stdoutEncoding`)."
+        ),
+        "additionalProperties": False,
+        "required": [
+            "exitCode",
+            "signal",
+            "limit",
+            "message",
+            "stdout",
+            "stdoutEncoding",
+            "stdoutTruncated",
+            "stderr",
+            "stderrEncoding",
+            "stderrTruncated",
+            "usage",
+        ],
+        "properties": {
+            "exitCode": {"type": "integer", "nullable": True},
+            "signal": {"type": "string", "nullable": True, "example": "SIGABRT"},
+            "limit": {
+                "type": "string",
+                "nullable": True,
+                "enum": ["memory", "pids", "cpu", "timeout", "output", "artifact", None],
+            },
+            "message": {"type": "string", "nullable": True, "description": "What the cap was."},
+            "stdout": {"type": "string"},
+            "stdoutEncoding": {"type": "string", "enum": ["utf-8", "base64"]},
+            "stdoutTruncated": {"type": "boolean"},
+            "stderr": {"type": "string"},
+            "stderrEncoding": {"type": "string", "enum": ["utf-8", "base64"]},
+            "stderrTruncated": {"type": "boolean"},
+            "usage": _ref("Usage"),
+        },
+    },
     "Error": {
         "type": "object",
         "additionalProperties": False,
@@ -238,6 +294,32 @@ SCHEMAS: Final[JsonObject] = {
             "id": _ref("JobId"),
         },
     },
+}
+
+_RUN_FIELDS: Final[JsonObject] = {
+    "stdin": {"type": "string", "description": "The program's stdin, as UTF-8 text."},
+    "stdinBase64": {
+        "type": "string",
+        "format": "byte",
+        "description": "The program's stdin as bytes, base64 (not with `stdin`).",
+    },
+    "argv": {
+        "type": "array",
+        "maxItems": 1024,
+        "items": {"type": "string"},
+        "description": "The program's arguments after argv[0] (`./this.program`), no NUL.",
+        "example": ["--verbose", "input.txt"],
+    },
+    "limits": _ref("RunLimits"),
+}
+SCHEMAS["RunRequest"] = {
+    **SCHEMAS["CompileRequest"],
+    "properties": {**SCHEMAS["CompileRequest"]["properties"], **_RUN_FIELDS},
+}
+SCHEMAS["RunSuccess"] = {
+    **SCHEMAS["CompileSuccess"],
+    "required": [*SCHEMAS["CompileSuccess"]["required"], "run"],
+    "properties": {**SCHEMAS["CompileSuccess"]["properties"], "run": _ref("RunResult")},
 }
 
 RETRY_AFTER: Final[JsonObject] = {
@@ -524,6 +606,64 @@ PATHS: Final[JsonObject] = {
     },
 }
 
+
+def _run_operation() -> JsonObject:
+    """POST /run: /compile's body and answers, plus the run's fields and result."""
+    compile_op = PATHS["/compile"]["post"]
+    run_query = [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "description": f"With a raw or archive body: `{name}` as in the JSON body"
+            + (" (a JSON object as text)." if name == "limits" else "."),
+            "schema": schema,
+            **({"style": "form", "explode": True} if name == "argv" else {}),
+        }
+        for name, schema in (
+            ("stdin", {"type": "string"}),
+            ("argv", {"type": "array", "items": {"type": "string"}}),
+            ("limits", {"type": "string"}),
+        )
+    ]
+    content = dict(compile_op["requestBody"]["content"])
+    content["application/json"] = {"schema": _ref("RunRequest")}
+    return {
+        "post": {
+            **compile_op,
+            "operationId": "run",
+            "summary": "Compile, then run the program once and answer what it printed",
+            "description": (
+                "Compiles as `POST /compile` does (the same encodings and refusals; the "
+                "build adds `-sEXIT_RUNTIME=1`, `-sFORCE_FILESYSTEM=1` and exports "
+                "`callMain`, and a cached build is reused), then runs `app.js` + `app.wasm` "
+                "under node in a jail and a cgroup of its own: no network, no host files, "
+                "nothing writable but a 16 MiB tmpfs, capped by `runMemoryMB`, "
+                "`runCpuSeconds`, `runTimeoutSeconds`, `runPidsMax` and `runOutputBytes`. "
+                "The run waits for the gate as a compile does. Runs are never cached. In "
+                "multipart bodies `stdin` may be an uploaded file, `argv` repeated fields and "
+                "`limits` a JSON text field. 501 when the server does not run programs."
+            ),
+            "tags": ["run"],
+            "parameters": [*compile_op["parameters"], *run_query],
+            "requestBody": {"required": True, "content": content},
+            "responses": {
+                **compile_op["responses"],
+                "200": _json(
+                    _ref("RunSuccess"),
+                    "Compiled and ran; `run` says how the program ended (a crash or a cap "
+                    "is still a 200: it is the program's result).",
+                ),
+                "501": _json(
+                    _ref("Error"), "This server does not run programs (enableRun, nsjail)."
+                ),
+            },
+        }
+    }
+
+
+PATHS["/run"] = _run_operation()
+
 SPEC: Final[JsonObject] = {
     "openapi": "3.0.3",
     "info": {
@@ -542,6 +682,7 @@ SPEC: Final[JsonObject] = {
     },
     "tags": [
         {"name": "compile"},
+        {"name": "run"},
         {"name": "artifacts"},
         {"name": "playground"},
         {"name": "meta"},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any, Final
 
@@ -9,7 +10,7 @@ from quart import Response
 
 from emcc_trio.compile import diagnostics
 from emcc_trio.errors import ServiceError
-from emcc_trio.models import CompileResult, usage_json
+from emcc_trio.models import CompileResult, RunResult, usage_json
 
 LIMIT_STATUS: Final = 422
 
@@ -23,6 +24,16 @@ LIMIT_MESSAGES: Final = {
         "the compile tried to write a file (or an artifact) of maxArtifactMB or more; the "
         "write failed and nothing was stored"
     ),
+}
+
+
+RUN_LIMIT_MESSAGES: Final = {
+    "memory": "the program exceeded its memory cap (runMemoryMB) and was killed",
+    "pids": "the program exceeded its process and thread cap (runPidsMax)",
+    "cpu": "the program exceeded its CPU-time cap (runCpuSeconds) and was killed",
+    "timeout": "the program exceeded its wall-clock cap (runTimeoutSeconds) and was killed",
+    "output": "the program printed more than runOutputBytes; it was stopped",
+    "artifact": "the program wrote a file past its tmpfs",
 }
 
 
@@ -52,24 +63,63 @@ def error_response(exc: ServiceError, retry_after_seconds: int) -> Response:
     return response
 
 
+def _stream(data: bytes) -> tuple[str, str]:
+    """(text, encoding): UTF-8 text as it is, anything else as base64."""
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return base64.b64encode(data).decode("ascii"), "base64"
+
+
+def run_json(run: RunResult) -> dict[str, Any]:
+    """The `run` object of a /run answer."""
+    stdout, stdout_encoding = _stream(run.stdout)
+    stderr, stderr_encoding = _stream(run.stderr)
+    return {
+        "exitCode": run.exit_code,
+        "signal": run.signal,
+        "limit": run.limit,
+        "message": None if run.limit is None else RUN_LIMIT_MESSAGES[run.limit],
+        "stdout": stdout,
+        "stdoutEncoding": stdout_encoding,
+        "stdoutTruncated": run.stdout_truncated,
+        "stderr": stderr,
+        "stderrEncoding": stderr_encoding,
+        "stderrTruncated": run.stderr_truncated,
+        "usage": usage_json(run.usage, run.duration_seconds),
+    }
+
+
+def run_response(result: CompileResult, cached: bool, run: RunResult | None) -> Response:
+    """A compile that failed answers as /compile does; a run, whatever its end, is a 200
+    with the compile's fields and `run` (a program's crash or cap is its result)."""
+    if run is None:
+        return compile_response(result, cached)
+    return json_ok({**_built(result, cached), "run": run_json(run)})
+
+
+def _built(result: CompileResult, cached: bool) -> dict[str, Any]:
+    body = {
+        "ok": True,
+        "id": result.job_id,
+        "js": f"/artifacts/{result.job_id}/app.js",
+        # None for -sSINGLE_FILE: the wasm is inside app.js.
+        "wasm": f"/artifacts/{result.job_id}/app.wasm" if "app.wasm" in result.files else None,
+        "output": result.output,
+        "diagnostics": [d.to_json() for d in diagnostics.parse(result.output)],
+        "usage": usage_json(result.usage, result.duration_seconds),
+        "cached": cached,
+    }
+    if "app.worker.js" in result.files:  # -pthread
+        body["worker"] = f"/artifacts/{result.job_id}/app.worker.js"
+    return body
+
+
 def compile_response(result: CompileResult, cached: bool) -> Response:
+    if result.ok:
+        return json_ok(_built(result, cached))
     usage = usage_json(result.usage, result.duration_seconds)
     found = [d.to_json() for d in diagnostics.parse(result.output)]
-    if result.ok:
-        body = {
-            "ok": True,
-            "id": result.job_id,
-            "js": f"/artifacts/{result.job_id}/app.js",
-            # None for -sSINGLE_FILE: the wasm is inside app.js.
-            "wasm": f"/artifacts/{result.job_id}/app.wasm" if "app.wasm" in result.files else None,
-            "output": result.output,
-            "diagnostics": found,
-            "usage": usage,
-            "cached": cached,
-        }
-        if "app.worker.js" in result.files:  # -pthread
-            body["worker"] = f"/artifacts/{result.job_id}/app.worker.js"
-        return json_ok(body)
     if result.limit is not None:
         message = LIMIT_MESSAGES[result.limit]
         if result.output:

@@ -14,10 +14,10 @@ from quart_trio import QuartTrio
 from emcc_trio.api import bodies
 from emcc_trio.api.clients import Client, identify
 from emcc_trio.api.middleware import log_fields
-from emcc_trio.api.responses import busy, compile_response, json_error
+from emcc_trio.api.responses import busy, compile_response, json_error, run_response
 from emcc_trio.api.tokens import bearer_token
 from emcc_trio.compile.compiler import new_job_id
-from emcc_trio.compile.service import Service
+from emcc_trio.compile.service import RunsOffError, Service
 from emcc_trio.errors import UnauthorizedError
 from emcc_trio.models import ARTIFACT_FILES
 from emcc_trio.storage.base import Artifact
@@ -83,6 +83,23 @@ def register_compile(app: QuartTrio, service: Service, options: ApiOptions) -> N
             result, cached = await service.compile(compile_request, job_id, client.key)
         fields.update(job=result.job_id, limit=result.limit, ok=result.ok, cached=cached)
         return compile_response(result, cached)
+
+    @app.post("/run")
+    async def run_route() -> Response:
+        client = identify_client()
+        fields = log_fields()
+        fields["client"] = client.key.removeprefix("token:")
+        if service.runner is None:
+            raise RunsOffError
+        compile_request, options = await bodies.read_run(request, rules, service.runner.limits)
+        with service.client_slot(client.key), service.holding(compile_request):
+            job_id = new_job_id()
+            fields["job"] = job_id
+            result, cached, run = await service.run(compile_request, options, job_id, client.key)
+        fields.update(job=result.job_id, limit=result.limit, ok=result.ok, cached=cached)
+        if run is not None:
+            fields.update(run_limit=run.limit, exit_code=run.exit_code, signal=run.signal)
+        return run_response(result, cached, run)
 
 
 class _Streamed(ResponseBody):

@@ -19,6 +19,7 @@ from typing import Protocol
 import attrs
 import trio
 
+from emcc_trio.compile.compiler import new_job_id
 from emcc_trio.compile.flight import FlightCancelledError, SingleFlight
 from emcc_trio.compile.gate import Gate
 from emcc_trio.compile.keys import cache_key
@@ -29,13 +30,16 @@ from emcc_trio.compile.sources import DEFAULT_LIMITS, ProjectLimits
 from emcc_trio.errors import (
     ArtifactQuotaError,
     InternalError,
+    ServiceError,
     ShuttingDownError,
     TooManyJobsError,
     UnavailableError,
 )
+from emcc_trio.execute.options import RunOptions, run_compile_args
+from emcc_trio.execute.runner import Runner
 from emcc_trio.isolation.cgroups import Driver
 from emcc_trio.metrics import Metrics
-from emcc_trio.models import CompileRequest, CompileResult
+from emcc_trio.models import CompileRequest, CompileResult, RunResult
 from emcc_trio.storage.base import Store, StoreUnavailableError
 
 log = logging.getLogger("emcc_trio.service")
@@ -47,6 +51,16 @@ class ProjectsHeldError(UnavailableError):
     public = (
         "the server holds too much project data for the compiles in flight "
         "(maxQueuedProjectMB); try again later"
+    )
+
+
+class RunsOffError(ServiceError):
+    """This server does not run programs (`enableRun` is off, or there is no jail)."""
+
+    status = 501
+    public = (
+        "this server does not run programs: runs need enableRun and nsjailEnabled "
+        "(without the jail a program would run with the server's access)"
     )
 
 
@@ -97,6 +111,7 @@ class Service:
     _client_jobs: Counter[str] = attrs.field(factory=Counter)
     _flights: SingleFlight[CompileResult] | None = None  # while `running` is open
     memos: Memos | None = None  # the glue memo and the PCHs, filled in the background
+    runner: Runner | None = None  # POST /run; None: runs are off (RunsOffError)
 
     def __attrs_post_init__(self) -> None:
         self.metrics.watch_gate(self.gate)
@@ -272,6 +287,35 @@ class Service:
                 # The artifacts are stored: a lost cache entry costs a later compile only.
                 log.warning("cannot cache", extra={"fields": {"error": str(exc)}})
         return result
+
+    async def run(
+        self, request: CompileRequest, options: RunOptions, job_id: str, client: str = ""
+    ) -> tuple[CompileResult, bool, RunResult | None]:
+        """Compile `request` for running (or take the cached build), then run it once with
+        `options` in its own jail and cgroup, admitted by the gate as a compile is. The run
+        is None when the compile failed. Runs are never cached: a program may print the
+        time."""
+        if self.runner is None:
+            raise RunsOffError
+        built = attrs.evolve(request, args=run_compile_args(request.args))
+        result, cached = await self.compile(built, job_id, client)
+        if not result.ok:
+            return result, cached, None
+        try:
+            async with self.gate.admit(client):
+                run = await self.runner.run(
+                    self.store, result.job_id, result.files, options, new_job_id(), client
+                )
+        except trio.Cancelled:
+            self.metrics.cancellations.labels("client").inc()
+            raise
+        except InternalError as exc:
+            log.error("run failed to start", extra={"fields": {"job": job_id, "error": str(exc)}})
+            raise
+        ended = run.limit or ("signal" if run.signal is not None else "exit")
+        self.metrics.runs.labels(ended).inc()
+        self.metrics.run_seconds.observe(run.duration_seconds)
+        return result, cached, run
 
     def shutdown(self) -> None:
         """Refuse new compiles and cancel the running ones (their cleanup still runs)."""

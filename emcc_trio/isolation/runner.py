@@ -37,6 +37,10 @@ _CLEANUP_SECONDS: Final = 10.0
 _READ_CHUNK: Final = 65536
 # After the main process exits, how long its output may take to drain.
 _DRAIN_SECONDS: Final = 1.0
+# What a job may write on its status pipe (a small JSON object), and the placeholder an
+# argument names the pipe's fd number with.
+MAX_STATUS_BYTES: Final = 4096
+STATUS_FD: Final = "{status-fd}"
 
 
 @attrs.frozen
@@ -50,11 +54,15 @@ class Limits:
 @attrs.frozen
 class JobResult:
     exit_code: int | None
-    output: str
+    output: str  # stdout (and stderr, unless kept apart) as text
     output_truncated: bool
     limit: Limit | None
     usage: Usage
     duration_seconds: float
+    stdout: bytes = b""  # `output`'s bytes
+    stderr: bytes | None = None  # with `separate_stderr`: the job's stderr
+    stderr_truncated: bool = False
+    status: bytes | None = None  # with `status_pipe`: what the job wrote to the pipe's fd
 
 
 class JobStartError(InternalError):
@@ -112,9 +120,16 @@ async def run_job(
     limits: Limits,
     driver: Driver | None,
     client: str = "",
+    separate_stderr: bool = False,
+    status_pipe: bool = False,
 ) -> JobResult:
     """Run `argv` in a new session and (with a driver) a new capped cgroup named `job_id`,
-    in the group of `client` (see cgroups: the CPU is shared between clients)."""
+    in the group of `client` (see cgroups: the CPU is shared between clients).
+
+    `separate_stderr`: stderr is read apart from stdout, each bounded by `max_output_bytes`.
+    `status_pipe`: the job also gets the write end of a pipe, whose fd number replaces every
+    `STATUS_FD` in `argv`; what it writes there (at most MAX_STATUS_BYTES) is `status`.
+    """
     try:
         group: JobGroup | None = driver.create(job_id, limits.caps, client) if driver else None
     except (CgroupError, OSError) as exc:
@@ -122,11 +137,14 @@ async def run_job(
     start = trio.current_time()
     killed_for: Limit | None = None
     output = _BoundedOutput(limits.max_output_bytes)
+    errors = _BoundedOutput(limits.max_output_bytes)
+    status = _BoundedOutput(MAX_STATUS_BYTES)
     usage = Usage()
     process: trio.Process | None = None
     start_error: OSError | None = None
     work = trio.CancelScope(deadline=start + limits.timeout_seconds)
-    output_done = trio.Event()
+    streams_open = 1 + separate_stderr + status_pipe  # the pipes read to their end
+    streams_done = trio.Event()
 
     async def kill_job(job: trio.Process) -> None:
         """run_process's deliver_cancel: the whole job goes, not only its first process."""
@@ -134,14 +152,24 @@ async def run_job(
         if group is not None:
             group.kill()
 
-    async def read_output(stdout: trio.abc.ReceiveStream) -> None:
-        nonlocal killed_for
-        async with stdout:
-            await output.fill_from(stdout)
-        if output.overflowed:
+    async def read_output(stream: trio.abc.ReceiveStream, into: _BoundedOutput) -> None:
+        nonlocal killed_for, streams_open
+        async with stream:
+            await into.fill_from(stream)
+        if into.overflowed:
             killed_for = "output"
             work.cancel()
-        output_done.set()
+        streams_open -= 1
+        if not streams_open:
+            streams_done.set()
+
+    async def read_status(stream: trio.abc.ReceiveStream) -> None:
+        nonlocal streams_open
+        async with stream:
+            await status.fill_from(stream)
+        streams_open -= 1
+        if not streams_open:
+            streams_done.set()
 
     async def watch_cpu(job_group: JobGroup) -> None:
         nonlocal killed_for
@@ -152,17 +180,20 @@ async def run_job(
                 killed_for = "cpu"
                 work.cancel()
 
+    status_read, status_write = os.pipe() if status_pipe else (-1, -1)
+    command = [str(status_write) if arg == STATUS_FD else arg for arg in argv]
     run = partial(
         trio.run_process,
-        enter_argv(group.procs_files, argv) if group else list(argv),
+        enter_argv(group.procs_files, command) if group else command,
         cwd=cwd,
         env=dict(env),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stderr=subprocess.PIPE if separate_stderr else subprocess.STDOUT,
         start_new_session=True,
         check=False,
         deliver_cancel=kill_job,
+        pass_fds=(status_write,) if status_pipe else (),
     )
     try:
         with work:
@@ -173,18 +204,28 @@ async def run_job(
                     start_error = exc  # raised below, where no nursery wraps it in a group
                 else:
                     assert process.stdout is not None
-                    nursery.start_soon(read_output, process.stdout)
+                    nursery.start_soon(read_output, process.stdout, output)
+                    if process.stderr is not None:
+                        nursery.start_soon(read_output, process.stderr, errors)
+                    if status_pipe:
+                        os.close(status_write)  # the job holds the only write end now
+                        status_write = -1
+                        nursery.start_soon(read_status, trio.lowlevel.FdStream(status_read))
+                        status_read = -1  # the stream owns it
                     if group is not None:
                         nursery.start_soon(watch_cpu, group)
                     await process.wait()
-                    # The compile is over: stragglers go now, which also closes the pipe.
+                    # The job is over: stragglers go now, which also closes the pipes.
                     await kill_job(process)
                     with trio.move_on_after(_DRAIN_SECONDS):
-                        await output_done.wait()
+                        await streams_done.wait()
                     nursery.cancel_scope.cancel()
         if work.cancelled_caught and killed_for is None:
             killed_for = "timeout"
     finally:
+        for fd in (status_read, status_write):
+            if fd >= 0:
+                os.close(fd)
         # run_process has already killed and reaped the job's first process; stragglers
         # outside its process group die with the cgroup.
         with trio.CancelScope(shield=True, deadline=trio.current_time() + _CLEANUP_SECONDS):
@@ -204,4 +245,8 @@ async def run_job(
         limit=classify(process.returncode, killed_for, usage),
         usage=usage,
         duration_seconds=trio.current_time() - start,
+        stdout=bytes(output.data),
+        stderr=bytes(errors.data) if separate_stderr else None,
+        stderr_truncated=errors.overflowed,
+        status=bytes(status.data) if status_pipe else None,
     )

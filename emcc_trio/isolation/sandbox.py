@@ -22,6 +22,7 @@ import attrs
 from emcc_trio.isolation.runner import JobResult
 
 DEFAULT_CONFIG: Final = Path(__file__).parent / "nsjail" / "emcc.cfg"
+RUN_CONFIG: Final = Path(__file__).parent / "nsjail" / "run.cfg"
 JOB_MOUNT: Final = "/job"
 # The unprivileged ids outside the jail (nobody/nogroup); the cfg maps them inside.
 OUTSIDE_UID: Final = 65534
@@ -90,13 +91,22 @@ class Sandbox:
         read_only: Sequence[tuple[Path, str]] = (),
         env: Mapping[str, str] | None = None,
         read_write: Sequence[tuple[Path, str]] = (),
+        job_read_only: bool = False,
+        log_file: Path | None = None,
+        pass_fds: Sequence[str] = (),
     ) -> list[str]:
         """nsjail running `argv`; with `file_size_mb`, RLIMIT_FSIZE (nsjail counts it in MiB)
         replaces the config's: a write past it fails (EFBIG) inside the jail. `read_only`:
         service directories mounted read-only (host path, path inside), `read_write` the
-        same writable; `env`: variables added to the config's."""
+        same writable; `env`: variables added to the config's. `job_read_only` mounts the
+        job dir read-only; `log_file` takes nsjail's own messages (else stderr); `pass_fds`
+        are fds (numbers, or run_job's STATUS_FD) left open into the jail."""
         time_limit = math.ceil(timeout_seconds) + _TIME_LIMIT_SLACK_SECONDS
         extra = [] if file_size_mb is None else ["--rlimit_fsize", str(file_size_mb)]
+        if log_file is not None:
+            extra += ["--log", str(log_file)]
+        for fd in pass_fds:
+            extra += ["--pass_fd", fd]
         for source, target in read_only:
             extra += ["--bindmount_ro", f"{source}:{target}"]
         for source, target in read_write:
@@ -107,7 +117,7 @@ class Sandbox:
             str(self.nsjail),
             "--config",
             str(self.config_file),
-            "--bindmount",
+            "--bindmount_ro" if job_read_only else "--bindmount",
             f"{job_dir}:{JOB_MOUNT}",
             "--cwd",
             JOB_MOUNT,
@@ -119,8 +129,10 @@ class Sandbox:
         ]
 
     @staticmethod
-    def failed(result: JobResult) -> bool:
-        """nsjail itself failed (as opposed to the compiler failing inside it)."""
+    def failed(result: JobResult, log: str | None = None) -> bool:
+        """nsjail itself failed (as opposed to the compiler failing inside it): it exited 255
+        and printed an error line (to `log`, the text of its `log_file`, when it had one)."""
+        messages = result.output if log is None else log
         return result.exit_code == _NSJAIL_FAILURE_STATUS and bool(
-            _NSJAIL_ERROR_LINE.search(result.output)
+            _NSJAIL_ERROR_LINE.search(messages)
         )
