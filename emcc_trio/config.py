@@ -518,6 +518,15 @@ class Config:
         ),
     )
 
+    job_ttl_seconds: float = attrs.field(
+        default=3600,
+        metadata=_key(
+            "jobTTLSeconds",
+            "How long a job (`POST /jobs`) lives from its submission: one still running then "
+            "is cancelled, and its state and result are gone (a 404) after it.",
+        ),
+    )
+
 
 KEYS: Final = {f.name: f.metadata["key"] for f in attrs.fields(Config)}
 REDIS_URL_ENV: Final = "EMCC_TRIO_REDIS_URL"
@@ -617,6 +626,7 @@ def validate(config: Config) -> list[str]:
         "run_cpu_seconds",
         "run_timeout_seconds",
         "run_output_bytes",
+        "job_ttl_seconds",
     ):
         check(getattr(config, name) > 0, name, "must be greater than 0")
     check(config.run_memory_mb >= 64, "run_memory_mb", "node needs at least 64 MB")

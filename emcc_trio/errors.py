@@ -90,6 +90,16 @@ class ShuttingDownError(UnavailableError):
     public = "the server is shutting down"
 
 
+class RunsOffError(ServiceError):
+    """This server does not run programs (`enableRun` is off, or there is no jail)."""
+
+    status = 501
+    public = (
+        "this server does not run programs: runs need enableRun and nsjailEnabled "
+        "(without the jail a program would run with the server's access)"
+    )
+
+
 class InternalError(ServiceError):
     """The service, not the submitted code, failed (sandbox, cgroup or process trouble)."""
 

@@ -37,6 +37,8 @@ def route_of(path: str) -> str:
     """A bounded label for a request path (ids and unknown paths must not explode it)."""
     if path.startswith("/artifacts/"):
         return "/artifacts"
+    if path == "/jobs" or path.startswith("/jobs/"):
+        return "/jobs/events" if path.endswith("/events") else "/jobs"
     if path in ("/healthz", "/readyz", "/compile", "/run", "/metrics"):
         return path
     return "other"
@@ -58,6 +60,7 @@ class Metrics:
     memo_events: Counter = attrs.field(init=False)
     memo_pending: Gauge = attrs.field(init=False)
     runs: Counter = attrs.field(init=False)
+    jobs: Counter = attrs.field(init=False)
     run_seconds: Histogram = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -111,6 +114,13 @@ class Metrics:
             "Runs of built programs by how they ended: exit (main returned or exit was called),"
             " signal (abort or a trap), or the cap that killed them",
             ["outcome"],
+            registry=self.registry,
+        )
+        self.jobs = Counter(
+            "emcc_trio_jobs",
+            "Jobs (POST /jobs) submitted to this replica, and how they ended: done, failed,"
+            " cancelled",
+            ["event"],
             registry=self.registry,
         )
         self.run_seconds = Histogram(

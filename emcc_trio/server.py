@@ -54,6 +54,7 @@ from emcc_trio.isolation.cgroups import (
 )
 from emcc_trio.isolation.runner import Limits
 from emcc_trio.isolation.sandbox import JOB_MOUNT, RUN_CONFIG, Sandbox, SandboxError
+from emcc_trio.jobs.manager import JobManager
 from emcc_trio.metrics import Metrics
 from emcc_trio.storage.artifacts import ArtifactStore
 from emcc_trio.storage.base import Store
@@ -87,8 +88,9 @@ async def run(config: Config, start_dir: Path) -> None:
     async with _opened_driver(config, paths) as driver:
         service = await build_service(config, paths, store, driver)
         options = api_options(config, paths)
-        async with store.session(), service.running():
-            await _serve_http(config, service, options, open_files, paths.api_tokens_file)
+        jobs = JobManager(store, config.job_ttl_seconds, service.metrics)
+        async with store.session(), service.running(), jobs.running():
+            await _serve_http(config, service, jobs, options, open_files, paths.api_tokens_file)
     log.info("stopped")
 
 
@@ -544,6 +546,7 @@ def _reload_tokens(options: ApiOptions, path: Path) -> None:
 async def _serve_http(
     config: Config,
     service: Service,
+    jobs: JobManager,
     options: ApiOptions,
     open_files: int,
     tokens_file: Path | None,
@@ -551,7 +554,7 @@ async def _serve_http(
     """Listen until SIGINT/SIGTERM, then let the requests in flight finish."""
     hypercorn_config = httpserver.make_config(*parse_addr(config.addr))
     app = AccessLog(
-        Cors(create_app(service, options), config.cors_allowed_origins), service.metrics
+        Cors(create_app(service, options, jobs), config.cors_allowed_origins), service.metrics
     )
     shutdown = trio.Event()
 
@@ -564,6 +567,7 @@ async def _serve_http(
                     continue
                 log.info("shutting down", extra={"fields": {"signal": signum}})
                 service.shutdown()
+                jobs.shutdown()
                 shutdown.set()
                 return
 

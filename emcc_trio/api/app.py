@@ -16,6 +16,7 @@ from emcc_trio.api.responses import error_response, json_error
 from emcc_trio.api.tokens import TokenBook
 from emcc_trio.compile.service import Service
 from emcc_trio.errors import ServiceError
+from emcc_trio.jobs.manager import JobManager
 
 log = logging.getLogger("emcc_trio.app")
 
@@ -32,7 +33,9 @@ class ApiOptions:
     trusted_proxies: tuple[Network, ...] = ()
 
 
-def create_app(service: Service, options: ApiOptions) -> QuartTrio:
+def create_app(service: Service, options: ApiOptions, jobs: JobManager | None = None) -> QuartTrio:
+    """The app. `jobs` runs POST /jobs (a manager whose `running` block is not open takes
+    none: a 503)."""
     # No implicit /static route: every path the app serves is one of ours, and documented.
     app = QuartTrio(__name__, root_path=str(Path(__file__).parent), static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = options.max_body_bytes
@@ -53,6 +56,7 @@ def create_app(service: Service, options: ApiOptions) -> QuartTrio:
 
     routes.register_health(app, service, options)
     routes.register_compile(app, service, options)
+    routes.register_jobs(app, service, jobs or JobManager(service.store, 3600), options)
     if options.enable_static_artifacts:
         routes.register_artifacts(app, service)
     playground.register(app)

@@ -39,7 +39,7 @@ from emcc_trio.compile.sources import (
     check_patterns,
     select_sources,
 )
-from emcc_trio.errors import RequestError
+from emcc_trio.errors import RequestError, RunsOffError
 from emcc_trio.execute.options import RUN_FIELDS, RunLimits, RunOptions, parse_run_options
 from emcc_trio.models import SOURCE_NAMES, CompileRequest
 
@@ -240,11 +240,14 @@ def _one(values: list[Any], name: str) -> Any:
     return values[0]
 
 
-def _run_fields_of_lists(given: dict[str, list[Any]], where: str) -> dict[str, Any]:
-    """The run fields of a form or a query (taken out of `given`), as the JSON body has
-    them: `argv` repeated, `limits` a JSON object as text, `stdin` text (or a file's bytes)."""
+def _run_fields_of_lists(
+    given: dict[str, list[Any]], where: str, names: frozenset[str]
+) -> dict[str, Any]:
+    """The run fields (and the job's `kind`) of a form or a query, taken out of `given`, as
+    the JSON body has them: `argv` repeated, `limits` a JSON object as text, `stdin` text (or
+    a file's bytes)."""
     found: dict[str, Any] = {}
-    for name in RUN_FIELDS & given.keys():
+    for name in names & given.keys():
         values = given.pop(name)
         if name == "argv":
             found[name] = values
@@ -263,7 +266,7 @@ def _run_fields_of_lists(given: dict[str, list[Any]], where: str) -> dict[str, A
 
 async def read(request: Request, rules: Rules = DEFAULT_RULES) -> CompileRequest:
     """The compile request in whatever encoding it came; RequestError says what is wrong."""
-    compile_request, _ = await _read(request, rules, run=False)
+    compile_request, _ = await _read(request, rules, frozenset())
     return compile_request
 
 
@@ -272,15 +275,39 @@ async def read_run(
 ) -> tuple[CompileRequest, RunOptions]:
     """A run request: a compile request in any encoding plus the run fields (`stdin` or
     `stdinBase64`, `argv`, `limits`): JSON fields, form fields, or query parameters."""
-    compile_request, fields = await _read(request, rules, run=True)
+    compile_request, fields = await _read(request, rules, RUN_FIELDS)
     return compile_request, parse_run_options(fields, limits)
 
 
-async def _read(request: Request, rules: Rules, run: bool) -> tuple[CompileRequest, dict[str, Any]]:
+async def read_job(
+    request: Request, rules: Rules, limits: RunLimits | None
+) -> tuple[str, CompileRequest, RunOptions | None]:
+    """A job: `kind` ("compile", the default, or "run": a field of the body, or a query
+    parameter with a raw or archive body), then the body of that route. `limits` None: this
+    server does not run programs (RunsOffError for kind "run")."""
+    compile_request, fields = await _read(request, rules, RUN_FIELDS | {"kind"})
+    kind = fields.pop("kind", None) or "compile"
+    if kind not in ("compile", "run"):
+        raise RequestError(f'"kind" must be "compile" or "run" (got {kind!r})')
+    if kind == "compile":
+        if fields:
+            raise RequestError(
+                f'{", ".join(sorted(fields))}: only a run takes these (send "kind": "run")'
+            )
+        return kind, compile_request, None
+    if limits is None:
+        raise RunsOffError
+    return kind, compile_request, parse_run_options(fields, limits)
+
+
+async def _read(
+    request: Request, rules: Rules, extra: frozenset[str]
+) -> tuple[CompileRequest, dict[str, Any]]:
+    """The compile request and the `extra` fields (run fields, a job's kind) beside it."""
     content_type = request.mimetype
     query = {key: request.args.getlist(key) for key in request.args}
     has_query = bool(query)  # run options included: it makes the body a raw source
-    run_fields = _run_fields_of_lists(query, "query string") if run else {}
+    run_fields = _run_fields_of_lists(query, "query string", extra)
     if content_type in ARCHIVE_TYPES:
         archive = await request.get_data(cache=False, as_text=False)
         assert isinstance(archive, bytes)
@@ -289,9 +316,9 @@ async def _read(request: Request, rules: Rules, run: bool) -> tuple[CompileReque
         form = {key: (await request.form).getlist(key) for key in await request.form}
         uploaded = await request.files
         uploads = {key: [u.read() for u in uploaded.getlist(key)] for key in uploaded}
-        if run:
-            run_fields.update(_run_fields_of_lists(form, "form"))
-            if "stdin" in uploads:
+        if extra:
+            run_fields.update(_run_fields_of_lists(form, "form", extra))
+            if "stdin" in uploads and "stdin" in extra:
                 if "stdin" in run_fields:
                     raise RequestError('"stdin" is given more than once')
                 run_fields["stdin"] = _one(uploads.pop("stdin"), "stdin")
@@ -306,6 +333,6 @@ async def _read(request: Request, rules: Rules, run: bool) -> tuple[CompileReque
     if has_query or content_type.startswith(_RAW_TYPES):
         return from_raw(body, query, rules), run_fields
     decoded = _decode_json(body)
-    if run:
-        run_fields = {name: decoded.pop(name) for name in RUN_FIELDS & decoded.keys()}
+    if extra:
+        run_fields = {name: decoded.pop(name) for name in extra & decoded.keys()}
     return from_object(decoded, rules), run_fields

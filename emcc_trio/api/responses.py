@@ -90,12 +90,27 @@ def run_json(run: RunResult) -> dict[str, Any]:
     }
 
 
-def run_response(result: CompileResult, cached: bool, run: RunResult | None) -> Response:
+Answer = tuple[int, dict[str, Any]]  # an HTTP status and its JSON body
+
+
+def answer_response(answer: Answer) -> Response:
+    status, body = answer
+    return json_ok(body, status)
+
+
+def error_answer(exc: ServiceError) -> Answer:
+    """A refusal as a job's result records it (headers such as Retry-After are the
+    synchronous answer's only)."""
+    extra = {} if exc.job_id is None else {"id": exc.job_id}
+    return exc.status, {"ok": False, "error": exc.answer(), **extra}
+
+
+def run_answer(result: CompileResult, cached: bool, run: RunResult | None) -> Answer:
     """A compile that failed answers as /compile does; a run, whatever its end, is a 200
     with the compile's fields and `run` (a program's crash or cap is its result)."""
     if run is None:
-        return compile_response(result, cached)
-    return json_ok({**_built(result, cached), "run": run_json(run)})
+        return compile_answer(result, cached)
+    return 200, {**_built(result, cached), "run": run_json(run)}
 
 
 def _built(result: CompileResult, cached: bool) -> dict[str, Any]:
@@ -115,24 +130,39 @@ def _built(result: CompileResult, cached: bool) -> dict[str, Any]:
     return body
 
 
-def compile_response(result: CompileResult, cached: bool) -> Response:
+def compile_answer(result: CompileResult, cached: bool) -> Answer:
     if result.ok:
-        return json_ok(_built(result, cached))
+        return 200, _built(result, cached)
     usage = usage_json(result.usage, result.duration_seconds)
     found = [d.to_json() for d in diagnostics.parse(result.output)]
     if result.limit is not None:
         message = LIMIT_MESSAGES[result.limit]
         if result.output:
             message += "\n" + result.output
-        return json_error(
-            LIMIT_STATUS,
-            message,
-            id=result.job_id,
-            limit=result.limit,
-            diagnostics=found,
-            usage=usage,
-        )
+        return LIMIT_STATUS, {
+            "ok": False,
+            "error": message,
+            "id": result.job_id,
+            "limit": result.limit,
+            "diagnostics": found,
+            "usage": usage,
+        }
     error = diagnostics.human_text(result.output)
     if result.output_truncated:
         error += "\n[output truncated]"
-    return json_error(400, error, id=result.job_id, diagnostics=found, usage=usage, cached=cached)
+    return 400, {
+        "ok": False,
+        "error": error,
+        "id": result.job_id,
+        "diagnostics": found,
+        "usage": usage,
+        "cached": cached,
+    }
+
+
+def compile_response(result: CompileResult, cached: bool) -> Response:
+    return answer_response(compile_answer(result, cached))
+
+
+def run_response(result: CompileResult, cached: bool, run: RunResult | None) -> Response:
+    return answer_response(run_answer(result, cached, run))

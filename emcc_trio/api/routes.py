@@ -3,7 +3,10 @@ as `ServiceError`s and answered by the app's one handler."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import AsyncGenerator
+from contextlib import ExitStack
 from types import TracebackType
 from typing import TYPE_CHECKING, Final
 
@@ -14,11 +17,22 @@ from quart_trio import QuartTrio
 from emcc_trio.api import bodies
 from emcc_trio.api.clients import Client, identify
 from emcc_trio.api.middleware import log_fields
-from emcc_trio.api.responses import busy, compile_response, json_error, run_response
+from emcc_trio.api.responses import (
+    Answer,
+    busy,
+    compile_answer,
+    compile_response,
+    error_answer,
+    json_error,
+    json_ok,
+    run_answer,
+    run_response,
+)
 from emcc_trio.api.tokens import bearer_token
 from emcc_trio.compile.compiler import new_job_id
-from emcc_trio.compile.service import RunsOffError, Service
-from emcc_trio.errors import UnauthorizedError
+from emcc_trio.compile.service import Service
+from emcc_trio.errors import RunsOffError, ServiceError, UnauthorizedError
+from emcc_trio.jobs.manager import JobManager, JobNotFoundError
 from emcc_trio.models import ARTIFACT_FILES
 from emcc_trio.storage.base import Artifact
 
@@ -26,6 +40,8 @@ if TYPE_CHECKING:
     from emcc_trio.api.app import ApiOptions
 
 IMMUTABLE_CACHE: Final = "public, max-age=31536000, immutable"
+# The job events a client sees (a job's `created` and `cancel` entries are the log's own).
+SSE_EVENTS: Final = frozenset({"state", "output", "diagnostic", "result"})
 
 
 def register_health(app: QuartTrio, service: Service, options: ApiOptions) -> None:
@@ -46,29 +62,33 @@ def register_health(app: QuartTrio, service: Service, options: ApiOptions) -> No
         return Response(service.metrics.render(), mimetype="text/plain; version=0.0.4")
 
 
+def _identify_client(service: Service, options: ApiOptions) -> Client:
+    """Who sends this request; UnauthorizedError when tokens are on and it carries no
+    valid one. The token itself is never kept or logged, only its name."""
+    token_name = None
+    if options.tokens is not None:
+        token = bearer_token(request.headers.get("Authorization"))
+        token_name = options.tokens.identify(token) if token is not None else None
+        if token_name is None:
+            service.metrics.client_rejections.labels("unauthorized").inc()
+            raise UnauthorizedError(
+                "a valid API token is required: send Authorization: Bearer <token>"
+                if token is None
+                else "the API token is not valid"
+            )
+    return identify(
+        request.remote_addr or "",
+        request.headers.getlist("X-Forwarded-For"),
+        options.trusted_proxies,
+        token_name,
+    )
+
+
 def register_compile(app: QuartTrio, service: Service, options: ApiOptions) -> None:
     rules = bodies.Rules(service.policy, service.limits)  # fixed while the server runs
 
     def identify_client() -> Client:
-        """Who sends this request; UnauthorizedError when tokens are on and it carries no
-        valid one. The token itself is never kept or logged, only its name."""
-        token_name = None
-        if options.tokens is not None:
-            token = bearer_token(request.headers.get("Authorization"))
-            token_name = options.tokens.identify(token) if token is not None else None
-            if token_name is None:
-                service.metrics.client_rejections.labels("unauthorized").inc()
-                raise UnauthorizedError(
-                    "a valid API token is required: send Authorization: Bearer <token>"
-                    if token is None
-                    else "the API token is not valid"
-                )
-        return identify(
-            request.remote_addr or "",
-            request.headers.getlist("X-Forwarded-For"),
-            options.trusted_proxies,
-            token_name,
-        )
+        return _identify_client(service, options)
 
     @app.post("/compile")
     async def compile_route() -> Response:
@@ -141,4 +161,96 @@ def register_artifacts(app: QuartTrio, service: Service) -> None:
         response.headers["Cross-Origin-Resource-Policy"] = "cross-origin"
         if name == "app.worker.js":
             response.headers["Cross-Origin-Embedder-Policy"] = "require-corp"
+        return response
+
+
+JOB_ID: Final = re.compile(r"[0-9a-f]{32}")
+# An SSE comment this often while a job is quiet, so that no proxy takes it for dead.
+SSE_KEEPALIVE_SECONDS: Final = 15.0
+
+
+def register_jobs(app: QuartTrio, service: Service, jobs: JobManager, options: ApiOptions) -> None:
+    rules = bodies.Rules(service.policy, service.limits)
+
+    def owner_of(client: Client) -> str | None:
+        """With API tokens, a job is its token's alone; without, its id is the capability."""
+        return client.key if options.tokens is not None else None
+
+    def checked(job_id: str) -> str:
+        if not JOB_ID.fullmatch(job_id):
+            raise JobNotFoundError
+        return job_id
+
+    @app.post("/jobs")
+    async def submit_job() -> Response:
+        client = _identify_client(service, options)
+        fields = log_fields()
+        fields["client"] = client.key.removeprefix("token:")
+        limits = service.runner.limits if service.runner is not None else None
+        kind, compile_request, run_options = await bodies.read_job(request, rules, limits)
+
+        async def work() -> Answer:
+            compile_id = new_job_id()
+            try:
+                if run_options is None:
+                    result, cached = await service.compile(compile_request, compile_id, client.key)
+                    return compile_answer(result, cached)
+                ran = await service.run(compile_request, run_options, compile_id, client.key)
+                return run_answer(*ran)
+            except ServiceError as exc:
+                return error_answer(exc)
+
+        with ExitStack() as stack:
+            stack.enter_context(service.client_slot(client.key))
+            stack.enter_context(service.holding(compile_request))
+            job_id = await jobs.submit(kind, owner_of(client), work, stack.pop_all())
+        fields["job"] = job_id
+        location = f"/jobs/{job_id}"
+        response = json_ok(
+            {
+                "ok": True,
+                "id": job_id,
+                "kind": kind,
+                "state": "queued",
+                "url": location,
+                "events": f"{location}/events",
+            },
+            202,
+        )
+        response.headers["Location"] = location
+        return response
+
+    @app.get("/jobs/<job_id>")
+    async def job_state(job_id: str) -> Response:
+        client = _identify_client(service, options)
+        found = await jobs.view(checked(job_id), owner_of(client))
+        return json_ok(found.to_json(job_id))
+
+    @app.delete("/jobs/<job_id>")
+    async def cancel_job(job_id: str) -> Response:
+        client = _identify_client(service, options)
+        found = await jobs.cancel(checked(job_id), owner_of(client))
+        return json_ok(found.to_json(job_id))
+
+    @app.get("/jobs/<job_id>/events")
+    async def job_events(job_id: str) -> Response:
+        client = _identify_client(service, options)
+        await jobs.view(checked(job_id), owner_of(client))  # 404 before the stream starts
+        resume = request.headers.get("Last-Event-ID", "")
+        start = int(resume) + 1 if resume.isdigit() else 0
+
+        async def stream() -> AsyncGenerator[bytes, None]:
+            async for index, event in jobs.follow(job_id, start, SSE_KEEPALIVE_SECONDS):
+                name = event["event"]
+                if name == "idle":
+                    yield b": keep-alive\n\n"
+                elif name in SSE_EVENTS:
+                    fields = {key: value for key, value in event.items() if key != "event"}
+                    data = json.dumps(fields, separators=(",", ":"))
+                    yield f"id: {index}\nevent: {name}\ndata: {data}\n\n".encode()
+
+        response = Response(stream(), mimetype="text/event-stream")
+        response.timeout = None  # as long as the job takes
+        response.headers["Cache-Control"] = "no-cache"
+        response.headers["X-Accel-Buffering"] = "no"
         return response

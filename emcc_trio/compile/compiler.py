@@ -34,6 +34,7 @@ from emcc_trio.compile.launcher import (
 from emcc_trio.compile.memos import MISSES_SUBDIR, Memos
 from emcc_trio.compile.pch import header_name, pch_name
 from emcc_trio.compile.policy import compiler_argv
+from emcc_trio.compile.progress import WATCHER
 from emcc_trio.compile.quota import ArtifactQuota
 from emcc_trio.errors import InternalError, RequestError
 from emcc_trio.isolation.cgroups import Driver
@@ -212,6 +213,9 @@ class Compiler:
     ) -> CompileResult:
         job_id = job_id or new_job_id()
         job_dir = self.jobs_dir / job_id
+        watcher = WATCHER.get()
+        if watcher is not None:
+            watcher.started()
         argv = self.command(request)
         compiler = argv[0]
         argv = [*self._launch(compiler), *argv[1:]]
@@ -245,6 +249,7 @@ class Compiler:
                 limits=self.limits,
                 driver=self.driver,
                 client=client,
+                on_output=None if watcher is None else watcher.output,
             )
             if self.sandbox is not None and self.sandbox.failed(result):
                 raise InternalJobError(

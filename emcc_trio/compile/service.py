@@ -25,12 +25,13 @@ from emcc_trio.compile.gate import Gate
 from emcc_trio.compile.keys import cache_key
 from emcc_trio.compile.memos import Memos
 from emcc_trio.compile.policy import STANDARD, Policy
+from emcc_trio.compile.progress import WATCHER
 from emcc_trio.compile.quota import ArtifactQuota
 from emcc_trio.compile.sources import DEFAULT_LIMITS, ProjectLimits
 from emcc_trio.errors import (
     ArtifactQuotaError,
     InternalError,
-    ServiceError,
+    RunsOffError,
     ShuttingDownError,
     TooManyJobsError,
     UnavailableError,
@@ -51,16 +52,6 @@ class ProjectsHeldError(UnavailableError):
     public = (
         "the server holds too much project data for the compiles in flight "
         "(maxQueuedProjectMB); try again later"
-    )
-
-
-class RunsOffError(ServiceError):
-    """This server does not run programs (`enableRun` is off, or there is no jail)."""
-
-    status = 501
-    public = (
-        "this server does not run programs: runs need enableRun and nsjailEnabled "
-        "(without the jail a program would run with the server's access)"
     )
 
 
@@ -303,6 +294,9 @@ class Service:
             return result, cached, None
         try:
             async with self.gate.admit(client):
+                watcher = WATCHER.get()
+                if watcher is not None:
+                    watcher.started()  # a cached build starts here
                 run = await self.runner.run(
                     self.store, result.job_id, result.files, options, new_job_id(), client
                 )

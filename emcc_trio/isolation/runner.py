@@ -13,7 +13,7 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Final
@@ -88,10 +88,15 @@ class _BoundedOutput:
     data: bytearray = attrs.field(factory=bytearray)
     overflowed: bool = False
 
-    async def fill_from(self, stream: trio.abc.ReceiveStream) -> None:
+    async def fill_from(
+        self, stream: trio.abc.ReceiveStream, on_chunk: Callable[[bytes], None] | None = None
+    ) -> None:
         """Read to EOF, or until the limit is passed."""
         while chunk := await stream.receive_some(_READ_CHUNK):
-            self.data += chunk[: self.limit + 1 - len(self.data)]
+            kept = chunk[: self.limit + 1 - len(self.data)]
+            self.data += kept
+            if on_chunk is not None:
+                on_chunk(bytes(kept[: self.limit + len(kept) - len(self.data)]))
             if len(self.data) > self.limit:
                 del self.data[self.limit :]
                 self.overflowed = True
@@ -122,6 +127,7 @@ async def run_job(
     client: str = "",
     separate_stderr: bool = False,
     status_pipe: bool = False,
+    on_output: Callable[[bytes], None] | None = None,
 ) -> JobResult:
     """Run `argv` in a new session and (with a driver) a new capped cgroup named `job_id`,
     in the group of `client` (see cgroups: the CPU is shared between clients).
@@ -129,6 +135,7 @@ async def run_job(
     `separate_stderr`: stderr is read apart from stdout, each bounded by `max_output_bytes`.
     `status_pipe`: the job also gets the write end of a pipe, whose fd number replaces every
     `STATUS_FD` in `argv`; what it writes there (at most MAX_STATUS_BYTES) is `status`.
+    `on_output` sees each chunk of stdout as it is read (what is kept, within the bound).
     """
     try:
         group: JobGroup | None = driver.create(job_id, limits.caps, client) if driver else None
@@ -152,10 +159,14 @@ async def run_job(
         if group is not None:
             group.kill()
 
-    async def read_output(stream: trio.abc.ReceiveStream, into: _BoundedOutput) -> None:
+    async def read_output(
+        stream: trio.abc.ReceiveStream,
+        into: _BoundedOutput,
+        on_chunk: Callable[[bytes], None] | None = None,
+    ) -> None:
         nonlocal killed_for, streams_open
         async with stream:
-            await into.fill_from(stream)
+            await into.fill_from(stream, on_chunk)
         if into.overflowed:
             killed_for = "output"
             work.cancel()
@@ -204,7 +215,7 @@ async def run_job(
                     start_error = exc  # raised below, where no nursery wraps it in a group
                 else:
                     assert process.stdout is not None
-                    nursery.start_soon(read_output, process.stdout, output)
+                    nursery.start_soon(read_output, process.stdout, output, on_output)
                     if process.stderr is not None:
                         nursery.start_soon(read_output, process.stderr, errors)
                     if status_pipe:

@@ -87,6 +87,13 @@ class Store(Protocol):
         reached `limit` or this would take it past (0 bytes: only ask). Shared by every
         replica that shares the store (see storage/quota.py for the window)."""
 
+    async def job_append(self, job_id: str, event: bytes, ttl_seconds: float | None = None) -> None:
+        """Append `event` to the job's log. The first event creates the log and gives it its
+        lifetime (`ttl_seconds`); an event without one is dropped once the log has expired."""
+
+    async def job_events(self, job_id: str, start: int = 0) -> list[bytes]:
+        """The job's events from index `start` on; [] for an unknown or expired job."""
+
     async def once(self, key: str, work: Callable[[], Awaitable[CompileResult]]) -> CompileResult:
         """Run `work` once for every caller with this key that shares the store, and give each
         its outcome. Within one process the caller already shares work (SingleFlight)."""

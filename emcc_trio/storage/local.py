@@ -14,6 +14,7 @@ from emcc_trio.models import BOTH_FILES, CompileResult
 from emcc_trio.storage.artifacts import ArtifactStore, run_sweeper
 from emcc_trio.storage.base import Artifact
 from emcc_trio.storage.cache import ResultCache
+from emcc_trio.storage.joblogs import JobLogs
 from emcc_trio.storage.objects import ObjectCache
 from emcc_trio.storage.quota import QuotaCharge, QuotaWindows
 
@@ -26,6 +27,8 @@ class LocalStore:
     cleanup_interval_mins: float
     objects: ObjectCache | None = None
     quota: QuotaWindows = attrs.field(factory=QuotaWindows)
+    # Job logs live in memory: without a shared store a job dies with its process anyway.
+    jobs: JobLogs = attrs.field(factory=JobLogs)
 
     @property
     def reachable(self) -> bool:
@@ -57,6 +60,12 @@ class LocalStore:
         self, client: str, nbytes: int, limit: int, window_seconds: float
     ) -> QuotaCharge:
         return self.quota.charge(client, nbytes, limit, window_seconds)
+
+    async def job_append(self, job_id: str, event: bytes, ttl_seconds: float | None = None) -> None:
+        self.jobs.append(job_id, event, ttl_seconds)
+
+    async def job_events(self, job_id: str, start: int = 0) -> list[bytes]:
+        return self.jobs.events(job_id, start)
 
     async def once(self, key: str, work: Callable[[], Awaitable[CompileResult]]) -> CompileResult:
         return await work()

@@ -148,6 +148,24 @@ return raw
 log = logging.getLogger("emcc_trio.redis_store")
 
 
+# A job's event log: the event that creates it sets its expiry (ARGV[2], ms); any later one
+# is dropped once the log has expired, so a late event cannot bring a job back forever.
+_JOB_APPEND = """
+if ARGV[2] == '' and redis.call('exists', KEYS[1]) == 0 then
+  return 0
+end
+local length = redis.call('rpush', KEYS[1], ARGV[1])
+if ARGV[2] ~= '' then
+  redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return length
+"""
+
+
+def job_key(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}"
+
+
 def artifact_key(job_id: str) -> str:
     return f"{PREFIX}artifact:{job_id}"
 
@@ -234,6 +252,7 @@ class RedisStore:
     _charge_quota: Script[bytes] = attrs.field(init=False)
     _renew_lock: Script[bytes] = attrs.field(init=False)
     _release_lock: Script[bytes] = attrs.field(init=False)
+    _job_append: Script[bytes] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._cache_get = self.client.register_script(_CACHE_GET)
@@ -241,6 +260,7 @@ class RedisStore:
         self._charge_quota = self.client.register_script(_CHARGE_QUOTA)
         self._renew_lock = self.client.register_script(_RENEW)
         self._release_lock = self.client.register_script(_RELEASE)
+        self._job_append = self.client.register_script(_JOB_APPEND)
 
     @property
     def artifact_ttl_ms(self) -> int:
@@ -377,6 +397,20 @@ class RedisStore:
             raise StoreUnavailableError(f"the quota script answered {reply!r}")
         taken, used, left_ms = (int(value) for value in reply)
         return QuotaCharge(taken == 1, used, left_ms / 1000)
+
+    async def job_append(self, job_id: str, event: bytes, ttl_seconds: float | None = None) -> None:
+        ttl = "" if ttl_seconds is None else str(max(1, round(ttl_seconds * 1000)))
+        await self._call(
+            "job_append", lambda: self._job_append(keys=[job_key(job_id)], args=[event, ttl])
+        )
+
+    async def job_events(self, job_id: str, start: int = 0) -> list[bytes]:
+        found: object = await self._call(
+            "job_events", lambda: self.client.lrange(job_key(job_id), start, -1)
+        )
+        return (
+            [item for item in found if isinstance(item, bytes)] if isinstance(found, list) else []
+        )
 
     async def once(self, key: str, work: Callable[[], Awaitable[CompileResult]]) -> CompileResult:
         """Take the key's lock and run `work`, or wait for the holder's outcome; take over
