@@ -664,6 +664,154 @@ def _run_operation() -> JsonObject:
 
 PATHS["/run"] = _run_operation()
 
+SCHEMAS["JobRequest"] = {
+    **SCHEMAS["RunRequest"],
+    "description": "The body of /compile (`kind` compile, the default) or of /run.",
+    "properties": {
+        **SCHEMAS["RunRequest"]["properties"],
+        "kind": {"type": "string", "enum": ["compile", "run"], "default": "compile"},
+    },
+}
+SCHEMAS["JobAccepted"] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["ok", "id", "kind", "state", "url", "events"],
+    "properties": {
+        "ok": {"type": "boolean", "enum": [True]},
+        "id": _ref("JobId"),
+        "kind": {"type": "string", "enum": ["compile", "run"]},
+        "state": {"type": "string", "enum": ["queued"]},
+        "url": {"type": "string", "description": "`/jobs/<id>`, also the `Location`."},
+        "events": {"type": "string", "description": "`/jobs/<id>/events`."},
+    },
+}
+SCHEMAS["Job"] = {
+    "type": "object",
+    "description": (
+        "A job's state; once it ended, `status` and `result` are what the synchronous route "
+        "(`/compile` or `/run`) would have answered (a cancelled job: 409, expired: 504, "
+        "ended by a shutdown: 503)."
+    ),
+    "additionalProperties": False,
+    "required": ["ok", "id", "kind", "state", "createdAt", "expiresAt"],
+    "properties": {
+        "ok": {"type": "boolean", "enum": [True]},
+        "id": _ref("JobId"),
+        "kind": {"type": "string", "enum": ["compile", "run"]},
+        "state": {
+            "type": "string",
+            "enum": ["queued", "running", "done", "failed", "cancelled"],
+            "description": "done: a 2xx result; failed: any other; cancelled: DELETE.",
+        },
+        "createdAt": {"type": "number", "description": "Unix time of the submission."},
+        "expiresAt": {"type": "number", "description": "createdAt + jobTTLSeconds."},
+        "status": {"type": "integer"},
+        "result": {"type": "object"},
+    },
+}
+_JOB_ID_PARAMETER: Final[JsonObject] = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "description": "The job's id (from POST /jobs); anything else is a 404.",
+    "schema": {"type": "string"},
+}
+_JOB_ANSWERS: Final[JsonObject] = {
+    "200": _json(_ref("Job"), "The job."),
+    "401": _json(_ref("Error"), "API tokens are on and the request has no valid one."),
+    "404": _error("NotFound"),
+    "503": _error("Busy"),
+    **_COMMON,
+}
+
+
+def _jobs_operation() -> JsonObject:
+    run_op = PATHS["/run"]["post"]
+    content = dict(run_op["requestBody"]["content"])
+    content["application/json"] = {"schema": _ref("JobRequest")}
+    kind_query = {
+        "name": "kind",
+        "in": "query",
+        "required": False,
+        "description": "With a raw or archive body: `compile` (the default) or `run`.",
+        "schema": {"type": "string", "enum": ["compile", "run"]},
+    }
+    return {
+        "post": {
+            **run_op,
+            "operationId": "submitJob",
+            "summary": "Submit a compile or a run that outlives this request",
+            "description": (
+                "Takes the body of `/compile`, or of `/run` with `kind: run` (a JSON field, "
+                "a form field, or the query with a raw or archive body), checks it as those "
+                "routes do, and answers 202 at once. The job runs on whether or not its "
+                "submitter stays; it ends when done, on DELETE, after `jobTTLSeconds`, or at "
+                "shutdown. Job state lives in the store: with `redisUrl` any replica answers "
+                "for any job. With API tokens a job is visible to its token only. Jobs count "
+                "against `maxJobsPerClient` as compiles do."
+            ),
+            "tags": ["jobs"],
+            "parameters": [*run_op["parameters"], kind_query],
+            "requestBody": {"required": True, "content": content},
+            "responses": {
+                **{k: v for k, v in run_op["responses"].items() if k not in ("200", "422")},
+                "202": {
+                    **_json(_ref("JobAccepted"), "Accepted; follow `events` or poll `url`."),
+                    "headers": {
+                        "Location": {"schema": {"type": "string"}, "required": True},
+                    },
+                },
+                "401": _json(_ref("Error"), "API tokens are on and the request has no valid one."),
+            },
+        }
+    }
+
+
+PATHS["/jobs"] = _jobs_operation()
+PATHS["/jobs/{id}"] = {
+    "get": {
+        "operationId": "getJob",
+        "summary": "A job's state, and its result once it ended",
+        "tags": ["jobs"],
+        "parameters": [_JOB_ID_PARAMETER],
+        "responses": _JOB_ANSWERS,
+    },
+    "delete": {
+        "operationId": "cancelJob",
+        "summary": "Cancel a job (its processes and job dir go as on a hang-up)",
+        "description": (
+            "Answers once the job has recorded its end (at most 15 s, else its state then): "
+            "`cancelled`, or the state it had already ended in."
+        ),
+        "tags": ["jobs"],
+        "parameters": [_JOB_ID_PARAMETER],
+        "responses": _JOB_ANSWERS,
+    },
+}
+PATHS["/jobs/{id}/events"] = {
+    "get": {
+        "operationId": "followJob",
+        "summary": "The job's events as Server-Sent Events, up to its result",
+        "description": (
+            "Each event has an `id` (send `Last-Event-ID` to resume after it) and JSON "
+            '`data`: `state` (`{"state": "queued"|"running"}`), `output` '
+            '(`{"text"}`, the compiler\'s output a line at a time, as it prints it), '
+            '`diagnostic` (a Diagnostic, as it is printed), then `result` (`{"state", '
+            '"status", "body"}`), after which the stream ends. A stream opened later '
+            "replays the events from the start. A comment line every 15 s keeps it alive."
+        ),
+        "tags": ["jobs"],
+        "parameters": [_JOB_ID_PARAMETER],
+        "responses": {
+            "200": _text("The event stream.", "text/event-stream"),
+            "401": _json(_ref("Error"), "API tokens are on and the request has no valid one."),
+            "404": _error("NotFound"),
+            "503": _error("Busy"),
+            **_COMMON,
+        },
+    }
+}
+
 SPEC: Final[JsonObject] = {
     "openapi": "3.0.3",
     "info": {
@@ -683,6 +831,7 @@ SPEC: Final[JsonObject] = {
     "tags": [
         {"name": "compile"},
         {"name": "run"},
+        {"name": "jobs"},
         {"name": "artifacts"},
         {"name": "playground"},
         {"name": "meta"},
