@@ -396,7 +396,11 @@ async def drain(cluster: Cluster, index: int, seen: Seen) -> None:
         )
     events = replica.log_events()
     since = next((i for i, e in enumerate(events) if e.get("event") == "shutting down"), 0)
-    refused = [e for e in events[since:] if e.get("path") == "/compile" and e.get("status") == 503]
+    refused = [
+        e
+        for e in events[since:]
+        if e.get("path") in ("/compile", "/run") and e.get("status") == 503
+    ]
     seen.notes.append(f"{name} answered 503 to {len(refused)} compile(s) while it drained")
     left = replica.leftovers(staging=True)
     seen.drain_failures += [

@@ -37,6 +37,12 @@ LOAD_CAPS: Final[Mapping[str, Any]] = {
     "artifactQuotaMB": 0,
     # And the burst (queueMax + CPUs + 16 connections at once) passes maxConnectionsPerClient.
     "maxConnectionsPerClient": 1000,
+    # Runs (POST /run): the run bombs' margins are ratios of work as the compiles' are. The
+    # memory bomb passes 128 MB after well under a CPU second; the spin and the flood keep
+    # node's 20 MB or so; the wall-clock cap is 10x the CPU cap.
+    "runMemoryMB": 128,
+    "runCpuSeconds": 2,
+    "runTimeoutSeconds": 20,
 }
 
 # Every normal compile exports callMain so any of them can be run under node afterwards.
@@ -55,11 +61,23 @@ MIX: Final[Mapping[str, int]] = {
     "malformed": 14,
     "oversize": 4,
     "disconnect": 12,
+    "run": 8,
+    "run_memory": 2,
+    "run_cpu": 1,
+    "run_flood": 2,
 }
 # "burst" is not in the mix: load.run sends one burst of normal compiles at once.
 COMPILES: Final = frozenset({"normal", "repeat", "burst"})
 # Bodies of megabytes: load.run sends one of these at a time.
 HEAVY: Final = frozenset({"static_8mb", "oversize"})
+# POST /run of tests/programs/run_modes.c (its compile cached after the first): argv[1]
+# picks the mode, each bomb able to meet one run cap only.
+RUNS: Final[Mapping[str, str]] = {
+    "run": "echo",
+    "run_memory": "memory",
+    "run_cpu": "spin",
+    "run_flood": "flood",
+}
 # Refused before they reach the queue, so a 503 is never right for them.
 REFUSED_EARLY: Final = frozenset({"malformed", "oversize"})
 
@@ -78,9 +96,11 @@ class Request:
 
     kind: str
     body: bytes
-    # For malformed requests: a word the 400's error must contain (it names the problem).
+    # For malformed requests: a word the 400's error must contain (it names the problem);
+    # for runs, what the program must print.
     names: str = ""
     program: str = ""  # for repeats: which program (all its repeats share one id)
+    path: str = "/compile"
 
 
 @attrs.frozen
@@ -179,6 +199,10 @@ def make_request(kind: str, rng: random.Random, programs: list[Program], big: st
     if kind == "malformed":
         raw, names = rng.choice(MALFORMED)
         return Request(kind, raw, names)
+    if kind in RUNS:
+        stdin = f"load {rng.getrandbits(32):08x}"
+        body = {"code": (BOMBS_DIR / "run_modes.c").read_text(), "argv": [RUNS[kind], "3"]}
+        return Request(kind, _json({**body, "stdin": stdin}), stdin, path="/run")
     if kind in BOMBS:
         name, language = BOMBS[kind]
         return Request(kind, _json({"code": _bomb(name, rng), "type": language}))
@@ -204,10 +228,29 @@ def _limit_is(body: Mapping[str, Any], status: int, *limits: str) -> bool:
     return status == 422 and body.get("ok") is False and body.get("limit") in limits
 
 
+def _run_is(answer: Answer, *limits: str | None) -> bool:
+    """A /run answer: compiled, and the run ended by one of `limits` (None: it exited)."""
+    ran = answer.body.get("run")
+    if answer.status != 200 or not isinstance(ran, dict) or ran.get("limit") not in limits:
+        return False
+    peak = (ran.get("usage") or {}).get("peakMemoryBytes")
+    return not (isinstance(peak, int) and peak > int(LOAD_CAPS["runMemoryMB"]) * 1024 * 1024)
+
+
 def _matches(answer: Answer) -> bool:
     """Whether the answer is what its kind promises (503s are judged before this)."""
     status, body = answer.status or 0, answer.body
     kind = answer.kind
+    if kind == "run":
+        ran = body.get("run") or {}
+        printed = str(ran.get("stdout", ""))
+        return _run_is(answer, None) and ran.get("exitCode") == 3 and printed.endswith(answer.names)
+    if kind == "run_memory":
+        return _run_is(answer, "memory")
+    if kind == "run_cpu":
+        return _run_is(answer, "cpu", "timeout")  # "ran too long" either way, as bomb_cpu
+    if kind == "run_flood":
+        return _run_is(answer, "output")
     if kind in COMPILES or kind == "static_8mb":
         return status == 200 and body.get("ok") is True and bool(body.get("wasm"))
     if kind == "bomb_memory":

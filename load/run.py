@@ -81,7 +81,7 @@ async def send(
     content: bytes | AsyncIterator[bytes] = _chunks(request.body) if chunked else request.body
     try:
         response = await client.post(
-            "/compile", content=content, headers={"Content-Type": "application/json"}
+            request.path, content=content, headers={"Content-Type": "application/json"}
         )
     except httpx.HTTPError as exc:
         seconds = time.perf_counter() - started
@@ -318,6 +318,9 @@ def _label(answer: mix.Answer) -> str:
         return "hung up"
     if answer.status == 422:
         return f"422 {answer.body.get('limit')}"
+    ran = answer.body.get("run")
+    if answer.status == 200 and isinstance(ran, dict):
+        return f"200 run {ran.get('limit') or 'exited'}"
     if answer.kind == "repeat" and answer.status == 200 and "cached" in answer.body:
         return "200 cached" if answer.body["cached"] else "200 compiled"
     return str(answer.status)
@@ -419,7 +422,8 @@ def checks(seen: Observed, metrics: str) -> list[Check]:
     result.append(
         Check("/metrics scraped at the end", str(scraped), [] if scraped else ["no metrics"])
     )
-    missing = [k for k in ("normal", "bomb_memory", "bomb_flood", "malformed") if not kinds[k]]
+    required = ("normal", "bomb_memory", "bomb_flood", "malformed", "run", "run_memory")
+    missing = [k for k in required if not kinds[k]]
     if missing:
         result.append(Check("mix coverage", "", [f"no {k} request was sent" for k in missing]))
     return result
