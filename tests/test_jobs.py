@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -252,3 +253,33 @@ def test_a_replica_shutting_down_fails_its_jobs_for_the_others_to_see(
     result = result_of(two, job_id)
     assert (result["state"], result["status"]) == ("failed", 503)
     assert "shut" in result["body"]["error"]  # down, or "shutting down" (its compile)
+
+
+def test_a_follower_does_not_hold_up_its_replicas_shutdown(
+    make_server: MakeServer, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Following a job another replica runs: at SIGTERM the stream ends (a client resumes
+    elsewhere) and the replica exits; the job runs on."""
+    one = make_server(redisUrl=redis_server.url)
+    two = make_server(redisUrl=redis_server.url)
+    gate = FifoGate(tmp_path / "gate.h")
+    job_id = submit(one, {"code": gate.code})
+    *_, running = events(two, job_id, until="running")
+    assert running["data"]["state"] == "running"
+    seen: list[dict[str, Any]] = []
+    following = threading.Event()
+
+    def follow() -> None:
+        for event in events(two, job_id):
+            seen.append(event)
+            following.set()  # the replayed events came: the stream is open
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    assert following.wait(60)
+    assert two.stop() == 0
+    follower.join(30)
+    assert not follower.is_alive()
+    assert "result" not in [e["event"] for e in seen]
+    gate.open()
+    assert result_of(one, job_id)["state"] == "done"

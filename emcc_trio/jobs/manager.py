@@ -116,6 +116,9 @@ class JobManager:
         for job_id, scope in self._scopes.items():
             self._endings.setdefault(job_id, "shutdown")
             scope.cancel()
+        for changed in self._changed.values():  # followers of other replicas' jobs leave
+            changed.set()
+        self._changed.clear()
 
     async def submit(self, kind: str, owner: str | None, work: Work, hold: ExitStack) -> str:
         """Record a new job and start it; `hold` (the client's slot and held bytes) is
@@ -159,8 +162,10 @@ class JobManager:
         self, job_id: str, start: int = 0, idle_seconds: float = math.inf
     ) -> AsyncIterator[tuple[int, dict[str, Any]]]:
         """The job's events from index `start` as they are appended, each with its index,
-        up to its result; ends early if the job's log expires. After `idle_seconds` without
-        an event, an `{"event": "idle"}` (index -1) comes instead (an SSE keep-alive)."""
+        up to its result; ends early if the job's log expires, or when this server shuts down
+        and the job does not run here (an EventSource then resumes on another replica with
+        Last-Event-ID). After `idle_seconds` without an event, an `{"event": "idle"}` (index
+        -1) comes instead (an SSE keep-alive)."""
         index = start
         quiet_since = trio.current_time()
         while True:
@@ -182,6 +187,8 @@ class JobManager:
                 if event["event"] == "result":
                     return
             if len(found) == overlap:
+                if self.shutting_down and job_id not in self._scopes:
+                    return
                 await self._wait_for_change(job_id)
 
     def _end(self, job_id: str, why: Ending) -> None:
