@@ -266,7 +266,7 @@ async def _open_runner(
     if not config.enable_run:
         return None
     if sandbox is None:
-        log.warning("enableRun: runs need nsjailEnabled; POST /run answers 501")
+        log.info("enableRun: runs need nsjailEnabled; POST /run answers 501")
         return None
     directory = await trio.to_thread.run_sync(install_runner, paths.working_dir / "runner")
     _reachable(sandbox, directory)
