@@ -1,6 +1,6 @@
-"""`emcc-trio serve [--config PATH]`: the server (server.run); `emcc-trio compile ...` and
-`emcc-trio build DIR ...` are the client (client/cli.py); `emcc-trio token new NAME`: a new
-API token and its line for `apiTokensFile`."""
+"""`emcc-trio serve [--config PATH]`: the server (server.run); `emcc-trio compile ...`,
+`emcc-trio build DIR ...` and `emcc-trio run ...` are the client (client/cli.py);
+`emcc-trio token new NAME`: a new API token and its line for `apiTokensFile`."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--config", default="config.json", help="path to config.json")
     sub.add_parser("compile", help="compile files on a server: emcc-trio compile --help")
     sub.add_parser("build", help="build a source tree on a server: emcc-trio build --help")
+    sub.add_parser("run", help="run a program on a server: emcc-trio run --help")
     token_parser = sub.add_parser("token", help="API tokens")
     token_sub = token_parser.add_subparsers(dest="token_command", required=True)
     new_parser = token_sub.add_parser(
@@ -64,7 +65,7 @@ def _serve(config_path: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] in (["compile"], ["build"]):
+    if argv[:1] in (["compile"], ["build"], ["run"]):
         return cli.main(argv[1:], command=argv[0])
     parser = _parser()
     args = parser.parse_args(argv)

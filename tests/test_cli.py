@@ -1,4 +1,5 @@
-"""`emcc-trio compile`, the command-line client, against a live server with the real emcc."""
+"""`emcc-trio compile` and `emcc-trio run`, the command-line client, against a live server with
+the real emcc (runs against a jailed one)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from test_flags_compile import THREAD_ARGS
 
-from emcc_trio.testing.harness import Server
+from emcc_trio.testing.harness import Server, server_config, start_server
 from emcc_trio.testing.programs import FifoGate, program, run_node
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -191,3 +194,156 @@ def test_compile_is_listed_in_the_help() -> None:
         [sys.executable, "-m", "emcc_trio", "--help"], capture_output=True, text=True, check=True
     )
     assert "compile files on a server" in done.stdout
+
+
+RUN_OUTPUT_BYTES = 4096  # the jailed server's runOutputBytes: the flood meets it at once
+
+
+@pytest.fixture(scope="module")
+def jailed() -> Iterator[Server]:
+    """A server that runs programs: jailed, in a dir nsjail's outside user can traverse."""
+    workdir = Path(tempfile.mkdtemp(prefix="emcc-trio-cli-run-"))
+    workdir.chmod(0o711)
+    config = server_config(workdir, nsjailEnabled=True, runOutputBytes=RUN_OUTPUT_BYTES)
+    started = start_server(workdir, config)
+    try:
+        yield started
+    finally:
+        started.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    """`emcc-trio run`, its output as bytes: it hands the program's on as they are."""
+    return subprocess.run(
+        [sys.executable, "-m", "emcc_trio", "run", *args],
+        cwd=cwd,
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+
+
+ECHO_MAIN = """#include <stdio.h>
+#include <stdlib.h>
+#include "echo.h"
+
+int main(int argc, char **argv) {
+  for (int i = 0; i < argc; i++) printf("argv[%d]=%s\\n", i, argv[i]);
+  echo_stdin();
+  fputs("to stderr\\n", stderr);
+  return argc > 1 ? atoi(argv[1]) : 0;
+}
+"""
+ECHO_H = "void echo_stdin(void);\n"
+ECHO_C = """#include <stdio.h>
+#include "echo.h"
+
+void echo_stdin(void) {
+  char buffer[4096];
+  size_t got;
+  while ((got = fread(buffer, 1, sizeof buffer, stdin)) > 0) fwrite(buffer, 1, got, stdout);
+}
+"""
+
+
+def test_run_passes_argv_and_stdin_and_exits_with_the_programs_code(
+    jailed: Server, tmp_path: Path
+) -> None:
+    """Three files (multipart); what follows -- is argv, -X goes to emcc; stdin not UTF-8
+    (the server answers base64) comes back byte for byte."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "prog.c").write_text(ECHO_MAIN)
+    (src / "echo.h").write_text(ECHO_H)
+    (src / "echo.c").write_text(ECHO_C)
+    stdin = b"line one\n\xff\xfe not UTF-8\nlast, no newline"
+    (tmp_path / "input.bin").write_bytes(stdin)
+    done = run_cli(
+        "--server", jailed.url, "-X", "-O1", "--stdin", "input.bin",
+        "src/prog.c", "src/echo.h", "src/echo.c",
+        "--", "7", "two words", "-X", "--stdin",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.stdout == (
+        b"argv[0]=./this.program\nargv[1]=7\nargv[2]=two words\nargv[3]=-X\nargv[4]=--stdin\n"
+        + stdin
+    )
+    assert done.stderr == b"to stderr\n"
+    assert done.returncode == 7
+
+
+def test_run_of_the_example_project_as_the_docs_show(jailed: Server, project: Path) -> None:
+    """docs/howto/cli.md: `emcc-trio run -X -O2 src/prog.c src/util.c src/util.h -- --case 1`."""
+    done = run_cli(
+        "--server", jailed.url, "-X", "-O2", "src/prog.c", "src/util.c", "src/util.h",
+        "--", "--case", "1",
+        cwd=project,
+    )  # fmt: skip
+    assert (done.stdout, done.stderr, done.returncode) == (b"sum of squares 1..4 = 30\n", b"", 0)
+
+
+def test_an_abort_exits_134_as_in_a_shell(jailed: Server, tmp_path: Path) -> None:
+    (tmp_path / "abort.c").write_text(
+        "#include <stdio.h>\n#include <stdlib.h>\n"
+        'int main(void) { puts("before"); fflush(stdout); abort(); }\n'
+    )
+    done = run_cli("--server", jailed.url, "abort.c", cwd=tmp_path)
+    assert done.returncode == 134  # 128 + SIGABRT
+    assert done.stdout == b"before\n"
+    assert done.stderr == b"Aborted(native code called abort())\n"  # no note: no cap ended it
+
+
+def test_a_cap_ends_the_run_with_a_note_after_the_programs_stderr(
+    jailed: Server, tmp_path: Path
+) -> None:
+    (tmp_path / "flood.c").write_text(
+        "#include <stdio.h>\n"
+        "int main(void) { fputs(\"flooding\\n\", stderr); for (;;) putchar('x'); }\n"
+    )
+    done = run_cli("--server", jailed.url, "flood.c", cwd=tmp_path)
+    assert done.stdout == b"x" * RUN_OUTPUT_BYTES
+    assert done.stderr == (
+        b"flooding\nemcc-trio: the program printed more than runOutputBytes; it was stopped\n"
+    )
+    assert done.returncode == 137  # 128 + SIGKILL
+
+
+def test_run_prints_compile_errors_as_compile_does(jailed: Server, project: Path) -> None:
+    src = project / "src"
+    (src / "util.h").write_text("int sum_of_squares(int n)\n")  # no semicolon
+    (src / "prog.c").write_text('#include "util.h"\nint main(void) {\n  return  missing;\n}\n')
+    ran = run_cli("--server", jailed.url, "src/prog.c", "src/util.h", "--", "arg", cwd=project)
+    compiled = cli("--server", jailed.url, "src/prog.c", "src/util.h", cwd=project)
+    assert ran.stdout == b""
+    assert ran.stderr.decode() == compiled.stderr
+    assert ran.stderr.decode().splitlines() == [
+        "src/util.h:1:26: error: expected ';' after top level declarator",
+        "src/prog.c:3:11: error: use of undeclared identifier 'missing'",
+    ]
+    assert ran.returncode == compiled.returncode == 1
+
+
+def test_run_on_a_server_without_the_jail_exits_2(server: Server, project: Path) -> None:
+    done = run_cli("--server", server.url, "src/prog.c", "src/util.c", "src/util.h", cwd=project)
+    assert done.returncode == 2
+    assert done.stdout == b""
+    assert done.stderr.decode().startswith("emcc-trio: error: this server does not run programs")
+
+
+def test_run_help_says_where_emcc_and_program_arguments_go() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "emcc_trio", "run", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.startswith(
+        "usage: emcc-trio run [-h] [--server URL] [--token TOKEN] [-X EMCC_ARG]... "
+        "[--stdin FILE] FILE... [-- ARGS]\n"
+    )
+    assert "Arguments after -- are the program's" in done.stdout
+    listed = subprocess.run(
+        [sys.executable, "-m", "emcc_trio", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "run a program on a server" in listed.stdout

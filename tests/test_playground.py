@@ -1,5 +1,6 @@
 """The playground at `GET /` in Debian's Chromium, driven by Playwright, against a real server
-and the real emcc: type, compile, run, read the output; diagnostics marked at their lines.
+and the real emcc: type, compile, run, read the output; diagnostics marked at their lines;
+"Run on server" against a jailed server.
 
 Needs /usr/bin/chromium (apt-get install chromium) and the `playwright` package; Playwright's
 own browser download is not used. Run by `nox -s browser`. Screenshots go to test-artifacts/.
@@ -12,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -475,3 +477,86 @@ def test_api_token_field_is_kept_in_session_storage_only(
         assert "playground" in names
     finally:
         _stop(server)
+
+
+@pytest.fixture(scope="module")
+def jailed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server that runs programs (POST /run): jailed, in a dir nsjail's outside user can
+    traverse (pytest's tmp dirs are 0700), with a CPU cap a spin meets at once."""
+    workdir = Path(tempfile.mkdtemp(prefix="emcc-trio-playground-run-"))
+    workdir.chmod(0o711)
+    try:
+        server = start_server(workdir, server_config(workdir, nsjailEnabled=True, runCpuSeconds=1))
+        yield server
+        _stop(server)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+STDIN_ECHO = """#include <stdio.h>
+int main(void) {
+    char line[256];
+    while (fgets(line, sizeof line, stdin)) printf("read: %s", line);
+    fprintf(stderr, "done reading\\n");
+    return 5;
+}
+"""
+
+
+def run_on_server_and_wait(page: Page) -> None:
+    page.click("#run-server")
+    pw_expect(page.locator("#exit-code")).to_be_visible(timeout=COMPILE_MS)
+
+
+def test_run_on_server_sends_stdin_and_shows_both_streams_and_the_exit(
+    page: Page, jailed: Server
+) -> None:
+    open_playground(page, jailed)
+    set_code(page, STDIN_ECHO)
+    page.fill("#args", "-O1")
+    page.fill("#stdin", "first line\nsecond line\n")
+    run_on_server_and_wait(page)
+    assert page.inner_text("#stdout") == "read: first line\nread: second line\n"
+    assert page.inner_text("#stderr") == "done reading\n"
+    exit_code = page.locator("#exit-code")
+    assert exit_code.inner_text() == "exit code 5"
+    assert exit_code.get_attribute("data-code") == "5"
+    pw_expect(page.locator("#run-limit")).to_be_hidden()
+    pw_expect(page.locator("#status")).to_have_attribute("data-state", "ok")
+    # Its artifact is built for the server's runner: no in-browser Run, no share link to it.
+    pw_expect(page.locator("#run")).to_be_disabled()
+    pw_expect(page.locator("#share")).to_be_hidden()
+    # stderr is set apart from stdout: its own box, in another colour.
+    colours = page.evaluate(
+        "['stdout', 'stderr'].map(id => getComputedStyle(document.getElementById(id)).color)"
+    )
+    assert colours[0] != colours[1]
+    screenshot(page, "run-on-server")
+
+
+def test_run_on_server_shows_the_signal_and_the_cap_that_ended_it(
+    page: Page, jailed: Server
+) -> None:
+    open_playground(page, jailed)
+    set_code(page, NEVER_ENDS)
+    run_on_server_and_wait(page)
+    exit_code = page.locator("#exit-code")
+    assert exit_code.inner_text() == "signal SIGKILL"
+    assert exit_code.get_attribute("data-signal") == "SIGKILL"
+    assert exit_code.get_attribute("data-code") is None
+    limit = page.locator("#run-limit")
+    pw_expect(limit).to_have_text(
+        "the program exceeded its CPU-time cap (runCpuSeconds) and was killed"
+    )
+    pw_expect(page.locator("#status")).to_have_attribute("data-state", "error")
+
+
+def test_run_on_server_shows_a_compile_error_as_compile_does(page: Page, jailed: Server) -> None:
+    open_playground(page, jailed)
+    choose_example(page, "a compile error")
+    page.click("#run-server")
+    status = page.locator("#status")
+    pw_expect(status).to_have_attribute("data-state", "error", timeout=COMPILE_MS)
+    pw_expect(status).to_have_text("Compile failed: 1 error(s).")
+    pw_expect(page.locator("#diagnostics .diagnostic.error")).to_have_attribute("data-line", "5")
+    pw_expect(page.locator("#exit-code")).to_be_hidden()

@@ -8,19 +8,26 @@ their paths relative to the main file's directory, as multipart/form-data.
 `main.c` or `main.cpp`) goes as one `.tar.gz`, without what its `.gitignore` files, version
 control, the usual build directories and hidden files would leave out.
 
+`emcc-trio run [-X EMCC ARG]... [--stdin FILE] FILE... [-- ARGS]`: the files go as for
+`compile`, to POST /run; the program runs on the server with ARGS as its argv, and what it
+printed comes out here byte for byte (stdout to stdout, stderr to stderr).
+
 Diagnostics are printed the way compilers print them (`file:line:col: severity: message`),
 under the names on this machine. Exit status: 0 built, 1 compile error or cap hit, 2 anything
-else (refused request, server unreachable, busy).
+else (refused request, server unreachable, busy); `run` exits with the program's status once
+it ran (128 + N for signal N, as a shell reports it).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import io
 import os
+import signal
 import sys
 import tarfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, TextIO
 
@@ -152,28 +159,32 @@ def format_diagnostic(diagnostic: dict[str, Any], names: dict[str, str]) -> str:
     return f"{where}: {diagnostic['severity']}: {diagnostic['message']}"
 
 
-async def _progress(server: str, stderr: TextIO) -> None:
+async def _progress(doing: str, server: str, stderr: TextIO) -> None:
     """Tell a person at a terminal that a slow compile is still going (cancelled at the end)."""
     started = trio.current_time()
     await trio.sleep(PROGRESS_AFTER_SECONDS)
     while True:
         seconds = round(trio.current_time() - started)
-        print(f"emcc-trio: compiling on {server}... {seconds} s", file=stderr, flush=True)
+        print(f"emcc-trio: {doing} on {server}... {seconds} s", file=stderr, flush=True)
         await trio.sleep(PROGRESS_EVERY_SECONDS)
 
 
 Send = Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]
 
 
-def send_upload(upload: Upload, args: list[str]) -> Send:
-    """`emcc-trio compile`: JSON for one file, multipart for several."""
+def send_upload(
+    upload: Upload, args: list[str], route: str = "/compile", run_fields: Mapping[str, Any] = {}
+) -> Send:
+    """`emcc-trio compile` (and `run`: to /run, with its fields): JSON for one file, multipart
+    for several (a list field becomes repeated form fields there)."""
     data: dict[str, Any] = {"code": upload.code, "type": upload.language, "args": args}
+    data.update(run_fields)
     files = [(path, (path, content)) for path, content in upload.files]
 
     async def send(client: httpx.AsyncClient) -> httpx.Response:
         if files:
-            return await client.post("/compile", data=data, files=files)
-        return await client.post("/compile", json=data)
+            return await client.post(route, data=data, files=files)
+        return await client.post(route, json=data)
 
     return send
 
@@ -189,7 +200,49 @@ def send_archive(archive: Archive, args: list[str], sources: list[str]) -> Send:
     return send
 
 
-async def run(
+def _client(server: str, token: str | None) -> httpx.AsyncClient:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.AsyncClient(base_url=server, timeout=_TIMEOUT, headers=headers)
+
+
+async def _answer(
+    client: httpx.AsyncClient,
+    server: str,
+    send: Send,
+    names: dict[str, str],
+    stderr: TextIO,
+    progress: str | None,
+) -> dict[str, Any] | int:
+    """The server's successful answer, its diagnostics printed; or, once what went wrong is
+    printed, the exit status. `progress` says what the progress lines say is going on."""
+    response: httpx.Response | httpx.HTTPError
+    async with trio.open_nursery() as nursery:
+        if progress is not None:
+            nursery.start_soon(_progress, progress, server, stderr)
+        try:
+            response = await send(client)
+        except httpx.HTTPError as exc:
+            response = exc
+        nursery.cancel_scope.cancel()
+    if isinstance(response, httpx.HTTPError):
+        print(f"emcc-trio: error: cannot reach {server}: {response}", file=stderr)
+        return 2
+    try:
+        body: dict[str, Any] = response.json()
+    except ValueError:
+        print(f"emcc-trio: error: HTTP {response.status_code} from {server}", file=stderr)
+        return 2
+    for diagnostic in body.get("diagnostics", []):
+        print(format_diagnostic(diagnostic, names), file=stderr)
+    if not body.get("ok"):
+        if "id" not in body or not body.get("diagnostics"):
+            print(f"emcc-trio: error: {body.get('error')}", file=stderr)
+        # A compile error or a cap kill is the program's fault; the rest is the request's.
+        return 1 if "id" in body else 2
+    return body
+
+
+async def compile_and_download(
     server: str,
     token: str | None,
     out_dir: Path,
@@ -197,31 +250,10 @@ async def run(
     names: dict[str, str],
     stderr: TextIO,
 ) -> int:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with httpx.AsyncClient(base_url=server, timeout=_TIMEOUT, headers=headers) as client:
-        response: httpx.Response | httpx.HTTPError
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_progress, server, stderr)
-            try:
-                response = await send(client)
-            except httpx.HTTPError as exc:
-                response = exc
-            nursery.cancel_scope.cancel()
-        if isinstance(response, httpx.HTTPError):
-            print(f"emcc-trio: error: cannot reach {server}: {response}", file=stderr)
-            return 2
-        try:
-            body = response.json()
-        except ValueError:
-            print(f"emcc-trio: error: HTTP {response.status_code} from {server}", file=stderr)
-            return 2
-        for diagnostic in body.get("diagnostics", []):
-            print(format_diagnostic(diagnostic, names), file=stderr)
-        if not body.get("ok"):
-            if "id" not in body or not body.get("diagnostics"):
-                print(f"emcc-trio: error: {body.get('error')}", file=stderr)
-            # A compile error or a cap kill is the program's fault; the rest is the request's.
-            return 1 if "id" in body else 2
+    async with _client(server, token) as client:
+        body = await _answer(client, server, send, names, stderr, "compiling")
+        if isinstance(body, int):
+            return body
         fetched = {}
         # No `wasm` for -sSINGLE_FILE (app.js holds it); a `worker` for -pthread only.
         for key, name in (("js", "app.js"), ("wasm", "app.wasm"), ("worker", "app.worker.js")):
@@ -248,11 +280,110 @@ def _save(out_dir: Path, fetched: dict[str, bytes]) -> None:
         print(out_dir / name)
 
 
+def exit_status(ran: Mapping[str, Any]) -> int:
+    """A run's status as a shell reports a process's: its exit code, or 128 + N when it died
+    of signal N (the server names one it has no name for "signal N")."""
+    name = ran["signal"]
+    if name is None:
+        return int(ran["exitCode"]) & 0xFF
+    try:
+        number: int = signal.Signals[name]
+    except KeyError:
+        number = int(name.removeprefix("signal "))
+    return 128 + number
+
+
+def run_note(ran: Mapping[str, Any]) -> str | None:
+    """The line that says a cap ended the run or cut its output, if one did."""
+    if ran["message"]:
+        return str(ran["message"])
+    cut = [stream for stream in ("stdout", "stderr") if ran[f"{stream}Truncated"]]
+    if cut:
+        return f"the program's {' and '.join(cut)} was cut short at the server's output cap"
+    return None
+
+
+def _stream_bytes(ran: Mapping[str, Any], stream: str) -> bytes:
+    text = ran[stream]
+    if ran[f"{stream}Encoding"] == "base64":
+        return base64.b64decode(text)
+    return str(text).encode("utf-8")
+
+
+def _write(stream: TextIO, data: bytes) -> None:
+    """The program's bytes as they are, after whatever text was printed to `stream` before."""
+    stream.flush()
+    stream.buffer.write(data)
+    stream.buffer.flush()
+
+
+async def compile_and_run(
+    server: str, token: str | None, send: Send, names: dict[str, str], stderr: TextIO
+) -> int:
+    # Progress lines only for a person at a terminal: piped, stderr is the program's alone.
+    progress = "compiling and running" if stderr.isatty() else None
+    async with _client(server, token) as client:
+        body = await _answer(client, server, send, names, stderr, progress)
+    if isinstance(body, int):
+        return body
+    ran = body["run"]
+    _write(sys.stdout, _stream_bytes(ran, "stdout"))
+    _write(stderr, _stream_bytes(ran, "stderr"))
+    note = run_note(ran)
+    if note is not None:
+        print(f"emcc-trio: {note}", file=stderr)
+    return exit_status(ran)
+
+
+def _read_input(path: str) -> bytes:
+    """The program's stdin: a file's bytes, or this process's stdin for `-`."""
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror}") from exc
+
+
+def _attached(own: list[str]) -> list[str]:
+    """`-X VALUE` as `-X=VALUE`: argparse would take a VALUE such as -O2 for an option."""
+    joined = []
+    given = iter(own)
+    for arg in given:
+        if arg in ("-X", "--emcc-arg"):
+            value = next(given, None)
+            if value is not None:  # without one, argparse says what is missing
+                arg = f"{arg}={value}"
+        joined.append(arg)
+    return joined
+
+
 def _parser(command: str) -> argparse.ArgumentParser:
+    usage = None
+    epilog = "Arguments after -- go to emcc (the server's allowlist applies)."
     if command == "build":
         description = (
             "Build the C/C++ tree under DIR (main.c or main.cpp at its top) on an emcc-trio "
             "server and download app.js and app.wasm."
+        )
+    elif command == "run":
+        usage = (
+            "emcc-trio run [-h] [--server URL] [--token TOKEN] [-X EMCC_ARG]... [--stdin FILE] "
+            "FILE... [-- ARGS]"
+        )
+        description = (
+            "Compile C/C++ files on an emcc-trio server and run the program there, in the "
+            "server's jail and under its run caps; print its stdout to stdout and its stderr to "
+            "stderr, byte for byte, then exit with its status."
+        )
+        epilog = (
+            "Arguments after -- are the program's (argv[1] on). Arguments for emcc go one per "
+            "-X (-X -O2 -X -sUSE_ZLIB=1; the server's allowlist applies). Compile warnings, and "
+            "a last line when a cap ended the run or cut its output, go to stderr before and "
+            "after the program's own. Exit status: the program's exit code, or 128 + N when it "
+            "died of signal N (134 for abort(), 137 when a cap killed it); 1 for a compile "
+            "error or a compile cap; 2 for anything else (a refused request, a busy or "
+            "unreachable server, one that does not run programs)."
         )
     else:
         description = (
@@ -260,9 +391,7 @@ def _parser(command: str) -> argparse.ArgumentParser:
             "(app.js alone for -sSINGLE_FILE, and app.worker.js too for -pthread)."
         )
     parser = argparse.ArgumentParser(
-        prog=f"emcc-trio {command}",
-        description=description,
-        epilog="Arguments after -- go to emcc (the server's allowlist applies).",
+        prog=f"emcc-trio {command}", usage=usage, description=description, epilog=epilog
     )
     parser.add_argument(
         "--server",
@@ -274,7 +403,8 @@ def _parser(command: str) -> argparse.ArgumentParser:
         default=os.environ.get("EMCC_TRIO_TOKEN"),
         help="API token, sent as a Bearer token (default: $EMCC_TRIO_TOKEN)",
     )
-    parser.add_argument("-o", "--out-dir", default=".", help="where app.js and app.wasm go")
+    if command != "run":
+        parser.add_argument("-o", "--out-dir", default=".", help="where app.js and app.wasm go")
     if command == "build":
         parser.add_argument("dir", metavar="DIR", help="the tree to build")
         parser.add_argument(
@@ -287,24 +417,59 @@ def _parser(command: str) -> argparse.ArgumentParser:
         )
     else:
         parser.add_argument("files", nargs="+", metavar="FILE", help="the main source first")
+    if command == "run":
+        parser.add_argument(
+            "-X",
+            "--emcc-arg",
+            dest="emcc_args",
+            action="append",
+            default=[],
+            metavar="EMCC_ARG",
+            help="one argument for emcc (repeat for more)",
+        )
+        parser.add_argument(
+            "--stdin",
+            metavar="FILE",
+            help="the program's stdin: FILE's bytes, or this command's stdin for - "
+            "(default: empty)",
+        )
     return parser
 
 
 def main(argv: list[str], stderr: TextIO = sys.stderr, command: str = "compile") -> int:
-    """`emcc-trio compile` (or, with `command` "build", `emcc-trio build`)."""
-    own, emcc_args = argv, []
+    """`emcc-trio compile` (or, with `command` "build" or "run", `emcc-trio build` or
+    `emcc-trio run`)."""
+    own, after = argv, []  # after --: emcc's arguments, or for `run` the program's
     if "--" in argv:
         split = argv.index("--")
-        own, emcc_args = argv[:split], argv[split + 1 :]
-    options = _parser(command).parse_args(own)
+        own, after = argv[:split], argv[split + 1 :]
+    options = _parser(command).parse_args(_attached(own) if command == "run" else own)
     try:
         if command == "build":
             archive = pack_tree(Path(options.dir))
-            send, names = send_archive(archive, emcc_args, options.sources), archive.names
+            send, names = send_archive(archive, after, options.sources), archive.names
+        elif command == "run":
+            upload = plan_upload(options.files)
+            fields: dict[str, Any] = {"argv": after}
+            if options.stdin is not None:
+                # Base64 whatever it holds: the bytes reach the program as they are.
+                fields["stdinBase64"] = base64.b64encode(_read_input(options.stdin)).decode()
+            send = send_upload(upload, options.emcc_args, "/run", fields)
+            names = upload.names
         else:
             upload = plan_upload(options.files)
-            send, names = send_upload(upload, emcc_args), upload.names
+            send, names = send_upload(upload, after), upload.names
     except (UsageError, OSError) as exc:
         print(f"emcc-trio: error: {exc}", file=stderr)
         return 2
-    return trio.run(run, options.server, options.token, Path(options.out_dir), send, names, stderr)
+    if command == "run":
+        return trio.run(compile_and_run, options.server, options.token, send, names, stderr)
+    return trio.run(
+        compile_and_download,
+        options.server,
+        options.token,
+        Path(options.out_dir),
+        send,
+        names,
+        stderr,
+    )

@@ -2,7 +2,8 @@
 
 The page, its script and the CodeMirror 6 bundle (`static/editor.js`, built from npm packages
 by `build.mjs` and committed) ship inside the package: the service serves them itself, with no
-CDN, so the playground works offline. Programs run in `runner.html`, a sandboxed frame.
+CDN, so the playground works offline. Programs run in `runner.html`, a sandboxed frame, or
+on the server ("Run on server": `POST /run`, same origin, so the CSP below allows it).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-// The playground page: editor, compile, diagnostics, run in a sandboxed iframe, share links.
+// The playground page: editor, compile, diagnostics, run in a sandboxed iframe or on the
+// server (POST /run), share links.
 // Plain browser JavaScript served as is; the editor itself comes from editor.js (CodeMirror 6).
 "use strict";
 (() => {
@@ -193,6 +194,8 @@
     exit.hidden = true;
     exit.textContent = "";
     delete exit.dataset.code;
+    delete exit.dataset.signal;
+    $("run-limit").hidden = true;
   }
 
   function resetCompile() {
@@ -205,53 +208,66 @@
 
   // ---- compile ------------------------------------------------------------------------------
 
-  async function compile() {
+  function compileBody() {
+    const body = { type: $("language").value, code: editor.getCode() };
+    const args = splitArgs($("args").value);
+    if (args.length) body.args = args;
+    return body;
+  }
+
+  // POST the body to /compile or /run with the page cleared and its buttons off meanwhile:
+  // {response, answer}, or null once the failure is shown.
+  async function post(path, body, busyText) {
     stopRun();
     resetCompile();
     clearRun();
     state.compiled = null;
     $("run").disabled = true;
     $("compile").disabled = true;
-    setStatus("Compiling…", "busy");
-    const body = { type: $("language").value, code: editor.getCode() };
-    const args = splitArgs($("args").value);
-    if (args.length) body.args = args;
-    let response;
-    let answer;
+    $("run-server").disabled = true;
+    setStatus(busyText, "busy");
     const headers = { "Content-Type": "application/json" };
     const token = $("token").value.trim();
     if (token) headers.Authorization = `Bearer ${token}`;
     try {
-      response = await fetch("/compile", {
+      const response = await fetch(path, {
         method: "POST",
         headers,
         body: JSON.stringify(body),
       });
-      answer = await response.json();
+      return { response, answer: await response.json() };
     } catch (error) {
       setStatus(`The request failed: ${error}`, "error");
-      $("compile").disabled = false;
-      return false;
+      return null;
     } finally {
       $("compile").disabled = false;
+      $("run-server").disabled = false;
     }
-    return handleAnswer(response, answer);
   }
 
-  function handleAnswer(response, answer) {
+  async function compile() {
+    const sent = await post("/compile", compileBody(), "Compiling…");
+    return sent !== null && handleAnswer(sent.response, sent.answer);
+  }
+
+  // `runsHere`: false for a /run answer, whose artifact is built for the server's runner (not
+  // started on load), so it gets neither the Run button nor a share link.
+  function handleAnswer(response, answer, runsHere = true) {
     const status = response.status;
     showUsage(answer.usage, answer.cached);
     if (status === 200 && answer.ok) {
-      state.compiled = { id: answer.id, js: answer.js, wasm: answer.wasm };
-      $("run").disabled = false;
       const warnings = editorDiagnostics(answer.diagnostics);
       showDiagnostics(warnings, answer.output);
       setStatus(
         warnings.length ? `Compiled with ${warnings.length} warning(s).` : "Compiled.",
         "ok",
       );
-      showShare(answer.id);
-      history.replaceState(null, "", `#id=${answer.id}`);
+      if (runsHere) {
+        state.compiled = { id: answer.id, js: answer.js, wasm: answer.wasm };
+        $("run").disabled = false;
+        showShare(answer.id);
+        history.replaceState(null, "", `#id=${answer.id}`);
+      }
       return true;
     }
     if (status === 400 && answer.id) {
@@ -377,6 +393,46 @@
     $("runner-host").append(frame);
   }
 
+  // ---- run on the server: POST /run compiles, then runs the program in the server's jail -----
+
+  // A stream of the run's answer as text: base64 when it was not UTF-8 (shown with
+  // replacement characters where it is not).
+  function streamText(text, encoding) {
+    if (encoding !== "base64") return text;
+    const bytes = Uint8Array.from(atob(text), (char) => char.charCodeAt(0));
+    return new TextDecoder().decode(bytes);
+  }
+
+  function showServerRun(id, ran) {
+    $("stdout").textContent = streamText(ran.stdout, ran.stdoutEncoding);
+    $("stderr").textContent = streamText(ran.stderr, ran.stderrEncoding);
+    const cut = ["stdout", "stderr"].filter((stream) => ran[`${stream}Truncated`]);
+    const note = ran.message || (cut.length ? `The ${cut.join(" and ")} was cut short.` : "");
+    const limit = $("run-limit");
+    limit.textContent = note;
+    limit.hidden = !note;
+    if (ran.signal) {
+      const exit = $("exit-code");
+      exit.textContent = `signal ${ran.signal}`;
+      exit.dataset.signal = ran.signal;
+      exit.hidden = false;
+    } else {
+      showExit(ran.exitCode);
+    }
+    setStatus(`Ran ${id} on the server.`, ran.limit ? "error" : "ok");
+  }
+
+  async function runOnServer() {
+    const body = compileBody();
+    const stdin = $("stdin").value;
+    if (stdin) body.stdin = stdin;
+    const sent = await post("/run", body, "Compiling and running on the server…");
+    // A compile that failed answers as /compile does, and is shown the same way.
+    if (sent !== null && handleAnswer(sent.response, sent.answer, false)) {
+      showServerRun(sent.answer.id, sent.answer.run);
+    }
+  }
+
   // ---- share links: /#id=<id> ---------------------------------------------------------------
 
   function loadFromHash() {
@@ -419,6 +475,9 @@
   });
   $("run").addEventListener("click", () => {
     if (state.compiled) run(state.compiled);
+  });
+  $("run-server").addEventListener("click", () => {
+    runOnServer();
   });
   $("stop").addEventListener("click", () => stopRun("Stopped."));
   $("args").addEventListener("input", () => showArgsError(""));
