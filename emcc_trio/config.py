@@ -155,6 +155,17 @@ class Config:
             "`NODE_PATH` for the compile, so Debian's emscripten finds `acorn` at `-O1` and above.",
         ),
     )
+    emscripten_cache_dir: str = attrs.field(
+        default="/var/lib/emcc-trio/emscripten-cache",
+        metadata=_key(
+            "emscriptenCacheDir",
+            "The emscripten cache compiles use, with the ports `python -m "
+            "emcc_trio.ports.install` built into it (scripts/bootstrap.sh runs it), mounted "
+            "read-only into the jail; its ports' `-sUSE_*` flags are allowed. Without its "
+            'manifest (or `""`), compiles use emscripten\'s own cache and ports are refused '
+            "(relative to `workingDir`).",
+        ),
+    )
     nsjail_config: str = attrs.field(
         default="",
         metadata=_key(
@@ -798,6 +809,7 @@ class Paths:
     cache_dir: Path
     cgroup_root: Path
     api_tokens_file: Path | None  # None: tokens off
+    emscripten_cache_dir: Path | None  # None: emscripten's own cache
 
 
 def resolve_paths(config: Config, start_dir: Path) -> Paths:
@@ -816,6 +828,11 @@ def resolve_paths(config: Config, start_dir: Path) -> Paths:
         api_tokens_file=(
             Path(os.path.normpath(working / config.api_tokens_file))
             if config.api_tokens_file
+            else None
+        ),
+        emscripten_cache_dir=(
+            Path(os.path.normpath(working / config.emscripten_cache_dir))
+            if config.emscripten_cache_dir
             else None
         ),
     )

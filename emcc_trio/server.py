@@ -56,6 +56,9 @@ from emcc_trio.isolation.runner import Limits
 from emcc_trio.isolation.sandbox import JOB_MOUNT, RUN_CONFIG, Sandbox, SandboxError
 from emcc_trio.jobs.manager import JobManager
 from emcc_trio.metrics import Metrics
+from emcc_trio.ports.install import EMSCRIPTEN as PORTS_EMSCRIPTEN
+from emcc_trio.ports.installed import InstalledPorts, ManifestError
+from emcc_trio.ports.installed import load as load_ports
 from emcc_trio.storage.artifacts import ArtifactStore
 from emcc_trio.storage.base import Store
 from emcc_trio.storage.cache import ResultCache
@@ -234,6 +237,42 @@ async def _emscripten_version(emcc: str) -> str:
     return f"{emcc} " + done.stdout.decode(errors="replace").partition("\n")[0]
 
 
+async def _emscripten_root(emcc: str) -> str | None:
+    """The emscripten root emcc's `em-config` names, if it holds emcc.py."""
+    em_config = os.path.join(os.path.dirname(emcc), "em-config")
+    try:
+        done = await trio.run_process(
+            [em_config, "EMSCRIPTEN_ROOT"], capture_stdout=True, capture_stderr=True, check=False
+        )
+    except OSError:
+        return None
+    return emscripten_root(done.stdout.decode(errors="replace"))
+
+
+async def _open_ports(paths: Paths, emcc: str, sandbox: Sandbox | None) -> InstalledPorts | None:
+    """emscriptenCacheDir: the ports install there, if there is one and it was built for the
+    emscripten that compiles (Debian's: the install builds from its recipes)."""
+    cache_dir = paths.emscripten_cache_dir
+    if cache_dir is None:
+        return None
+    try:
+        ports = await trio.to_thread.run_sync(load_ports, cache_dir)
+    except ManifestError as exc:
+        raise StartupError(f"emscriptenCacheDir: {exc}") from exc
+    if ports is None:
+        log.info(
+            f"emscriptenCacheDir: no ports installed in {cache_dir} (python -m "
+            "emcc_trio.ports.install builds them); -sUSE_* ports are refused"
+        )
+        return None
+    if await _emscripten_root(emcc) != str(PORTS_EMSCRIPTEN):
+        log.warning(f"emscriptenCacheDir: built for {PORTS_EMSCRIPTEN}, not {emcc}; ports off")
+        return None
+    if sandbox is not None:
+        _reachable(sandbox, cache_dir)
+    return ports
+
+
 async def _open_launcher(
     config: Config, paths: Paths, emcc: str, python: str, sandbox: Sandbox | None
 ) -> Launcher | None:
@@ -241,15 +280,9 @@ async def _open_launcher(
     `em-config` does not name an emscripten root holding emcc.py."""
     if not config.emcc_launcher:
         return None
-    em_config = os.path.join(os.path.dirname(emcc), "em-config")
-    try:
-        done = await trio.run_process(
-            [em_config, "EMSCRIPTEN_ROOT"], capture_stdout=True, capture_stderr=True, check=False
-        )
-        root = emscripten_root(done.stdout.decode(errors="replace"))
-    except OSError:
-        root = None
+    root = await _emscripten_root(emcc)
     if root is None:
+        em_config = os.path.join(os.path.dirname(emcc), "em-config")
         log.warning(f"emccLauncher: {em_config} names no emscripten root; running emcc as is")
         return None
     directory = await trio.to_thread.run_sync(install, paths.working_dir / "launcher")
@@ -271,7 +304,7 @@ async def _open_runner(
     directory = await trio.to_thread.run_sync(install_runner, paths.working_dir / "runner")
     _reachable(sandbox, directory)
     return Runner(
-        sandbox=attrs.evolve(sandbox, config_file=RUN_CONFIG),
+        sandbox=attrs.evolve(sandbox, config_file=RUN_CONFIG, toolchain_mounts=()),
         driver=driver,
         jobs_dir=paths.jobs_dir,
         directory=directory,
@@ -413,6 +446,13 @@ async def build_service(
         ),
     )
     toolchain = await _emscripten_version(emcc)
+    ports = await _open_ports(paths, emcc, sandbox)
+    if ports is not None:
+        # Every key of a compile (results, objects, memos) then names the ports build too.
+        toolchain += f" ports {ports.digest}"
+        if sandbox is not None:
+            mount = (ports.cache_dir, str(PORTS_EMSCRIPTEN / "cache"))
+            sandbox = attrs.evolve(sandbox, toolchain_mounts=(mount,))
     metrics = Metrics()
     # The python3 the compile environment finds first (compile_env's PATH), as emcc's does.
     search = f"{os.path.dirname(emcc)}:/usr/local/bin:/usr/bin:/bin"
@@ -466,6 +506,7 @@ async def build_service(
         max_artifact_bytes=config.max_artifact_mb * MB,
         prlimit=prlimit,
         quota=quota,
+        emscripten_cache=ports.cache_dir if ports is not None and sandbox is None else None,
     )
     runner = await _open_runner(config, paths, sandbox, driver)
     gate = Gate(
@@ -486,6 +527,7 @@ async def build_service(
                 "memory_budget_bytes": gate.last_budget[0] if gate.last_budget else None,
                 "max_concurrent": gate.max_concurrent,
                 "clang": None if builder.clang is None else builder.clang.c,
+                "ports": None if ports is None else [port.name for port in ports.ports],
             }
         },
     )
@@ -498,8 +540,12 @@ async def build_service(
         gate=gate,
         store=store,
         policy=make_policy(
-            config.argument_policy, config.job_memory_max_mb, config.extra_allowed_args
+            config.argument_policy,
+            config.job_memory_max_mb,
+            config.extra_allowed_args,
+            ports.ports if ports is not None else (),
         ),
+        ports=ports,
         max_jobs_per_client=config.max_jobs_per_client,
         limits=ProjectLimits(
             max_files=config.max_files,

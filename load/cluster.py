@@ -586,7 +586,7 @@ def served_hits(seen: Seen) -> run.Check:
 def artifacts_run(cluster: Cluster, seen: Seen, scratch: Path) -> run.Check:
     """Every compile's artifacts, fetched through HAProxy, run under node. A run's artifacts
     are built for the server's runner (MODULARIZE, no auto-run) and judged by its run body."""
-    expected = {p.expected for p in mix.corpus()}
+    expected = mix.expected_lines()
     by_id = {
         str(t.answer.body["id"]): t.answer
         for t in seen.answers

@@ -65,9 +65,13 @@ MIX: Final[Mapping[str, int]] = {
     "run_memory": 2,
     "run_cpu": 1,
     "run_flood": 2,
+    "port": 4,
 }
 # "burst" is not in the mix: load.run sends one burst of normal compiles at once.
 COMPILES: Final = frozenset({"normal", "repeat", "burst"})
+# A compile with a port (-sUSE_SDL=2, the largest installed one): each distinct, so each a
+# real compile and link against the ports cache under the same caps.
+PORT_ARGS: Final = ("-sUSE_SDL=2", "-O1", RUNNABLE)
 # Bodies of megabytes: load.run sends one of these at a time.
 HEAVY: Final = frozenset({"static_8mb", "oversize"})
 # POST /run of tests/programs/run_modes.c (its compile cached after the first): argv[1]
@@ -123,6 +127,18 @@ def corpus() -> list[Program]:
         kind = "c" if path.suffix == ".c" else "cpp"
         programs.append(Program(path.name, kind, code, expected))
     return programs
+
+
+def port_program() -> Program:
+    """The port kind's program (load/ports/), which starts with `// expect:` as the corpus."""
+    path = LOAD_DIR / "ports" / "sdl2_fill.c"
+    code = path.read_text()
+    return Program(path.name, "c", code, code.splitlines()[0].removeprefix("// expect: "))
+
+
+def expected_lines() -> set[str]:
+    """What the artifact of a compile of the mix may print: a corpus line, or the port's."""
+    return {program.expected for program in (*corpus(), port_program())}
 
 
 def static_8mb_source() -> str:
@@ -196,6 +212,9 @@ def make_request(kind: str, rng: random.Random, programs: list[Program], big: st
         program = programs[rng.randrange(2)]
         repeated = {"type": program.kind, "code": program.code, "args": [RUNNABLE]}
         return Request(kind, _json(repeated), program=program.name)
+    if kind == "port":
+        code = _unique(port_program().code, rng)
+        return Request(kind, _json({"type": "c", "code": code, "args": list(PORT_ARGS)}))
     if kind == "malformed":
         raw, names = rng.choice(MALFORMED)
         return Request(kind, raw, names)
@@ -251,7 +270,7 @@ def _matches(answer: Answer) -> bool:
         return _run_is(answer, "cpu", "timeout")  # "ran too long" either way, as bomb_cpu
     if kind == "run_flood":
         return _run_is(answer, "output")
-    if kind in COMPILES or kind == "static_8mb":
+    if kind in COMPILES or kind in ("static_8mb", "port"):
         return status == 200 and body.get("ok") is True and bool(body.get("wasm"))
     if kind == "bomb_memory":
         return _limit_is(body, status, "memory")

@@ -37,3 +37,10 @@ if [ ! -e "$stamp" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' nox
   touch "$stamp"
 fi
+
+# The emscripten ports (-sUSE_ZLIB=1, -sUSE_SDL=2, ...), built once from Debian's sources into
+# the service's emscripten cache (about 2 to 4 minutes and 920 MB the first time; skipped
+# while its inputs are unchanged). Needs root, like the deb-src entry above.
+if [ "$(id -u)" -eq 0 ]; then
+  .venv/bin/python -m emcc_trio.ports.install
+fi

@@ -7,6 +7,14 @@
 // (node's global fetch cannot load a file path). An -sEXPORT_ES6=1 build is an ES module:
 // it is imported from a .mjs copy.
 globalThis.window = globalThis;
+// SDL2's web build (-sUSE_SDL=2) reads `document` as it starts (its event targets): a page
+// with no elements stands in, as there is no display here.
+globalThis.document = {
+  addEventListener() {},
+  removeEventListener() {},
+  getElementById: () => null,
+  querySelector: () => null,
+};
 const fs = require("fs");
 const path = require("path");
 const { pathToFileURL } = require("url");

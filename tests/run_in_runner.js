@@ -1,5 +1,5 @@
 // Run an artifact through the playground's own runner (static/runner.js) under node, with a
-// stand-in for the iframe's window; print the runner's messages as JSON, one per line.
+// stand-in for the iframe's window and document; print the runner's messages as JSON, one per line.
 //   node run_in_runner.js runner.js app.js app.wasm
 const fs = require("fs");
 const [runnerPath, jsPath, wasmPath] = process.argv.slice(2);
@@ -8,6 +8,9 @@ const listeners = [];
 globalThis.window = globalThis;
 globalThis.parent = parent;
 globalThis.addEventListener = (type, listener) => listeners.push(listener);
+// The frame's canvas: these programs draw nothing (the SDL2 one runs in Chromium).
+const canvas = { getContext: () => null };
+globalThis.document = { getElementById: (id) => (id === "canvas" ? canvas : null) };
 new Function(fs.readFileSync(runnerPath, "utf8"))();
 const wasm = fs.readFileSync(wasmPath);
 const data = {

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 
+from emcc_trio.testing.docs import examples, run_example
 from emcc_trio.testing.harness import REPO, MakeServer, Server, eventually
 from emcc_trio.testing.programs import HELLO_C, HELLO_CPP, run_artifact
 
@@ -188,37 +188,22 @@ def test_requests_are_logged_one_line_each(server: Server) -> None:
     assert any(e["path"] == "/healthz" and e["status"] == 200 for e in requests)
 
 
-def _doc_examples() -> list[tuple[str, str]]:
-    """(curl command, the output the examples page shows under it) from its section
-    "Compiling C and C++"."""
-    page = (REPO / "docs" / "tutorial" / "examples.md").read_text()
-    section = page.split("## Compiling C and C++", 1)[1].split("\n## ", 1)[0]
-    pairs = re.findall(r"```sh\n(curl [^\n]+)\n```\n```(?:json|text)\n(.*?)\n```", section, re.S)
-    return [(command, shown) for command, shown in pairs]
-
-
 def test_doc_examples_work_verbatim(server: Server, tmp_path: Path) -> None:
     """The examples page's curl examples, pointed at this server, give what the page shows."""
-    examples = _doc_examples()
-    assert len(examples) >= 6
+    pairs = examples("tutorial/examples.md", "Compiling C and C++")
+    assert len(pairs) >= 6
     printed = []
-    for command, shown in examples:
-        done = subprocess.run(
-            ["bash", "-c", command.replace("http://localhost:8080", server.url)],
-            cwd=REPO / "examples",  # where the page runs them: the upload examples' files
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        )
+    for command, shown in pairs:
+        # Run where the page runs them: beside the upload examples' files.
+        answer = run_example(command, server.url, cwd=REPO / "examples")
         if shown == "ok":
-            assert done.stdout.strip() == "ok"
+            assert answer.strip() == "ok"
             continue
-        expected, got = json.loads(shown), json.loads(done.stdout)
+        expected, got = json.loads(shown), json.loads(answer)
         assert sorted(got) == sorted(expected), command
         assert got["ok"] == expected["ok"], command
         if got["ok"]:
-            printed.append(run_artifact(server, httpx.Response(200, text=done.stdout), tmp_path))
+            printed.append(run_artifact(server, httpx.Response(200, text=answer), tmp_path))
         elif "id" not in expected:
             assert got == expected
         else:

@@ -21,7 +21,14 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Playwright, sync_playwright
+from playwright.sync_api import (
+    BrowserContext,
+    ConsoleMessage,
+    Frame,
+    Page,
+    Playwright,
+    sync_playwright,
+)
 from playwright.sync_api import expect as pw_expect
 
 from emcc_trio.api.playground import ASSET_TYPES
@@ -560,3 +567,60 @@ def test_run_on_server_shows_a_compile_error_as_compile_does(page: Page, jailed:
     pw_expect(status).to_have_text("Compile failed: 1 error(s).")
     pw_expect(page.locator("#diagnostics .diagnostic.error")).to_have_attribute("data-line", "5")
     pw_expect(page.locator("#exit-code")).to_be_hidden()
+
+
+SDL2_EXAMPLE = "SDL2: draw, and move with the arrow keys"
+SQUARE = [230, 60, 40, 255]  # the example's first colour
+BACKGROUND = [20, 20, 30, 255]
+GREEN = [40, 180, 90, 255]  # its second
+
+
+_PIXEL_JS = (
+    "Array.from(document.getElementById('canvas').getContext('2d').getImageData(x, y, 1, 1).data)"
+)
+
+
+def canvas_pixel(frame: Frame, x: int, y: int) -> list[int]:
+    """A pixel of the runner frame's canvas, read back from the canvas itself."""
+    pixel: list[int] = frame.evaluate(f"([x, y]) => {_PIXEL_JS}", [x, y])
+    return pixel
+
+
+def wait_for_pixel(frame: Frame, x: int, y: int, rgba: list[int]) -> None:
+    """Until the program's main loop has drawn `rgba` at (x, y)."""
+    frame.wait_for_function(
+        f"([x, y, rgba]) => {_PIXEL_JS}.join() === rgba.join()", arg=[x, y, rgba], timeout=RUN_MS
+    )
+
+
+def test_an_sdl2_program_draws_on_the_canvas_and_takes_keys(page: Page, live: Server) -> None:
+    """The SDL2 example (-sUSE_SDL=2, a port) compiled through the service: it draws a square
+    on the runner frame's canvas, and the arrow keys move it (read back from the canvas)."""
+    open_playground(page, live)
+    choose_example(page, SDL2_EXAMPLE)
+    assert page.input_value("#args") == "-sUSE_SDL=2"
+    compile_and_wait(page)
+    page.click("#run")
+    status = page.locator("#status")
+    pw_expect(status).to_contain_text("runs on the canvas", timeout=RUN_MS)
+    pw_expect(page.locator("#stop")).to_be_visible()
+    pw_expect(page.locator("#stdout")).to_have_text("click the canvas, then press the arrow keys\n")
+    frame = page.frame_locator("#runner-host iframe")
+    [runner] = [f for f in page.frames if f.url.endswith("/playground/runner.html")]
+    canvas = frame.locator("canvas")
+    pw_expect(canvas).to_have_attribute("width", "320")
+    # The first frame is drawn by the main loop once the page shows it: wait for the square.
+    wait_for_pixel(runner, 60, 60, SQUARE)
+    assert canvas_pixel(runner, 10, 10) == BACKGROUND
+    canvas.click(position={"x": 5, "y": 5})
+    page.keyboard.press("ArrowRight")
+    pw_expect(page.locator("#stdout")).to_contain_text("Right: the square is at 60,40")
+    wait_for_pixel(runner, 45, 60, BACKGROUND)  # where its left edge was
+    assert canvas_pixel(runner, 95, 60) == SQUARE
+    page.keyboard.press("c")
+    pw_expect(page.locator("#stdout")).to_contain_text("C: the square is at 60,40")
+    wait_for_pixel(runner, 80, 60, GREEN)
+    screenshot(page, "sdl2-canvas")
+    page.click("#stop")
+    pw_expect(page.locator("#runner-host")).to_be_hidden()
+    assert not [f for f in page.frames if f.url.endswith("/playground/runner.html")]

@@ -13,7 +13,6 @@ import base64
 import json
 import re
 import shutil
-import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -23,8 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
+from emcc_trio.testing.docs import examples, run_example
 from emcc_trio.testing.harness import (
-    REPO,
     MakeServer,
     Server,
     eventually,
@@ -277,35 +276,21 @@ def test_without_the_jail_runs_are_off(server: Server, make_server: MakeServer) 
     assert "nsjailEnabled" in response.json()["error"]
 
 
-def _run_examples() -> list[tuple[str, str]]:
-    """(curl command, what the examples page shows under it) of "Running programs and jobs"."""
-    page = (REPO / "docs" / "tutorial" / "examples.md").read_text()
-    section = page.split("## Running programs and jobs", 1)[1].split("\n## ", 1)[0]
-    found = re.findall(r"```sh\n([^\n]+)\n```\n```(?:json|text)\n(.*?)\n```", section, re.S)
-    return [(command, shown) for command, shown in found]
-
-
 def test_the_run_and_job_examples_work_verbatim(server: Server) -> None:
     """The examples page's commands, pointed at this server, give what the page shows: the
     same run (output, exit, signal, cap), the same sequence of job events and result."""
-    examples = _run_examples()
-    assert len(examples) == 4
-    for command, shown in examples:
-        done = subprocess.run(
-            ["bash", "-c", command.replace("http://localhost:8080", server.url)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        )
+    pairs = examples("tutorial/examples.md", "Running programs and jobs")
+    assert len(pairs) == 4
+    for command, shown in pairs:
+        answer = run_example(command, server.url)
         if shown.startswith("{"):
-            expected, got = json.loads(shown)["run"], json.loads(done.stdout)["run"]
+            expected, got = json.loads(shown)["run"], json.loads(answer)["run"]
             for key in ("stdout", "stderr", "exitCode", "signal", "limit", "message"):
                 assert got[key] == expected[key], (command, key)
             continue
-        names = re.findall(r"^event: (\w+)$", done.stdout, re.M)
+        names = re.findall(r"^event: (\w+)$", answer, re.M)
         assert names == re.findall(r"^event: (\w+)$", shown, re.M)
-        result = json.loads(done.stdout.rstrip().rsplit("\ndata: ", 1)[1])
+        result = json.loads(answer.rstrip().rsplit("\ndata: ", 1)[1])
         assert (
             result["body"]["diagnostics"]
             == json.loads(shown.rstrip().rsplit("\ndata: ", 1)[1])["body"]["diagnostics"]

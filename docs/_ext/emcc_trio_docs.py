@@ -2,8 +2,9 @@
 
 At `builder-inited` this writes Markdown into `docs/_generated/` (git-ignored), which the
 reference pages include: every configuration key from the `Config` fields (key, type, default,
-description), the argument policy from the data in the policy module, and the metrics from the
-registry `Metrics` builds. A file is rewritten only when its text changes.
+description), the argument policy from the data in the policy module, the metrics from the
+registry `Metrics` builds, and the ports from their catalog. A file is rewritten only when its
+text changes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from emcc_trio.compile.gate import Gate
 from emcc_trio.config import Config
 from emcc_trio.errors import InternalError, RequestError, ServiceError, all_errors
 from emcc_trio.metrics import Metrics
+from emcc_trio.ports.catalog import CATALOG
 from emcc_trio.storage.cache import ResultCache
 
 GENERATED = "_generated"
@@ -246,11 +248,37 @@ def errors_markdown() -> str:
     return "\n".join(rows) + "\n"
 
 
+def ports_markdown() -> str:
+    """The ports of the catalog: flag, what each is, the release and the Debian package."""
+    rows = []
+    for port in CATALOG:
+        formats = ""
+        if port.formats is not None:
+            choices = " or ".join(
+                code("[" + ",".join(choice) + "]") for choice in port.formats.installed
+            )
+            default = code("[" + ",".join(port.formats.default) + "]")
+            formats = f"{code('-s' + port.formats.setting)}: {choices} (default {default})"
+        rows.append(
+            (
+                code(port.flag),
+                cell(port.summary),
+                cell(port.release),
+                f"{code(port.source.package)} {code(port.source.debian_version)}",
+                cell(port.licence),
+                formats,
+            )
+        )
+    header = ("flag", "what it is", "release", "Debian package", "licence", "variants")
+    return "\n".join(table(header, rows))
+
+
 PAGES = {
     "config.md": config_markdown,
     "policy.md": policy_markdown,
     "metrics.md": metrics_markdown,
     "errors.md": errors_markdown,
+    "ports.md": ports_markdown,
 }
 
 

@@ -65,6 +65,41 @@ _ARGS_DESCRIPTION: Final = (
 )
 
 SCHEMAS: Final[JsonObject] = {
+    "Toolchain": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["emscripten", "compiler", "ports"],
+        "properties": {
+            "emscripten": {"type": ["string", "null"], "description": "Its release: `3.1.6`."},
+            "compiler": {"type": "string", "description": "What `emcc --version` says first."},
+            "ports": {
+                "type": "array",
+                "description": "The installed ports (emscriptenCacheDir), in build order.",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "flag", "summary", "version", "source", "licence"],
+                    "properties": {
+                        "name": {"type": "string", "description": "emscripten's name: `sdl2`."},
+                        "flag": {"type": "string", "description": "What asks for it."},
+                        "summary": {"type": "string"},
+                        "version": {"type": "string", "description": "Its upstream release."},
+                        "source": {"type": "string", "description": "The Debian package."},
+                        "licence": {"type": "string"},
+                        "formatsSetting": {
+                            "type": "string",
+                            "description": "The list setting that picks a variant.",
+                        },
+                        "formats": {
+                            "type": "array",
+                            "items": {"type": "array", "items": {"type": "string"}},
+                            "description": "The installed variants, each a sorted list.",
+                        },
+                        "defaultFormats": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+            },
+        },
+    },
     "CompileRequest": {
         "type": "object",
         "additionalProperties": False,
@@ -494,6 +529,17 @@ PATHS: Final[JsonObject] = {
                     "content": {"text/plain": {"schema": {"type": "string", "enum": ["ready"]}}},
                 },
                 "503": _error("Busy"),
+                **_COMMON,
+            },
+        }
+    },
+    "/toolchain": {
+        "get": {
+            "operationId": "getToolchain",
+            "summary": "The emscripten release and the installed ports, with their versions",
+            "tags": ["meta"],
+            "responses": {
+                "200": _json(_ref("Toolchain"), "The toolchain."),
                 **_COMMON,
             },
         }

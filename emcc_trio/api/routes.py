@@ -57,6 +57,11 @@ def register_health(app: QuartTrio, service: Service, options: ApiOptions) -> No
             return busy(f"not ready: {reason}", options.retry_after_seconds)
         return Response("ready", mimetype="text/plain")
 
+    @app.get("/toolchain")
+    async def toolchain() -> Response:
+        """The emscripten release and the installed ports, with their versions."""
+        return json_ok(service.toolchain())
+
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(service.metrics.render(), mimetype="text/plain; version=0.0.4")

@@ -85,9 +85,14 @@ def new_job_id() -> str:
 
 
 def compile_env(
-    job_dir: Path, node_path: str, environ: Mapping[str, str], compiler_dir: str = "/usr/bin"
+    job_dir: Path,
+    node_path: str,
+    environ: Mapping[str, str],
+    compiler_dir: str = "/usr/bin",
+    emscripten_cache: Path | None = None,
 ) -> dict[str, str]:
-    """A small, fixed environment: the server's PATH may hold slow shims (pyenv) or a venv."""
+    """A small, fixed environment: the server's PATH may hold slow shims (pyenv) or a venv.
+    `emscripten_cache` replaces emscripten's own (its ports built in)."""
     env = {
         "PATH": f"{compiler_dir}:/usr/local/bin:/usr/bin:/bin",
         "HOME": str(job_dir),
@@ -100,6 +105,8 @@ def compile_env(
         "EMCC_SKIP_SANITY_CHECK": "1",
     }
     env.update({k: v for k, v in environ.items() if k.startswith(_PASSED_ENV_PREFIXES)})
+    if emscripten_cache is not None:
+        env["EM_CACHE"] = str(emscripten_cache)
     return env
 
 
@@ -148,6 +155,8 @@ class Compiler:
     quota: ArtifactQuota | None = None  # artifactQuotaMB; None: no quota
     launcher: Launcher | None = None  # emccLauncher; None: /usr/bin/emcc as it is
     memos: Memos | None = None  # glueMemoMaxMB, pchMaxMB; need the launcher and the jail
+    # emscriptenCacheDir outside the jail (EM_CACHE); in it, the sandbox mounts it instead.
+    emscripten_cache: Path | None = None
 
     @property
     def _memos(self) -> Memos | None:
@@ -245,7 +254,13 @@ class Compiler:
                 argv,
                 job_id=job_id,
                 cwd=job_dir,
-                env=compile_env(job_dir, self.node_path, os.environ, os.path.dirname(compiler)),
+                env=compile_env(
+                    job_dir,
+                    self.node_path,
+                    os.environ,
+                    os.path.dirname(compiler),
+                    self.emscripten_cache,
+                ),
                 limits=self.limits,
                 driver=self.driver,
                 client=client,
@@ -329,7 +344,9 @@ class Compiler:
                 wrapped,
                 job_id=job_id,
                 cwd=job_dir,
-                env=compile_env(job_dir, self.node_path, os.environ),
+                env=compile_env(
+                    job_dir, self.node_path, os.environ, emscripten_cache=self.emscripten_cache
+                ),
                 limits=self.limits,
                 driver=self.driver,
             )

@@ -17,6 +17,7 @@ import attrs
 
 from emcc_trio.errors import RequestError
 from emcc_trio.models import CompileRequest
+from emcc_trio.ports.catalog import Port
 
 MAX_ARGS: Final = 64
 MAX_ARG_LENGTH: Final = 4096
@@ -439,6 +440,37 @@ def _macro_ok(text: str, with_value: bool) -> bool:
     return bool(_IDENT_RE.match(name)) and not any(c in value for c in "\n\r\x00")
 
 
+def format_list(value: str) -> tuple[str, ...] | None:
+    """A list setting's value as emcc reads it (`[png]`, `["png","bmp"]`, `png,bmp`), sorted
+    as the ports sort it to name their variant; None when it is not a list of names."""
+    inner = value.strip()
+    if inner.startswith("[") and inner.endswith("]"):
+        inner = inner[1:-1]
+    names = [item.strip().strip("'\"") for item in inner.split(",")] if inner.strip() else []
+    if not all(re.fullmatch(r"[a-z0-9]{1,16}", name) for name in names):
+        return None
+    return tuple(sorted(names))
+
+
+def _format_choice(installed: tuple[tuple[str, ...], ...]) -> Callable[[str], bool]:
+    return lambda value: format_list(value) in installed
+
+
+def port_settings(ports: Sequence[Port]) -> dict[str, Setting]:
+    """The settings the installed ports add: each port's own, by its value, and the list
+    setting that picks one of its installed variants."""
+    settings = {}
+    for port in ports:
+        settings[port.setting] = Setting(_one_of(port.value), port.value, bare=port.value == "1")
+        if port.formats is not None:
+            installed = port.formats.installed
+            shown = " or ".join("[" + ",".join(choice) + "]" for choice in installed)
+            settings[port.formats.setting] = Setting(
+                _format_choice(installed), f"one of the installed lists {shown}"
+            )
+    return settings
+
+
 @attrs.frozen
 class Policy:
     """A closed argument policy. `check` returns the args unchanged or names the first refused."""
@@ -449,9 +481,16 @@ class Policy:
     # The standard policy's shapes: -D/-U, -W<name>, -fsanitize= lists, `-s NAME=VALUE` split.
     shapes: bool
     extra: frozenset[str] = frozenset()
+    ports: tuple[Port, ...] = ()  # the installed ports, whose settings are in `settings`
 
     def with_extra(self, extra: Sequence[str]) -> Policy:
         return attrs.evolve(self, extra=frozenset(extra))
+
+    def with_ports(self, ports: Sequence[Port]) -> Policy:
+        if not self.shapes or not ports:
+            return self
+        settings = {**self.settings, **port_settings(ports)}
+        return attrs.evolve(self, settings=settings, ports=tuple(ports))
 
     def check(self, args: Sequence[str]) -> tuple[str, ...]:
         if len(args) > MAX_ARGS:
@@ -483,7 +522,25 @@ class Policy:
                 self._refuse(arg)
         if pending is not None:
             raise RequestError(f"argument {pending} needs a value after it")
+        self._check_port_threads(args)
         return tuple(args)
+
+    def _check_port_threads(self, args: Sequence[str]) -> None:
+        """The ports are built without threads: linked into a -pthread build they would fail
+        at the link (or worse, share memory they were not built for)."""
+        if not self.ports or "-pthread" not in args:
+            return
+        spellings = {port.setting: port for port in self.ports}
+        for index, arg in enumerate(args):
+            setting = arg[2:] if _SETTING_FLAG.match(arg) else None
+            if arg == "-s" and index + 1 < len(args):
+                setting = args[index + 1]
+            name = (setting or "").partition("=")[0]
+            if name in spellings:
+                raise RequestError(
+                    f"argument {arg if arg != '-s' else '-s ' + args[index + 1]!r} is not "
+                    "allowed with -pthread: the ports are built without threads"
+                )
 
     def _check_value(self, flag: str, value: str) -> None:
         shown = f"{flag} {value}"
@@ -523,7 +580,10 @@ class Policy:
         if rule is not None:
             return f"{name} takes {rule.hint}"
         if name in PORTS:
-            return _PORTS_REASON
+            if not self.ports:
+                return _PORTS_REASON
+            listed = ", ".join(port.flag for port in self.ports)
+            return f"that port is not installed on this service (installed: {listed})"
         return (
             f"{name or '-s'} is not on the allowlist of settings (the documentation's argument "
             "policy lists the ones that are)"
@@ -601,23 +661,26 @@ def _check_path_value(flag: str, value: str, shown: str) -> None:
         )
 
 
-def standard_policy(memory_cap_mb: int = 1024) -> Policy:
+def standard_policy(memory_cap_mb: int = 1024, ports: Sequence[Port] = ()) -> Policy:
     """The default policy; sizes (stack, initial and maximum memory) are bounded by the job's
-    memory cap, `jobMemoryMaxMB`."""
+    memory cap, `jobMemoryMaxMB`; the installed `ports` add their settings."""
     return Policy(
         name="standard",
         flags=STANDARD_FLAGS,
         settings=_standard_settings(memory_cap_mb * MB),
         shapes=True,
-    )
+    ).with_ports(ports)
 
 
 SEED: Final = Policy(name="seed", flags=SEED_FLAGS, settings=SEED_SETTINGS, shapes=False)
 STANDARD: Final = standard_policy()
 
 
-def make_policy(name: str, memory_cap_mb: int, extra: Sequence[str] = ()) -> Policy:
-    base = SEED if name == "seed" else standard_policy(memory_cap_mb)
+def make_policy(
+    name: str, memory_cap_mb: int, extra: Sequence[str] = (), ports: Sequence[Port] = ()
+) -> Policy:
+    """The seed policy has no ports: it is emcc-sandboxd's closed list."""
+    base = SEED if name == "seed" else standard_policy(memory_cap_mb, ports)
     return base.with_extra(extra)
 
 

@@ -10,11 +10,12 @@ cancels what is still in it.
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -41,6 +42,7 @@ from emcc_trio.execute.runner import Runner
 from emcc_trio.isolation.cgroups import Driver
 from emcc_trio.metrics import Metrics
 from emcc_trio.models import CompileRequest, CompileResult, RunResult
+from emcc_trio.ports.installed import InstalledPorts
 from emcc_trio.storage.base import Store, StoreUnavailableError
 
 log = logging.getLogger("emcc_trio.service")
@@ -103,6 +105,17 @@ class Service:
     _flights: SingleFlight[CompileResult] | None = None  # while `running` is open
     memos: Memos | None = None  # the glue memo and the PCHs, filled in the background
     runner: Runner | None = None  # POST /run; None: runs are off (RunsOffError)
+    ports: InstalledPorts | None = None  # emscriptenCacheDir's; None: no ports
+
+    def toolchain(self) -> dict[str, Any]:
+        """GET /toolchain: the compiler and the installed ports."""
+        compiler = self.emscripten_version.partition(" ports ")[0]
+        version = re.search(r"\b(\d+\.\d+\.\d+)\b", compiler)
+        return {
+            "emscripten": version[1] if version else None,
+            "compiler": compiler,
+            "ports": [] if self.ports is None else self.ports.describe(),
+        }
 
     def __attrs_post_init__(self) -> None:
         self.metrics.watch_gate(self.gate)

@@ -57,6 +57,9 @@ def locate_nsjail(setting: str) -> Path:
 class Sandbox:
     nsjail: Path
     config_file: Path
+    # Mounted read-only into every jail of this sandbox (host path, path inside): the
+    # service's emscripten cache over the toolchain's own, for the compile jails.
+    toolchain_mounts: tuple[tuple[Path, str], ...] = ()
 
     @classmethod
     def open(cls, nsjail_setting: str, config_setting: str, working_dir: Path) -> Sandbox:
@@ -107,7 +110,7 @@ class Sandbox:
             extra += ["--log", str(log_file)]
         for fd in pass_fds:
             extra += ["--pass_fd", fd]
-        for source, target in read_only:
+        for source, target in (*self.toolchain_mounts, *read_only):
             extra += ["--bindmount_ro", f"{source}:{target}"]
         for source, target in read_write:
             extra += ["--bindmount", f"{source}:{target}"]

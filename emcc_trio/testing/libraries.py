@@ -1,10 +1,7 @@
 """Real open-source libraries, as their upstream lays them out, for the tests that upload them.
 
 Each comes from Debian 12's source archive: the `.orig.tar.*` of a pinned source package,
-fetched with `apt-get source --download-only` (run `scripts/deb-src.sh` once, as root, to enable
-deb-src) and unpacked with tarfile, Debian's patches not applied (so dpkg-dev is not needed).
-A tree is downloaded once per machine into `sources_dir()/<name>-<version>/`; the marker
-`<name>-<version>.complete` beside it is written last, so a torn download is done again.
+downloaded and unpacked once per machine by `emcc_trio.ports.debsrc` (as the ports' are).
 
 `Library.build` says how to build it: the files to upload, the translation units, the include
 dirs and args, and a driver program (`tests/programs/libs/`) with the exact stdout it prints.
@@ -12,22 +9,14 @@ dirs and args, and a driver program (`tests/programs/libs/`) with the exact stdo
 
 from __future__ import annotations
 
-import fcntl
-import os
-import pwd
-import shutil
-import subprocess
-import tarfile
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final, Literal
 
 import attrs
 
-SOURCES_DIR_ENV: Final = "EMCC_TRIO_SOURCES_DIR"
-DEFAULT_SOURCES_DIR: Final = Path("/var/cache/emcc-trio/sources")
+from emcc_trio.ports import debsrc
+
 DRIVERS: Final = Path(__file__).resolve().parents[2] / "tests" / "programs" / "libs"
 
 
@@ -67,6 +56,12 @@ class Library:
     @property
     def key(self) -> str:
         return f"{self.name}-{self.version}"
+
+    @property
+    def debian_source(self) -> debsrc.DebianSource:
+        return debsrc.DebianSource(
+            package=self.source_package, version=self.version, debian_version=self.debian_version
+        )
 
     def upload_paths(self, tree: Path) -> list[str]:
         return expand(tree, self.build.upload)
@@ -240,70 +235,6 @@ LIBRARIES: Final[Mapping[str, Library]] = dict(
 )
 
 
-def sources_dir() -> Path:
-    return Path(os.environ.get(SOURCES_DIR_ENV) or DEFAULT_SOURCES_DIR)
-
-
 def fetch(name: str) -> Path:
     """The unpacked upstream tree of `LIBRARIES[name]`, downloaded the first time."""
-    library = LIBRARIES[name]
-    root = sources_dir()
-    tree = root / library.key
-    marker = root / f"{library.key}.complete"
-    if marker.exists():
-        return tree
-    root.mkdir(parents=True, exist_ok=True)
-    with _locked(root / f".{library.key}.lock"):
-        if marker.exists():  # another process fetched it meanwhile
-            return tree
-        with tempfile.TemporaryDirectory(dir=root, prefix=f".{library.key}.") as scratch:
-            Path(scratch).chmod(0o755)  # for apt's _apt user
-            orig = _download(library, Path(scratch) / "download")
-            unpacked = Path(scratch) / "unpacked"
-            with tarfile.open(orig) as archive:
-                archive.extractall(unpacked, filter="data")
-            [top] = unpacked.iterdir()  # the tarball's one top-level dir
-            if tree.exists():  # a torn fetch
-                shutil.rmtree(tree)
-            top.rename(tree)
-        marker.write_text(f"{library.source_package}={library.debian_version} {orig.name}\n")
-    return tree
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _download(library: Library, into: Path) -> Path:
-    """apt-get source --download-only into `into`; the path of the .orig tarball."""
-    into.mkdir()
-    if os.geteuid() == 0:  # apt downloads as _apt, which must be able to write here
-        with suppress(KeyError):
-            os.chown(into, pwd.getpwnam("_apt").pw_uid, -1)
-    spec = f"{library.source_package}={library.debian_version}"
-    # A point release can retire the pinned revision; any revision of the same upstream
-    # version has the same .orig tarball (checked by name below).
-    for attempt in (spec, library.source_package):
-        done = subprocess.run(
-            ["apt-get", "source", "--download-only", "-qq", attempt],
-            cwd=into,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode == 0:
-            break
-    if done.returncode != 0:
-        hint = " (run scripts/deb-src.sh as root)" if "deb-src" in done.stderr else ""
-        raise RuntimeError(f"apt-get source {spec} failed{hint}:\n{done.stderr}")
-    prefix = f"{library.source_package}_{library.version}.orig.tar."
-    origs = [p for p in into.iterdir() if p.name.startswith(prefix) and p.suffix != ".asc"]
-    if len(origs) != 1:
-        raise RuntimeError(f"apt-get source {spec}: no single {prefix}*: {sorted(into.iterdir())}")
-    return origs[0]
+    return debsrc.fetch(LIBRARIES[name].debian_source)

@@ -31,7 +31,8 @@ PAGE_CSP: Final = (
 # (a data: URL carries its bytes: nothing leaves the page).
 RUNNER_CSP: Final = (
     "sandbox allow-scripts; default-src 'none'; connect-src data:; "
-    "script-src 'self' 'unsafe-eval' 'wasm-unsafe-eval'; frame-ancestors 'self'"
+    "script-src 'self' 'unsafe-eval' 'wasm-unsafe-eval'; style-src 'self'; "
+    "frame-ancestors 'self'"
 )
 
 ASSET_TYPES: Final[Mapping[str, str]] = {
@@ -39,6 +40,7 @@ ASSET_TYPES: Final[Mapping[str, str]] = {
     "playground.js": "text/javascript",
     "playground.css": "text/css",
     "runner.html": "text/html",
+    "runner.css": "text/css",
     "runner.js": "text/javascript",
 }
 ASSET_CSP: Final[Mapping[str, str]] = {"runner.html": RUNNER_CSP}

@@ -6,6 +6,14 @@
 // time, then EOF), and how it ended goes to STATUS_FD as one JSON object.
 "use strict";
 globalThis.window = globalThis; // this emscripten's web build wants a window
+// SDL2's web build (-sUSE_SDL=2) reads `document` as it starts (its event targets): a page
+// with no elements stands in, as there is no display here.
+globalThis.document = {
+  addEventListener() {},
+  removeEventListener() {},
+  getElementById: () => null,
+  querySelector: () => null,
+};
 const fs = require("fs");
 const path = require("path");
 const { pathToFileURL } = require("url");

@@ -65,6 +65,50 @@
         "    return 0;\n}\n",
     },
     {
+      name: "SDL2: draw, and move with the arrow keys",
+      type: "c",
+      args: "-sUSE_SDL=2",
+      code: `#include <SDL2/SDL.h>
+#include <emscripten.h>
+#include <stdio.h>
+
+// The arrow keys move the square; any other key changes its colour.
+static SDL_Window *window;
+static int x = 40, y = 40, colour = 0;
+static const Uint8 colours[3][3] = {{230, 60, 40}, {40, 180, 90}, {50, 110, 230}};
+
+static void frame(void) {
+    SDL_Event event;
+    while (SDL_PollEvent(&event)) {
+        if (event.type != SDL_KEYDOWN) continue;
+        switch (event.key.keysym.sym) {
+            case SDLK_LEFT: x -= 20; break;
+            case SDLK_RIGHT: x += 20; break;
+            case SDLK_UP: y -= 20; break;
+            case SDLK_DOWN: y += 20; break;
+            default: colour = (colour + 1) % 3;
+        }
+        printf("%s: the square is at %d,%d\\n", SDL_GetKeyName(event.key.keysym.sym), x, y);
+    }
+    SDL_Surface *screen = SDL_GetWindowSurface(window);
+    SDL_FillRect(screen, NULL, SDL_MapRGB(screen->format, 20, 20, 30));
+    SDL_Rect square = {x, y, 40, 40};
+    const Uint8 *c = colours[colour];
+    SDL_FillRect(screen, &square, SDL_MapRGB(screen->format, c[0], c[1], c[2]));
+    SDL_UpdateWindowSurface(window);
+}
+
+int main(void) {
+    SDL_Init(SDL_INIT_VIDEO);
+    window = SDL_CreateWindow("square", SDL_WINDOWPOS_UNDEFINED, SDL_WINDOWPOS_UNDEFINED,
+                              320, 240, 0);
+    printf("click the canvas, then press the arrow keys\\n");
+    emscripten_set_main_loop(frame, 0, 1);
+    return 0;
+}
+`,
+    },
+    {
       name: "a compile error",
       type: "c",
       args: "",
@@ -80,6 +124,8 @@
     compiled: null, // {id, js, wasm}
     frame: null,
     runTimer: null,
+    mainLoop: false, // the running program's main returned to the browser (a main loop)
+    drawing: false, // it asked its canvas for a drawing context
   };
 
   const editor = window.EmccEditor.create($("editor"), {
@@ -321,8 +367,29 @@
       state.frame.remove();
       state.frame = null;
     }
+    $("runner-host").hidden = true;
     $("stop").hidden = true;
+    state.mainLoop = false;
+    state.drawing = false;
     if (message) setStatus(message, "error");
+  }
+
+  function showDrawing(frame) {
+    clearTimeout(state.runTimer);
+    state.runTimer = null;
+    frame.focus();
+    setStatus("The program runs on the canvas below (click it for the keys); Stop ends it.", "ok");
+  }
+
+  // A run that ended with a picture: its frame stays on show (no timer, nothing to stop).
+  function finishRun(frame) {
+    if (state.runTimer !== null) {
+      clearTimeout(state.runTimer);
+      state.runTimer = null;
+    }
+    $("runner-host").hidden = false;
+    $("stop").hidden = true;
+    state.frame = frame;
   }
 
   function showExit(code) {
@@ -375,9 +442,27 @@
         $("stderr").textContent += data.text;
       } else if (data.type === "exit") {
         showExit(data.code);
-        setStatus(`Ran ${compiled.id}.`, "ok");
         window.removeEventListener("message", onMessage);
-        stopRun();
+        if (data.drawing) {
+          // What it drew stays on show until the next run.
+          finishRun(frame);
+          setStatus(`Ran ${compiled.id}; its canvas stays until the next run.`, "ok");
+        } else {
+          stopRun();
+          setStatus(`Ran ${compiled.id}.`, "ok");
+        }
+      } else if (data.type === "running") {
+        // main handed control back to the browser: the program runs on in its callbacks
+        // (an SDL2 main loop) until Stop. Its frame is shown: a hidden one gets no frames.
+        state.mainLoop = true;
+        $("runner-host").hidden = false;
+        if (state.drawing) showDrawing(frame);
+        else setStatus("The program runs on in a main loop; Stop ends it.", "ok");
+      } else if (data.type === "drawing") {
+        // A program that draws is interactive: no time limit while it runs on.
+        $("runner-host").hidden = false;
+        if (state.mainLoop) showDrawing(frame);
+        else state.drawing = true;
       } else if (data.type === "error") {
         $("stderr").textContent += `${data.message}\n`;
         setStatus("The program crashed.", "error");

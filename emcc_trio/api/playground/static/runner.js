@@ -2,11 +2,23 @@
 // no allow-same-origin: an opaque origin with no access to the service's cookies or pages).
 // The parent sends {type: "run", js, wasm} (the artifact's text and bytes, wasm null for a
 // -sSINGLE_FILE build); this frame sends
-// back {type: "stdout"|"stderr", text}, then {type: "exit", code} or {type: "error", message}.
+// back {type: "stdout"|"stderr", text}, then {type: "exit", code, drawing} or
+// {type: "error", message}, or {type: "running"} when main handed control back to the
+// browser (emscripten_set_main_loop) and the program goes on in its callbacks. It sends
+// {type: "drawing"} when the program first asks the canvas for a drawing context (SDL2 does
+// for its window surface or renderer).
 "use strict";
 (() => {
   let started = false;
+  let drawing = false;
   const send = (message) => window.parent.postMessage(message, "*");
+  const canvas = document.getElementById("canvas");
+  const getContext = canvas.getContext.bind(canvas);
+  canvas.getContext = (...args) => {
+    if (!drawing) send({ type: "drawing" });
+    drawing = true;
+    return getContext(...args);
+  };
 
   window.addEventListener("message", async (event) => {
     if (event.source !== window.parent || started) return;
@@ -20,6 +32,7 @@
       const module = await factory({
         // null for a -sSINGLE_FILE build, which carries its wasm.
         ...(data.wasm ? { wasmBinary: new Uint8Array(data.wasm) } : {}),
+        canvas,
         noInitialRun: true,
         print: (text) => send({ type: "stdout", text: `${text}\n` }),
         printErr: (text) => send({ type: "stderr", text: `${text}\n` }),
@@ -39,14 +52,18 @@
           callMain && typeof callMain.value === "function" && callMain.value.name !== "";
         code = real ? module.callMain([]) : module._main(0, 0);
       } catch (error) {
+        if (error === "unwind" && exitCode === null) {
+          send({ type: "running" });
+          return;
+        }
         if (exitCode === null) throw error;
         code = exitCode;
       }
       if (exitCode !== null) code = exitCode;
-      send({ type: "exit", code: typeof code === "number" ? code : 0 });
+      send({ type: "exit", code: typeof code === "number" ? code : 0, drawing });
     } catch (error) {
       if (exitCode !== null) {
-        send({ type: "exit", code: exitCode });
+        send({ type: "exit", code: exitCode, drawing });
       } else {
         send({ type: "error", message: String((error && error.stack) || error) });
       }

@@ -1,0 +1,151 @@
+"""emscripten's embuilder, with its port recipes adapted to the sources Debian ships.
+
+Runs under the system's python3 with emscripten's modules (standard library only), as emcc
+does: `python3 embuild.py build [--lto] PORT...`, with `EM_CACHE` naming the cache to build
+into and `EM_FROZEN_CACHE` empty. The ports' sources are already in place with their
+`.emscripten_url` markers (ports.install), so nothing is downloaded.
+
+`python3 embuild.py where PORT...` prints, as JSON, where each recipe looks for its source:
+{PORT: [url, subdir]}: the marker must hold the url, the tree be `ports/PORT/subdir`. It
+runs each recipe's `get` until it asks for its download, which it never gets.
+
+The 3.1.6 recipes name older releases than Debian 12 has. Where a release changed what a
+recipe must write or compile, ADAPTATIONS edits the recipe's text (each edit must apply) and
+runs it again in its own module, before embuilder builds anything. Only the build reads
+these edits: a compile finds the built library and headers in the cache and never runs a
+recipe's build.
+"""
+
+import importlib
+import json
+import os
+import sys
+import tempfile
+from typing import Any
+
+EMSCRIPTEN = "/usr/share/emscripten"
+
+# SDL 2.26 sources the 2.0.20 recipe does not list, that an emscripten build needs.
+SDL2_NEW_SOURCES = (
+    "SDL_guid.c SDL_list.c SDL_utils.c events/SDL_keysym_to_scancode.c "
+    "events/SDL_scancode_tables.c joystick/controller_type.c stdlib/SDL_crc16.c"
+)
+
+ADAPTATIONS = {
+    # libogg 1.3.5's framing.c uses ogg_uint64_t, which 1.3.2's config_types.h lacked.
+    "ogg": [
+        (
+            "typedef int64_t ogg_int64_t;\n",
+            "typedef int64_t ogg_int64_t;\ntypedef uint64_t ogg_uint64_t;\n",
+        )
+    ],
+    "sdl2": [
+        (
+            "    misc/dummy/SDL_sysurl.c'''",
+            "    misc/dummy/SDL_sysurl.c " + SDL2_NEW_SOURCES + "'''",
+        )
+    ],
+    # FreeType 2.12's default module list (ftmodule.h) has the SDF and SVG renderers, and its
+    # base has four files more.
+    "freetype": [
+        (
+            "            'src/winfonts/winfnt.c']",
+            "            'src/winfonts/winfnt.c', 'src/sdf/sdf.c', 'src/svg/svg.c',"
+            " 'src/base/ftcolor.c', 'src/base/fterrors.c', 'src/base/fthash.c',"
+            " 'src/base/ftpsprop.c']",
+        )
+    ],
+    # SDL2_image 2.6 dropped the macOS-only IMG_ImageIO.m and added loaders of its own.
+    "sdl2_image": [
+        (
+            "IMG_tif.c IMG_xcf.c IMG_xpm.c IMG_xv.c IMG_webp.c IMG_ImageIO.m",
+            "IMG_tif.c IMG_xcf.c IMG_xpm.c IMG_xv.c IMG_webp.c IMG_avif.c IMG_jxl.c IMG_qoi.c "
+            "IMG_stb.c IMG_svg.c",
+        )
+    ],
+    # SDL2_mixer 2.6 keeps SDL_mixer.h in include/, and its codecs include each other.
+    "sdl2_mixer": [
+        (
+            "      includes=[],",
+            "      includes=[os.path.join(dest_path, 'include'), os.path.join(dest_path, 'src'),"
+            " os.path.join(dest_path, 'src', 'codecs')],",
+        ),
+        (
+            "ports.install_headers(source_path, pattern='SDL_*.h', target='SDL2')",
+            "ports.install_headers(os.path.join(source_path, 'include'), pattern='SDL_*.h',"
+            " target='SDL2')",
+        ),
+    ],
+}
+
+
+def _recipe(name: str) -> Any:  # emscripten's modules have no types
+    return importlib.import_module("tools.ports." + name)
+
+
+def adapt(name: str, edits: list[tuple[str, str]]) -> None:
+    module = _recipe(name)
+    path: str = module.__file__
+    with open(path) as recipe:
+        text = recipe.read()
+    for old, new in edits:
+        if text.count(old) != 1:
+            raise SystemExit(f"embuild: the {name} recipe has changed: {old!r} is not in it once")
+        text = text.replace(old, new)
+    exec(compile(text, path, "exec"), module.__dict__)
+
+
+class _FetchAskedError(Exception):
+    pass
+
+
+class _Where:
+    """The `ports` object a recipe's `get` receives, as far as it goes before fetching."""
+
+    def __init__(self, scratch: str) -> None:
+        self.scratch = scratch
+
+    def fetch_project(self, name: str, url: str, subdir: str, sha512hash: str = "") -> None:
+        raise _FetchAskedError(url, subdir)
+
+    def get_build_dir(self) -> str:
+        return self.scratch  # SDL2's add-ons check that SDL2 was built here first
+
+    def get_dir(self) -> str:
+        return self.scratch
+
+
+class _Defaults:
+    def __getattr__(self, name: str) -> int:
+        return 0
+
+
+def where(names: list[str]) -> int:
+    found = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        os.mkdir(os.path.join(scratch, "sdl2"))
+        for name in names:
+            try:
+                _recipe(name).get(_Where(scratch), _Defaults(), None)
+            except _FetchAskedError as asked:
+                found[name] = list(asked.args)
+            else:
+                raise SystemExit(f"embuild: the {name} recipe fetches nothing")
+    print(json.dumps(found))
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    sys.path.insert(0, EMSCRIPTEN)
+    if argv[:1] == ["where"]:
+        return where(argv[1:])
+    for name, edits in ADAPTATIONS.items():
+        adapt(name, edits)
+    sys.argv = ["embuilder", *argv]
+    embuilder: Any = importlib.import_module("embuilder")
+    status: int = embuilder.main()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
