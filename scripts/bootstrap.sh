@@ -39,7 +39,7 @@ if [ ! -e "$stamp" ]; then
 fi
 
 # The emscripten ports (-sUSE_ZLIB=1, -sUSE_SDL=2, ...), built once from Debian's sources into
-# the service's emscripten cache (about 2 to 4 minutes and 920 MB the first time; skipped
+# the service's emscripten cache (about about 4 minutes and 960 MB the first time; skipped
 # while its inputs are unchanged). Needs root, like the deb-src entry above.
 if [ "$(id -u)" -eq 0 ]; then
   .venv/bin/python -m emcc_trio.ports.install

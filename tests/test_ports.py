@@ -51,6 +51,12 @@ CASES: dict[str, tuple[str, list[str], str]] = {
         ["-sUSE_LIBPNG=1"],
         "libpng 1.6.39: encoded a PNG\ndecoded 3x2, pixel (2,1) = 200,55,7,255\n",
     ),
+    "libjpeg": (
+        "libjpeg.c",
+        ["-sUSE_LIBJPEG=1"],
+        "libjpeg 62 (turbo 2001005): a JPEG\n"
+        "decoded 16x8, 3 components, pixel (5,3) = 200,100,50\n",
+    ),
     "giflib": (
         "giflib.c",
         ["-sUSE_GIFLIB=1"],
@@ -79,6 +85,12 @@ CASES: dict[str, tuple[str, list[str], str]] = {
         "glyph A: 8x8\n"
         "...##...\n..#..#..\n.#....#.\n.#....#.\n.######.\n.#....#.\n.#....#.\n........\n",
     ),
+    "harfbuzz": (
+        "harfbuzz.c",
+        ["-sUSE_HARFBUZZ=1"],
+        "HarfBuzz 6.0.0: 3 glyph(s), direction ltr\n"
+        "glyph 1 cluster 0 advance 8\nglyph 1 cluster 1 advance 8\nglyph 1 cluster 2 advance 8\n",
+    ),
     "sdl2": (
         "sdl2.c",
         ["-sUSE_SDL=2"],
@@ -86,8 +98,15 @@ CASES: dict[str, tuple[str, list[str], str]] = {
     ),
     "sdl2_image": (
         "sdl2_image.c",
-        ["-sUSE_SDL_IMAGE=2", '-sSDL2_IMAGE_FORMATS=["png"]'],
-        "SDL2_image 2.6.3, is a PNG: 1\nloaded 2x2, pixel (1,1) = 9,8,7,255\n",
+        ["-sUSE_SDL_IMAGE=2", '-sSDL2_IMAGE_FORMATS=["jpg","png"]'],
+        "SDL2_image 2.6.3: JPEG yes, PNG yes\n"
+        "PNG (detected: 1): 2x2, pixel (1,1) = 9,8,7,255\n"
+        "JPEG (detected: 1): 8x8, pixel (1,1) = 200,100,50,255\n",
+    ),
+    "sdl2_ttf": (
+        "sdl2_ttf.c",
+        ["-sUSE_SDL_TTF=2"],
+        'SDL2_ttf 2.20.1: "AA" is 16x8, rendered 16x8\n',
     ),
     "sdl2_mixer": (
         "sdl2_mixer.c",
@@ -161,7 +180,7 @@ def test_an_lto_build_links_the_ports_lto_libraries(jailed: Server, tmp_path: Pa
         (["-sUSE_ICU=1"], "that port is not installed on this service (installed: -sUSE_ZLIB=1,"),
         (["-sUSE_ZLIB=2"], "USE_ZLIB takes 1"),
         (["-sUSE_SDL=1"], "USE_SDL takes 2"),
-        (["-sSDL2_IMAGE_FORMATS=[jpg]"], "SDL2_IMAGE_FORMATS takes one of the installed lists"),
+        (["-sSDL2_IMAGE_FORMATS=[gif]"], "SDL2_IMAGE_FORMATS takes one of the installed lists"),
         (["-pthread", "-sUSE_ZLIB=1"], "with -pthread: the ports are built without threads"),
     ],
 )
@@ -188,18 +207,21 @@ def test_toolchain_lists_the_installed_ports_with_versions(
         "zlib": "1.2.13",
         "bzip2": "1.0.8",
         "libpng": "1.6.39",
+        "libjpeg": "2.1.5",
         "giflib": "5.2.1",
         "ogg": "1.3.5",
         "vorbis": "1.3.7",
         "freetype": "2.12.1",
+        "harfbuzz": "6.0.0",
         "sdl2": "2.26.5",
         "sdl2_image": "2.6.3",
+        "sdl2_ttf": "2.20.1",
         "sdl2_mixer": "2.6.2",
         "boost_headers": "1.81.0",
     }
     assert listed["sdl2"]["flag"] == "-sUSE_SDL=2"
     assert listed["zlib"]["source"] == "Debian zlib 1:1.2.13.dfsg-1"
-    assert listed["sdl2_image"]["formats"] == [[], ["png"]]
+    assert listed["sdl2_image"]["formats"] == [[], ["png"], ["jpg"], ["jpg", "png"]]
 
 
 def test_the_result_cache_key_covers_the_ports_install(ports: InstalledPorts) -> None:

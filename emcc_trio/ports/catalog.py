@@ -59,7 +59,9 @@ def _debian(package: str, version: str, debian_version: str) -> DebianSource:
 
 
 _SDL2_IMAGE_FORMATS: Final = Formats(
-    setting="SDL2_IMAGE_FORMATS", installed=((), ("png",)), default=()
+    setting="SDL2_IMAGE_FORMATS",
+    installed=((), ("png",), ("jpg",), ("jpg", "png")),
+    default=(),
 )
 _SDL2_MIXER_FORMATS: Final = Formats(
     setting="SDL2_MIXER_FORMATS", installed=((), ("ogg",)), default=("ogg",)
@@ -91,6 +93,14 @@ CATALOG: Final[tuple[Port, ...]] = (
         licence="libpng",
         source=_debian("libpng1.6", "1.6.39", "1.6.39-2+deb12u5"),
         requires=("zlib",),
+    ),
+    Port(
+        name="libjpeg",
+        setting="USE_LIBJPEG",
+        value="1",
+        summary="libjpeg-turbo: JPEG images (the libjpeg 6b API, as libjpeg.h declares it)",
+        licence="IJG, BSD-3-Clause, zlib",
+        source=_debian("libjpeg-turbo", "2.1.5", "1:2.1.5-2"),
     ),
     Port(
         name="giflib",
@@ -126,6 +136,15 @@ CATALOG: Final[tuple[Port, ...]] = (
         source=_debian("freetype", "2.12.1+dfsg", "2.12.1+dfsg-5+deb12u4"),
     ),
     Port(
+        name="harfbuzz",
+        setting="USE_HARFBUZZ",
+        value="1",
+        summary="HarfBuzz: text shaping (with FreeType, which it brings)",
+        licence="MIT",
+        source=_debian("harfbuzz", "6.0.0+dfsg", "6.0.0+dfsg-3"),
+        requires=("freetype",),
+    ),
+    Port(
         name="sdl2",
         setting="USE_SDL",
         value="2",
@@ -140,9 +159,18 @@ CATALOG: Final[tuple[Port, ...]] = (
         summary="SDL2_image: load images into SDL surfaces (the formats of SDL2_IMAGE_FORMATS)",
         licence="zlib",
         source=_debian("libsdl2-image", "2.6.3+dfsg", "2.6.3+dfsg-1"),
-        requires=("sdl2", "libpng"),
-        targets=("sdl2_image", "sdl2_image_png"),
+        requires=("sdl2", "libpng", "libjpeg"),
+        targets=("sdl2_image", "sdl2_image_png", "sdl2_image_jpg", "sdl2_image_jpg_png"),
         formats=_SDL2_IMAGE_FORMATS,
+    ),
+    Port(
+        name="sdl2_ttf",
+        setting="USE_SDL_TTF",
+        value="2",
+        summary="SDL2_ttf: render text into SDL surfaces (FreeType and HarfBuzz)",
+        licence="zlib",
+        source=_debian("libsdl2-ttf", "2.20.1+dfsg", "2.20.1+dfsg-2"),
+        requires=("sdl2", "harfbuzz"),
     ),
     Port(
         name="sdl2_mixer",

@@ -31,6 +31,42 @@ SDL2_NEW_SOURCES = (
     "events/SDL_scancode_tables.c joystick/controller_type.c stdlib/SDL_crc16.c"
 )
 
+# Variants embuilder does not name: SDL2_image for both JPEG and PNG.
+VARIANTS = {"sdl2_image_jpg_png": ("sdl2_image", {"SDL2_IMAGE_FORMATS": ["jpg", "png"]})}
+
+# Put into the libjpeg recipe: libjpeg-turbo's CMake configures these headers from .in files.
+TURBO_CONFIGURE = """
+TURBO_NOT_LIBRARY = [
+  'cdjpeg.c', 'jcstest.c', 'jccolext.c', 'jdcolext.c', 'jdcol565.c', 'jdmrgext.c',
+  'jdmrg565.c', 'jstdhuff.c', 'jdatadst-tj.c', 'jdatasrc-tj.c', 'rdbmp.c', 'rdcolmap.c',
+  'rdgif.c', 'rdppm.c', 'rdswitch.c', 'rdtarga.c', 'strtest.c', 'tjbench.c', 'tjexample.c',
+  'tjunittest.c', 'tjutil.c', 'transupp.c', 'turbojpeg-jni.c', 'turbojpeg.c', 'wrbmp.c',
+  'wrgif.c', 'wrppm.c', 'wrtarga.c',
+]
+TURBO_VALUES = {
+  'JPEG_LIB_VERSION': '62', 'VERSION': '2.1.5', 'LIBJPEG_TURBO_VERSION_NUMBER': '2001005',
+  'BITS_IN_JSAMPLE': '8', 'BUILD': 'Debian', 'INLINE': '__inline__ __attribute__((always_inline))',
+  'THREAD_LOCAL': '', 'CMAKE_PROJECT_NAME': 'libjpeg-turbo', 'SIZE_T': '4',
+  'COPYRIGHT_YEAR': '1991-2023',
+}
+TURBO_DEFINED = {
+  'C_ARITH_CODING_SUPPORTED', 'D_ARITH_CODING_SUPPORTED', 'MEM_SRCDST_SUPPORTED',
+  'HAVE_BUILTIN_CTZL', 'HAVE_STDDEF_H', 'HAVE_STDLIB_H', 'HAVE_UNSIGNED_CHAR',
+  'HAVE_UNSIGNED_SHORT',
+}
+
+
+def _configure_turbo(dest_path):
+  import re
+  for name in ('jconfig.h', 'jconfigint.h', 'jversion.h'):
+    text = Path(dest_path, name + '.in').read_text()
+    for key, value in TURBO_VALUES.items():
+      text = text.replace('@' + key + '@', value)
+    text = re.sub(r'#cmakedefine (\\w+)(.*)', lambda m: ('#define ' + m[1] + (m[2] or ' 1'))
+                  if m[1] in TURBO_DEFINED else '/* #undef ' + m[1] + ' */', text)
+    Path(dest_path, name).write_text(text)
+"""
+
 ADAPTATIONS = {
     # libogg 1.3.5's framing.c uses ogg_uint64_t, which 1.3.2's config_types.h lacked.
     "ogg": [
@@ -54,6 +90,33 @@ ADAPTATIONS = {
             " 'src/base/ftcolor.c', 'src/base/fterrors.c', 'src/base/fthash.c',"
             " 'src/base/ftpsprop.c']",
         )
+    ],
+    # HarfBuzz 6 renamed its shapers' sources; its amalgamation, harfbuzz.cc, includes the
+    # right ones for any release (the old list is left behind under another name).
+    "harfbuzz": [
+        (
+            "srcs = '''\nhb-aat-layout.cc",
+            "srcs = '''\nharfbuzz.cc\n'''.split()\n_3_2_srcs = '''\nhb-aat-layout.cc",
+        )
+    ],
+    # Debian has libjpeg-turbo 2.1.5 (the libjpeg 6b API), not IJG's libjpeg 9c: its
+    # headers are configured from its own templates, and its tools, tests, SIMD code and
+    # the files its sources include are left out of the library.
+    "libjpeg": [
+        (
+            "    Path(dest_path, 'jconfig.h').write_text(jconfig_h)\n",
+            "    _configure_turbo(dest_path)\n",
+        ),
+        (
+            "        'jpegtran.c', 'rdjpgcom.c', 'wrjpgcom.c',\n      ]",
+            "        'jpegtran.c', 'rdjpgcom.c', 'wrjpgcom.c',\n      ] + TURBO_NOT_LIBRARY,"
+            "\n      exclude_dirs=['simd', 'java', 'fuzz', 'md5', 'cmakescripts', 'doc', 'release',"
+            " 'sharedlib', 'testimages', 'win']",
+        ),
+        (
+            "def clear(ports, settings, shared):",
+            TURBO_CONFIGURE + "\n\ndef clear(ports, settings, shared):",
+        ),
     ],
     # SDL2_image 2.6 dropped the macOS-only IMG_ImageIO.m and added loaders of its own.
     "sdl2_image": [
@@ -143,6 +206,9 @@ def main(argv: list[str]) -> int:
         adapt(name, edits)
     sys.argv = ["embuilder", *argv]
     embuilder: Any = importlib.import_module("embuilder")
+    for target, variant in VARIANTS.items():
+        embuilder.PORT_VARIANTS[target] = variant
+        embuilder.PORTS.append(target)
     status: int = embuilder.main()
     return status
 
