@@ -78,6 +78,11 @@ CASES: dict[str, tuple[str, list[str], str]] = {
         "comment: emcc-trio\n"
         "vendor: Xiph.Org libVorbis I 20200704 (Reducing Environment)\n",
     ),
+    "mpg123": (
+        "mpg123.c",
+        ["-sUSE_MPG123=1"],
+        "mpg123 API 47: 44100 Hz, 2 channel(s), 16-bit: yes\ndecoded 13824 bytes of PCM\n",
+    ),
     "freetype": (
         "freetype.c",
         ["-sUSE_FREETYPE=1"],
@@ -110,8 +115,8 @@ CASES: dict[str, tuple[str, list[str], str]] = {
     ),
     "sdl2_mixer": (
         "sdl2_mixer.c",
-        ["-sUSE_SDL_MIXER=2"],
-        "SDL2_mixer 2.6.2\nOgg Vorbis decoder: started\nMP3 decoder: not built\n",
+        ["-sUSE_SDL_MIXER=2", '-sSDL2_MIXER_FORMATS=["mp3","ogg"]'],
+        "SDL2_mixer 2.6.2\nOgg Vorbis decoder: started\nMP3 decoder: started\n",
     ),
     "boost_headers": (
         "boost_headers.cpp",
@@ -211,6 +216,7 @@ def test_toolchain_lists_the_installed_ports_with_versions(
         "giflib": "5.2.1",
         "ogg": "1.3.5",
         "vorbis": "1.3.7",
+        "mpg123": "1.31.2",
         "freetype": "2.12.1",
         "harfbuzz": "6.0.0",
         "sdl2": "2.26.5",

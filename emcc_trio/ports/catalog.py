@@ -64,7 +64,9 @@ _SDL2_IMAGE_FORMATS: Final = Formats(
     default=(),
 )
 _SDL2_MIXER_FORMATS: Final = Formats(
-    setting="SDL2_MIXER_FORMATS", installed=((), ("ogg",)), default=("ogg",)
+    setting="SDL2_MIXER_FORMATS",
+    installed=((), ("ogg",), ("mp3",), ("mp3", "ogg")),
+    default=("ogg",),
 )
 
 # In build order: a port comes after the ports it requires.
@@ -128,6 +130,14 @@ CATALOG: Final[tuple[Port, ...]] = (
         requires=("ogg",),
     ),
     Port(
+        name="mpg123",
+        setting="USE_MPG123",
+        value="1",
+        summary="libmpg123: MPEG audio (MP3) decoding",
+        licence="LGPL-2.1",
+        source=_debian("mpg123", "1.31.2", "1.31.2-1+deb12u1"),
+    ),
+    Port(
         name="freetype",
         setting="USE_FREETYPE",
         value="1",
@@ -176,11 +186,11 @@ CATALOG: Final[tuple[Port, ...]] = (
         name="sdl2_mixer",
         setting="USE_SDL_MIXER",
         value="2",
-        summary="SDL2_mixer: mix sounds and music (WAV; Ogg Vorbis with SDL2_MIXER_FORMATS)",
+        summary="SDL2_mixer: mix sounds and music (WAV; Ogg Vorbis, MP3 by SDL2_MIXER_FORMATS)",
         licence="zlib",
         source=_debian("libsdl2-mixer", "2.6.2+dfsg", "2.6.2+dfsg-2"),
-        requires=("sdl2", "vorbis"),
-        targets=("sdl2_mixer", "sdl2_mixer_none"),
+        requires=("sdl2", "vorbis", "mpg123"),
+        targets=("sdl2_mixer", "sdl2_mixer_none", "sdl2_mixer_mp3", "sdl2_mixer_mp3_ogg"),
         formats=_SDL2_MIXER_FORMATS,
     ),
     Port(

@@ -31,8 +31,11 @@ SDL2_NEW_SOURCES = (
     "events/SDL_scancode_tables.c joystick/controller_type.c stdlib/SDL_crc16.c"
 )
 
-# Variants embuilder does not name: SDL2_image for both JPEG and PNG.
-VARIANTS = {"sdl2_image_jpg_png": ("sdl2_image", {"SDL2_IMAGE_FORMATS": ["jpg", "png"]})}
+# Variants embuilder does not name: SDL2_image for JPEG and PNG, SDL2_mixer for MP3 and Ogg.
+VARIANTS = {
+    "sdl2_image_jpg_png": ("sdl2_image", {"SDL2_IMAGE_FORMATS": ["jpg", "png"]}),
+    "sdl2_mixer_mp3_ogg": ("sdl2_mixer", {"SDL2_MIXER_FORMATS": ["mp3", "ogg"]}),
+}
 
 # Put into the libjpeg recipe: libjpeg-turbo's CMake configures these headers from .in files.
 TURBO_CONFIGURE = """
@@ -65,6 +68,20 @@ def _configure_turbo(dest_path):
     text = re.sub(r'#cmakedefine (\\w+)(.*)', lambda m: ('#define ' + m[1] + (m[2] or ' 1'))
                   if m[1] in TURBO_DEFINED else '/* #undef ' + m[1] + ' */', text)
     Path(dest_path, name).write_text(text)
+"""
+
+MPG123_CONFIGURE = """
+MPG123_VALUES = {
+  'API_VERSION': '47', 'BUILD_NO_LARGENAME': '1', 'INCLUDE_STDLIB_H': '#include <stdlib.h>',
+  'INCLUDE_SYS_TYPE_H': '#include <sys/types.h>', 'PACKAGE_VERSION': '1.31.2',
+}
+
+
+def _configure_mpg123(libmpg123_path):
+  text = Path(libmpg123_path, 'mpg123.h.in').read_text()
+  for key, value in MPG123_VALUES.items():
+    text = text.replace('@' + key + '@', value)
+  Path(libmpg123_path, 'mpg123.h').write_text(text)
 """
 
 ADAPTATIONS = {
@@ -116,6 +133,17 @@ ADAPTATIONS = {
         (
             "def clear(ports, settings, shared):",
             TURBO_CONFIGURE + "\n\ndef clear(ports, settings, shared):",
+        ),
+    ],
+    # mpg123 1.31's API header is configured from mpg123.h.in (the recipe writes 1.26's).
+    "mpg123": [
+        (
+            "    Path(libmpg123_path, 'mpg123.h').write_text(mpg123_h)\n",
+            "    _configure_mpg123(libmpg123_path)\n",
+        ),
+        (
+            "def clear(ports, settings, shared):",
+            MPG123_CONFIGURE + "\n\ndef clear(ports, settings, shared):",
         ),
     ],
     # SDL2_image 2.6 dropped the macOS-only IMG_ImageIO.m and added loaders of its own.
