@@ -249,9 +249,11 @@ async def _emscripten_root(emcc: str) -> str | None:
     return emscripten_root(done.stdout.decode(errors="replace"))
 
 
-async def _open_ports(paths: Paths, emcc: str, sandbox: Sandbox | None) -> InstalledPorts | None:
+async def _open_ports(
+    paths: Paths, emcc: str, root: str | None, sandbox: Sandbox | None
+) -> InstalledPorts | None:
     """emscriptenCacheDir: the ports install there, if there is one and it was built for the
-    emscripten that compiles (Debian's: the install builds from its recipes)."""
+    emscripten that compiles (`root`, Debian's: the install builds from its recipes)."""
     cache_dir = paths.emscripten_cache_dir
     if cache_dir is None:
         return None
@@ -265,7 +267,7 @@ async def _open_ports(paths: Paths, emcc: str, sandbox: Sandbox | None) -> Insta
             "emcc_trio.ports.install builds them); -sUSE_* ports are refused"
         )
         return None
-    if await _emscripten_root(emcc) != str(PORTS_EMSCRIPTEN):
+    if root != str(PORTS_EMSCRIPTEN):
         log.warning(f"emscriptenCacheDir: built for {PORTS_EMSCRIPTEN}, not {emcc}; ports off")
         return None
     if sandbox is not None:
@@ -274,13 +276,17 @@ async def _open_ports(paths: Paths, emcc: str, sandbox: Sandbox | None) -> Insta
 
 
 async def _open_launcher(
-    config: Config, paths: Paths, emcc: str, python: str, sandbox: Sandbox | None
+    config: Config,
+    paths: Paths,
+    emcc: str,
+    root: str | None,
+    python: str,
+    sandbox: Sandbox | None,
 ) -> Launcher | None:
     """emccLauncher: installed where the jail can read it; None (with a warning) when emcc's
-    `em-config` does not name an emscripten root holding emcc.py."""
+    `em-config` names no emscripten `root` holding emcc.py."""
     if not config.emcc_launcher:
         return None
-    root = await _emscripten_root(emcc)
     if root is None:
         em_config = os.path.join(os.path.dirname(emcc), "em-config")
         log.warning(f"emccLauncher: {em_config} names no emscripten root; running emcc as is")
@@ -445,8 +451,10 @@ async def build_service(
             pids_max=config.job_pids_max,
         ),
     )
-    toolchain = await _emscripten_version(emcc)
-    ports = await _open_ports(paths, emcc, sandbox)
+    compiler_version = await _emscripten_version(emcc)
+    root = await _emscripten_root(emcc)
+    ports = await _open_ports(paths, emcc, root, sandbox)
+    toolchain = compiler_version
     if ports is not None:
         # Every key of a compile (results, objects, memos) then names the ports build too.
         toolchain += f" ports {ports.digest}"
@@ -483,7 +491,7 @@ async def build_service(
             "prlimit", "maxArtifactMB: cannot find 'prlimit' to enforce it (install util-linux)"
         )
     )
-    launcher = await _open_launcher(config, paths, emcc, python, sandbox)
+    launcher = await _open_launcher(config, paths, emcc, root, python, sandbox)
     memos = await _open_memos(config, paths, toolchain, launcher, store, metrics, builder.clang)
     if memos is not None and sandbox is not None:
         for entries in (memos.glue, memos.pch):
@@ -535,6 +543,7 @@ async def build_service(
         metrics=metrics,
         cache_enabled=config.cache_enabled,
         emscripten_version=toolchain,
+        compiler_version=compiler_version,
         driver=driver,
         compiler=compiler,
         gate=gate,

@@ -22,7 +22,7 @@ from emcc_trio.compile.policy import (
     STANDARD_FLAGS,
     check_args,
 )
-from emcc_trio.testing.docs import examples, run_example
+from emcc_trio.testing.docs import compare_answer, examples, run_example
 from emcc_trio.testing.harness import (
     REPO,
     MakeServer,
@@ -379,11 +379,7 @@ def test_the_doc_policy_examples_work_verbatim(server: Server, tmp_path: Path) -
     assert len(pairs) == 3
     for command, shown in pairs:
         answer = run_example(command, server.url)
-        expected, got = json.loads(shown), json.loads(answer)
-        if not expected["ok"]:
-            assert got == expected
+        if compare_answer(shown, answer) is None:
             continue
-        assert sorted(got) == sorted(expected)
-        assert got["output"] == expected["output"]
         result = run(server, httpx.Response(200, text=answer), tmp_path, "add", "2", "3")
         assert result.stdout == "add(2, 3) = 5\nno newline\n"

@@ -24,12 +24,13 @@ from emcc_trio.isolation.sandbox import Sandbox
 from emcc_trio.ports.catalog import BY_NAME, CATALOG
 from emcc_trio.ports.install import DEFAULT_CACHE, inputs_digest
 from emcc_trio.ports.installed import MANIFEST, InstalledPorts, load
-from emcc_trio.testing.docs import examples, run_example
+from emcc_trio.testing.docs import compare_answer, examples, run_example
 from emcc_trio.testing.harness import REPO, Server, server_config, start_server
 from emcc_trio.testing.programs import run_artifact
 
 PROGRAMS = Path(__file__).resolve().parent / "programs" / "ports"
 RUN_MAIN = "-sEXPORTED_RUNTIME_METHODS=[callMain]"
+FONT = "bdf_font.h"
 
 # Each port's program, the flags it is built with and exactly what it prints.
 CASES: dict[str, tuple[str, list[str], str]] = {
@@ -164,7 +165,10 @@ def test_a_port_compiles_in_the_jail_and_its_program_prints_what_it_should(
 ) -> None:
     source, flags, expected = CASES[name]
     language = "cpp" if source.endswith(".cpp") else "c"
-    response = jailed.compile((PROGRAMS / source).read_text(), language, [*flags, RUN_MAIN])
+    code = (PROGRAMS / source).read_text()
+    # The font ports' programs include the font as a project file.
+    files = {FONT: (PROGRAMS / FONT).read_text()} if f'#include "{FONT}"' in code else None
+    response = jailed.compile(code, language, [*flags, RUN_MAIN], files=files)
     body = response.json()
     assert response.status_code == 200, body
     # Nothing was fetched: the jail has no network, and the cache already had it all.
@@ -302,11 +306,7 @@ def test_the_doc_port_examples_work_verbatim(jailed: Server, tmp_path: Path) -> 
     assert len(pairs) == 2
     for command, shown in pairs:
         answer = run_example(command, jailed.url)
-        expected, got = json.loads(shown), json.loads(answer)
-        if not expected["ok"]:
-            assert got == expected
+        if compare_answer(shown, answer) is None:
             continue
-        assert sorted(got) == sorted(expected)
-        assert got["output"] == expected["output"]
         printed = run_artifact(jailed, httpx.Response(200, text=answer), tmp_path)
         assert printed == "zlib 1.2.13\n"

@@ -106,14 +106,15 @@ class Service:
     memos: Memos | None = None  # the glue memo and the PCHs, filled in the background
     runner: Runner | None = None  # POST /run; None: runs are off (RunsOffError)
     ports: InstalledPorts | None = None  # emscriptenCacheDir's; None: no ports
+    # What `emcc --version` says; emscripten_version adds the ports' digest to it.
+    compiler_version: str = ""
 
     def toolchain(self) -> dict[str, Any]:
         """GET /toolchain: the compiler and the installed ports."""
-        compiler = self.emscripten_version.partition(" ports ")[0]
-        version = re.search(r"\b(\d+\.\d+\.\d+)\b", compiler)
+        version = re.search(r"\b(\d+\.\d+\.\d+)\b", self.compiler_version)
         return {
             "emscripten": version[1] if version else None,
-            "compiler": compiler,
+            "compiler": self.compiler_version,
             "ports": [] if self.ports is None else self.ports.describe(),
         }
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from emcc_trio.testing.harness import REPO
 
@@ -34,3 +36,17 @@ def run_example(command: str, url: str, cwd: Path | None = None) -> str:
         check=True,
     )
     return done.stdout
+
+
+def compare_answer(shown: str, answer: str) -> dict[str, Any] | None:
+    """Check a compile example's answer against the JSON the page shows: a refusal whole, a
+    build by its keys and compiler output (its id and usage differ from run to run). The
+    build's body, for the caller to run; None for a refusal."""
+    expected, got = json.loads(shown), json.loads(answer)
+    if not expected["ok"]:
+        assert got == expected
+        return None
+    assert sorted(got) == sorted(expected)
+    assert got["output"] == expected["output"]
+    built: dict[str, Any] = got
+    return built

@@ -116,11 +116,18 @@ class Server:
         return httpx.Client(base_url=self.url, timeout=timeout)
 
     def compile(
-        self, code: str, kind: str = "c", args: list[str] | None = None, timeout: float = 180.0
+        self,
+        code: str,
+        kind: str = "c",
+        args: list[str] | None = None,
+        timeout: float = 180.0,
+        files: dict[str, str] | None = None,
     ) -> httpx.Response:
         body: dict[str, Any] = {"code": code, "type": kind}
         if args is not None:
             body["args"] = args
+        if files is not None:
+            body["files"] = files
         with self.client(timeout) as client:
             return client.post("/compile", json=body)
 

@@ -1,5 +1,5 @@
 /* -sUSE_HARFBUZZ=1: shape text with HarfBuzz over a FreeType face (the small BDF font of
-   freetype.c, so the test needs no font file): glyphs, clusters and advances. */
+   bdf_font.h, so the test needs no font file): glyphs, clusters and advances. */
 #include <ft2build.h>
 #include FT_FREETYPE_H
 #include <hb-ft.h>
@@ -7,16 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char font[] =
-    "STARTFONT 2.1\n"
-    "FONT -emcc-trio-medium-r-normal--8-80-75-75-c-80-iso10646-1\n"
-    "SIZE 8 75 75\n"
-    "FONTBOUNDINGBOX 8 8 0 0\n"
-    "STARTPROPERTIES 2\nFONT_ASCENT 8\nFONT_DESCENT 0\nENDPROPERTIES\n"
-    "CHARS 1\n"
-    "STARTCHAR A\nENCODING 65\nSWIDTH 500 0\nDWIDTH 8 0\nBBX 8 8 0 0\n"
-    "BITMAP\n18\n24\n42\n42\n7E\n42\n42\n00\nENDCHAR\n"
-    "ENDFONT\n";
+#include "bdf_font.h"
 
 int main(void) {
   FT_Library library;

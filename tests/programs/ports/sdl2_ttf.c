@@ -1,20 +1,11 @@
 /* -sUSE_SDL_TTF=2: render text into an SDL surface with SDL2_ttf (FreeType and HarfBuzz,
-   which it brings), from the small BDF font of freetype.c: no font file needed. */
+   which it brings), from the small BDF font of bdf_font.h: no font file needed. */
 #include <SDL2/SDL.h>
 #include <SDL2/SDL_ttf.h>
 #include <stdio.h>
 #include <string.h>
 
-static const char font[] =
-    "STARTFONT 2.1\n"
-    "FONT -emcc-trio-medium-r-normal--8-80-75-75-c-80-iso10646-1\n"
-    "SIZE 8 75 75\n"
-    "FONTBOUNDINGBOX 8 8 0 0\n"
-    "STARTPROPERTIES 2\nFONT_ASCENT 8\nFONT_DESCENT 0\nENDPROPERTIES\n"
-    "CHARS 1\n"
-    "STARTCHAR A\nENCODING 65\nSWIDTH 500 0\nDWIDTH 8 0\nBBX 8 8 0 0\n"
-    "BITMAP\n18\n24\n42\n42\n7E\n42\n42\n00\nENDCHAR\n"
-    "ENDFONT\n";
+#include "bdf_font.h"
 
 int main(void) {
   if (SDL_Init(0) != 0 || TTF_Init() != 0) return 1;
