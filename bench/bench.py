@@ -9,18 +9,18 @@
 4. Cache bookkeeping: the cost of one put (which evicts one entry) and one hit in a full
    result cache of 100, 10 000 and 100 000 entries, in a tmpfs. The index costs the same at
    every size (a full scan per put, as before, would cost ~1000 times more at 100 000).
-5. Projects (`--projects`: only that): Lua 5.4, 61 files (bench.projects), a cold build
-   through a fresh server (full sandbox) against one raw emcc call with every source, and a
-   rebuild after a one-unit edit against the cold build. Each round is raw, cold, rebuild, with
-   -DBENCH_RUN=<round> on both sides (no object of one round serves another); medians, their
-   ratios and the targets (1.5x, 5x).
+5. Projects (`--projects`: only that): Lua 5.4 and zstd (bench.projects), at -O0 and -O2, a
+   cold build through a fresh server (full sandbox) against one raw emcc call with every
+   source, and a rebuild after a one-unit edit against the cold build. Each round is raw,
+   cold, rebuild, with -DBENCH_RUN=<round> on both sides (no object of one round serves
+   another); medians, their ratios and the targets (1.5x, 5x).
 
 6. With `--cluster` (only that): 2 replicas sharing Redis behind HAProxy vs 1 (bench.cluster).
 7. With `--hostile` (only that): an ordinary client alone and beside two hostile ones
    (bench.hostile).
 
 Usage: python -m bench.bench [--quick] [--rounds N] [--bookkeeping-only] [--projects]
-                             [--cluster] [--hostile]
+                             [--library lua5.4|libzstd]... [--cluster] [--hostile]
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ import httpx
 
 from bench import cluster, hostile, projects
 from emcc_trio.storage.cache import ResultCache
-from emcc_trio.testing.harness import Server
+from emcc_trio.testing.harness import Server, build_units
 from emcc_trio.testing.results import stored_result
 from load.server import start
 
@@ -398,7 +398,13 @@ def main() -> None:
         "--bookkeeping-only", action="store_true", help="only the cache bookkeeping (no server)"
     )
     parser.add_argument(
-        "--projects", action="store_true", help="only the projects table (Lua: cold, rebuild)"
+        "--projects", action="store_true", help="only the projects tables (cold, rebuild)"
+    )
+    parser.add_argument(
+        "--library",
+        action="append",
+        choices=projects.LIBRARIES,
+        help="the projects tables of this library only (repeatable; default: all)",
     )
     parser.add_argument(
         "--cluster", action="store_true", help="2 replicas + Redis + HAProxy vs 1, only"
@@ -416,14 +422,13 @@ def main() -> None:
         return
     settings = SETTINGS[options.quick]
     print(machine())
+    libraries = options.library or projects.LIBRARIES
     if options.projects:
-        for opt in ("-O0", "-O2"):
-            project_builds(settings.project_rounds, opt)
+        all_project_builds(settings.project_rounds, libraries)
         return
     if not options.bookkeeping_only:
         served(settings, options.rounds or settings.rounds)
-        for opt in ("-O0", "-O2"):
-            project_builds(settings.project_rounds, opt)
+        all_project_builds(settings.project_rounds, libraries)
     cache_bookkeeping(settings.bookkeeping_ops)
 
 
@@ -450,14 +455,20 @@ def served(settings: Settings, rounds: int) -> None:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def project_builds(rounds: int, opt: str = "-O0") -> None:
+def all_project_builds(rounds: int, libraries: Sequence[str] = projects.LIBRARIES) -> None:
+    for name in libraries:
+        for opt in ("-O0", "-O2"):
+            project_builds(name, rounds, opt)
+
+
+def project_builds(name: str, rounds: int, opt: str = "-O0") -> None:
     """Section 5: a project's cold build through a fresh server (the full sandbox) vs one raw
     emcc call with every source, and a rebuild after a one-unit edit vs the cold build.
 
     Round n runs raw, cold, rebuild, all with -DBENCH_RUN=n (round 0 warms up, untimed): the
     raw call and the cold build do the same work, and no round's objects serve another. The
     server's unit counts check that a cold build compiles every unit and a rebuild one."""
-    project = projects.Project.load()
+    project = projects.Project.load(name)
     # The service's defaultArgs, on the server and in the raw call alike.
     default_args: list[str] = json.loads((REPO / "config.json").read_text())["defaultArgs"]
     base = Path(tempfile.mkdtemp(prefix="emcc-trio-bench-"))
@@ -514,9 +525,9 @@ def project_build(
 ) -> float:
     """Seconds for one build of a project of `units` units through the service; stops the
     bench unless exactly `compiled` of them were compiled (the others reused)."""
-    before = projects.build_units(client)
+    before = build_units(str(client.base_url))
     seconds = timed(posting(client, body))
-    after = projects.build_units(client)
+    after = build_units(str(client.base_url))
     done = {how: after[how] - before[how] for how in after}
     if done != {"compiled": compiled, "reused": units - compiled}:
         raise SystemExit(f"bench: expected {compiled} of {units} units compiled, got {done}")

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from emcc_trio.testing.harness import Server, server_config, start_server
+from emcc_trio.testing.harness import Server, build_units, server_config, start_server
 from emcc_trio.testing.libraries import LIBRARIES, Library, fetch
 from emcc_trio.testing.programs import run_node
 
@@ -60,17 +60,6 @@ def run_built(server: Server, body: dict[str, Any], out: Path) -> str:
     done = run_node(out)
     assert done.returncode == 0, done.stderr
     return done.stdout
-
-
-def units_metric(server: Server) -> dict[str, float]:
-    with server.client() as client:
-        text = client.get("/metrics").text
-    found = {"compiled": 0.0, "reused": 0.0}
-    for line in text.splitlines():
-        for how in found:
-            if line.startswith(f'emcc_trio_build_units_total{{how="{how}"}}'):
-                found[how] = float(line.split()[-1])
-    return found
 
 
 def post_json(
@@ -161,12 +150,12 @@ def test_a_rebuild_compiles_only_what_changed(library_server: Server, tmp_path: 
     one is compiled (the others come from the object cache), and the result still runs."""
     library = LIBRARIES["lua5.4"]
     files, sources, args = project(library)
-    before = units_metric(library_server)
+    before = build_units(library_server.url)
     first = post_json(library_server, files, sources, args)
     assert run_built(library_server, first.json(), tmp_path / "cold") == (
         library.build.expected_stdout
     )
-    cold = units_metric(library_server)
+    cold = build_units(library_server.url)
     units = len(library.source_paths(fetch(library.name))) + 1  # and the driver
     assert cold["compiled"] - before["compiled"] == units
     changed = [
@@ -178,7 +167,7 @@ def test_a_rebuild_compiles_only_what_changed(library_server: Server, tmp_path: 
     assert run_built(library_server, second.json(), tmp_path / "warm") == (
         library.build.expected_stdout
     )
-    warm = units_metric(library_server)
+    warm = build_units(library_server.url)
     assert warm["compiled"] - cold["compiled"] == 1
     assert warm["reused"] - cold["reused"] == units - 1
     library_server.assert_clean(timeout=5)
@@ -197,22 +186,26 @@ def test_every_units_diagnostics_come_back(library_server: Server) -> None:
     library_server.assert_clean(timeout=5)
 
 
+@pytest.mark.parametrize("opt", [["-O2"], ["-O0"]])
 def test_separate_steps_build_what_one_emcc_call_builds(
-    library_server: Server, tmp_path: Path
+    library_server: Server, tmp_path: Path, opt: list[str]
 ) -> None:
-    """The same wasm, byte for byte, as `emcc` given every source at once."""
+    """The same wasm and JS, byte for byte, as `emcc` given every source at once: with
+    wasm-opt (-O2), and with the launcher's own strip of the producers section (-O0), after
+    a link that started early."""
     files = [
         ("main.c", b'#include "inc/k.h"\nint f(void);\nint main(void) { return f() + K; }\n'),
         ("inc/k.h", b"#define K 2\n"),
         ("lib/f.c", b'#include "k.h"\nint f(void) { return K * 20; }\n'),
         ("lib/g.cpp", b'extern "C" int g(void) { return 7; }\n'),
     ]
-    args = ["-O2", "-Iinc"]
+    args = [*opt, "-Iinc"]
     response = post_json(library_server, files, ["lib/*.c", "lib/*.cpp"], args)
     body = response.json()
     assert body["ok"] is True, body
     with library_server.client() as client:
         served = client.get(body["wasm"]).content
+        served_js = client.get(body["js"]).content
     for path, content in files:
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_bytes(content)
@@ -226,6 +219,7 @@ def test_separate_steps_build_what_one_emcc_call_builds(
         capture_output=True,
     )
     assert (tmp_path / "app.wasm").read_bytes() == served
+    assert (tmp_path / "app.js").read_bytes() == served_js
 
 
 def build_cli(

@@ -16,7 +16,7 @@ from emcc_trio.compile.gate import Gate
 from emcc_trio.compile.service import Service
 from emcc_trio.storage.artifacts import ArtifactStore
 from emcc_trio.storage.local import LocalStore
-from emcc_trio.testing.harness import MakeServer, Server, eventually
+from emcc_trio.testing.harness import MakeServer, Server, build_units, eventually
 from emcc_trio.testing.programs import HELLO_C, run_artifact, spin
 from emcc_trio.testing.redis import REDIS_PASSWORD, RedisServer, SentinelSetup
 
@@ -191,12 +191,3 @@ def test_replicas_share_compiled_objects(
     assert build_units(two.url) == {"compiled": 1.0, "reused": 5.0}
     assert redis_server.cli("--scan", "--pattern", "emcc-trio:obj:*").stdout.count("\n") >= 12
     two.assert_clean()
-
-
-def build_units(server_url: str) -> dict[str, float]:
-    metrics = httpx.get(f"{server_url}/metrics").text
-    found = {}
-    for how in ("compiled", "reused"):
-        match = re.search(rf'^emcc_trio_build_units_total{{how="{how}"}} (\S+)$', metrics, re.M)
-        found[how] = float(match[1]) if match else 0.0
-    return found

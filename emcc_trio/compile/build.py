@@ -310,9 +310,12 @@ def plan_json(
     objects: Sequence[str],
     link_args: Sequence[str],
     parallel: int,
+    early_link: bool = False,
 ) -> str:
     """The driver's input: what to compile (the rest is reused), then how to link.
-    `compiler` is the command that runs emcc or em++ (see compile.launcher)."""
+    `compiler` is the command that runs emcc or em++ (see compile.launcher); `early_link`:
+    it is the launcher, whose link can start while the units compile (EMCC_TRIO_LINK_AFTER)."""
+    compiled = {unit.object for unit in to_compile}
     plan: dict[str, Any] = {
         "compiler": list(compiler),
         "clang": None if clang is None else {"c": clang.c, "cxx": clang.cxx},
@@ -325,6 +328,8 @@ def plan_json(
             for unit in to_compile
         ],
         "link": [*compiler, *objects, *link_args, "-o", "app.js"],
+        "early_link": early_link,
+        "ready": [name for name in objects if name not in compiled],
         "parallel": parallel,
         "status": STATUS_FILE,
     }
@@ -334,13 +339,22 @@ def plan_json(
 # Runs inside the jail with the system's python3 (as emcc does): no imports but the standard
 # library, no shell. `argv[1]` is the plan file.
 DRIVER: Final = r"""
-import json, re, shlex, subprocess, sys
-from concurrent.futures import ThreadPoolExecutor
+import json, os, subprocess, sys
 
 plan = json.load(open(sys.argv[1]))
 out = sys.stdout.buffer
 units = plan["units"]
 CXX = (".cpp", ".cc")
+
+# The launcher's link imports emscripten and reads the reused objects' symbols while the
+# units compile, and links on "go" (see jailside/emcc_launch.py); it starts first.
+link = None
+if plan["early_link"] and units:
+    env = dict(os.environ, EMCC_TRIO_LINK_AFTER=json.dumps(plan["ready"]))
+    link = subprocess.Popen(plan["link"], stdin=subprocess.PIPE, env=env)
+
+import re, shlex
+from concurrent.futures import ThreadPoolExecutor
 
 
 def run(argv):
@@ -391,7 +405,15 @@ with ThreadPoolExecutor(max(1, plan["parallel"])) as pool:
         status[unit["path"]] = code
 with open(plan["status"], "w") as handle:
     json.dump(status, handle)
-if any(status.values()):
-    sys.exit(1)
-sys.exit(subprocess.run(plan["link"]).returncode)
+failed = any(status.values())
+if link is not None:
+    try:
+        link.stdin.write(b"stop\n" if failed else b"go\n")
+        link.stdin.close()
+    except BrokenPipeError:
+        pass  # it has ended already; its exit code tells
+    code = link.wait()
+elif not failed:
+    code = subprocess.run(plan["link"]).returncode
+sys.exit(1 if failed else code)
 """

@@ -66,6 +66,12 @@ def _write(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
+def _write_all(files: Sequence[tuple[Path, bytes]]) -> None:
+    """In one thread hop: a project's reused objects are many and small."""
+    for path, data in files:
+        path.write_bytes(data)
+
+
 @attrs.frozen
 class Builder:
     """Builds projects of several units as separate steps (`build.DRIVER`); with `reuse`,
@@ -117,12 +123,14 @@ class Builder:
             for index, path in enumerate(request.sources)
         )
         compiled = []
+        reused: list[tuple[Path, bytes]] = []
         for unit in units:
             found = await self._reusable(unit, digests) if self.reuse else None
             if found is None:
                 compiled.append(unit)
             else:
-                await trio.to_thread.run_sync(_write, job_dir / unit.object, found)
+                reused.append((job_dir / unit.object, found))
+        await trio.to_thread.run_sync(_write_all, reused)
         key = cflags_key(self.toolchain, compiler, args)
         cflags = None
         if self.reuse and self.clang is not None and compiled:
@@ -136,6 +144,7 @@ class Builder:
             objects=[unit.object for unit in units],
             link_args=all_args,
             parallel=self.parallel,
+            early_link=bool(launch),
         )
         await trio.to_thread.run_sync(_write, job_dir / PLAN_FILE, plan.encode())
         self.metrics.build_units.labels("compiled").inc(len(compiled))

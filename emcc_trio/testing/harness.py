@@ -43,6 +43,16 @@ def eventually(predicate: Callable[[], T], timeout: float, what: str) -> T:
         time.sleep(0.05)
 
 
+def build_units(url: str) -> dict[str, float]:
+    """The server's `emcc_trio_build_units_total` by `how`: units compiled and reused."""
+    metrics = httpx.get(f"{url.rstrip('/')}/metrics").raise_for_status().text
+    found = {}
+    for how in ("compiled", "reused"):
+        match = re.search(rf'^emcc_trio_build_units_total{{how="{how}"}} (\S+)$', metrics, re.M)
+        found[how] = float(match[1]) if match else 0.0
+    return found
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

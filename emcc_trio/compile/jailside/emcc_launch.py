@@ -7,6 +7,11 @@ Runs inside the jail under the system's python3, standard library only, as emcc 
     emcc_launch.py ROOT --fill-acorn MATERIAL ENTRY       compute one JS optimizer entry
     emcc_launch.py ROOT --fill-pch MATERIAL HEADER PCH    build one precompiled header
 
+With `EMCC_TRIO_LINK_AFTER` set (a JSON list of object paths), a link starts early: it
+imports emscripten and reads the symbols of those objects (ones the build does not write)
+while the build's units compile, then waits for a line on stdin: `go` links, anything else
+(or end of file) exits 0 without linking. The link itself is the same.
+
 `/usr/bin/emcc` runs `python3 emcc.py`, which compiles the 160 KB script on every call;
 importing it as a module takes the `.pyc` Debian ships instead. Output is the same.
 
@@ -18,12 +23,17 @@ nothing but `#include <...>` lines compiles with a PCH of exactly those headers,
 exactly its clang command; a compile with a PCH that prints anything or fails is run again
 without it, so every diagnostic is clang's own.
 
+Stripping debug sections or the producers section (no `-g`, no wasm-opt) is done in Python
+rather than by llvm-objcopy, byte for byte as llvm-objcopy writes it (every section's size as
+a five-byte LEB128); a file it cannot read is left to llvm-objcopy.
+
 `EMCC_TRIO_GLUE` and `EMCC_TRIO_PCH` name the memos (mounted read-only; the JS optimizer's
 entries live in the glue memo's directory), `EMCC_TRIO_MISSES` where a miss leaves its
 material. The service computes entries later, in a jail that holds nothing but that material
 (the fill modes), so no request's files ever reach what another request receives.
 """
 
+import fnmatch
 import hashlib
 import importlib
 import json
@@ -206,6 +216,113 @@ def pch_memo(shared: Any, pchs: str, misses: str) -> None:
     shared.check_call = check_call
 
 
+def _leb128(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data) or shift > 28:
+            raise ValueError("bad LEB128")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, pos
+
+
+def strip_sections(data: bytes, patterns: list[str]) -> bytes | None:
+    """The wasm module without the custom sections whose names match `patterns` (globs), as
+    llvm-objcopy --remove-section writes it; None when `data` is not a module it can read."""
+    if data[:8] != b"\0asm\1\0\0\0":
+        return None
+    kept = [data[:8]]
+    pos = 8
+    try:
+        while pos < len(data):
+            section = data[pos]
+            size, body = _leb128(data, pos + 1)
+            end = body + size
+            if end > len(data) or size >= 1 << 32:
+                return None
+            if section == 0:
+                length, name_at = _leb128(data, body)
+                if name_at + length > end:
+                    return None
+                name = data[name_at : name_at + length].decode("utf-8")
+                if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
+                    pos = end
+                    continue
+            padded = bytes((size >> (7 * i) & 0x7F) | (0x80 if i < 4 else 0) for i in range(5))
+            kept += [bytes([section]), padded, data[body:end]]
+            pos = end
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return b"".join(kept)
+
+
+def python_strip(building: Any) -> None:
+    original = building.strip
+
+    def strip(infile: str, outfile: str, debug: bool = False, producers: bool = False) -> None:
+        patterns = [".debug*"] * debug + ["producers"] * producers
+        with open(infile, "rb") as handle:
+            stripped = strip_sections(handle.read(), patterns)
+        if stripped is None:
+            original(infile, outfile, debug=debug, producers=producers)
+            return
+        with open(outfile, "wb") as handle:
+            handle.write(stripped)
+
+    building.strip = strip
+
+
+class EarlySymbols:
+    """llvm-nm on the objects a build does not write, started before emscripten's import
+    (which takes longer than reading their symbols); its tool path comes from emscripten's
+    config as tools.shared builds it, and its output is used only if the paths agree."""
+
+    def __init__(self, ready: list[str]) -> None:
+        config = emscripten("tools.config")
+        version = config.LLVM_ADD_VERSION
+        tool = "llvm-nm" + (f"-{version}" if version else "")
+        self.nm = os.path.expanduser(os.path.join(config.LLVM_ROOT, tool))
+        self.objects = [os.path.abspath(name) for name in ready if os.path.isfile(name)]
+        self.process = None
+        if self.objects:
+            self.process = subprocess.Popen(
+                [self.nm, "--print-file-name", *self.objects],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+
+    def fill(self, building: Any) -> None:
+        """Put their symbols where emcc's llvm_nm_multiple keeps them."""
+        if self.process is None:
+            return
+        output, _ = self.process.communicate()
+        if self.process.returncode != 0 or self.nm != building.LLVM_NM:
+            return
+        found = building.parse_llvm_nm_symbols(output)
+        for name in self.objects:
+            if name in found:
+                building.nm_cache[name] = found[name]
+
+
+def wait_to_link(building: Any, symbols: EarlySymbols) -> bool:
+    """Wait for the build's word (whether to link) with the symbols of the objects it does
+    not write in hand; emcc then reads only the others'."""
+    nm_multiple = building.llvm_nm_multiple
+
+    def llvm_nm_multiple(files: list[str]) -> Any:
+        if files and all(name in building.nm_cache for name in files):
+            return [building.nm_cache[name] for name in files]
+        return nm_multiple(files)
+
+    building.llvm_nm_multiple = llvm_nm_multiple
+    symbols.fill(building)
+    return sys.stdin.readline() == "go\n"
+
+
 def fill_glue(material_file: str, entry_file: str) -> int:
     config, shared = emscripten("tools.config"), emscripten("tools.shared")
     with open(material_file, "rb") as handle:
@@ -280,11 +397,17 @@ def main() -> int:
     # As `python3 emcc.py ARGS` would see it, before emscripten reads it: its messages are
     # prefixed with the program's name, and it re-runs sys.argv[0] for --cflags.
     argv = sys.argv = [os.path.join(root, mode + ".py"), *sys.argv[3:]]
+    link_after = os.environ.pop("EMCC_TRIO_LINK_AFTER", None)
+    symbols = None if link_after is None else EarlySymbols(json.loads(link_after))
     emcc, shared = emscripten("emcc"), emscripten("tools.shared")
+    building = emscripten("tools.building")
+    python_strip(building)
+    if symbols is not None and not wait_to_link(building, symbols):
+        return 0
     misses = os.environ.get("EMCC_TRIO_MISSES")
     if misses and os.environ.get("EMCC_TRIO_GLUE"):
         glue_memo(shared, os.environ["EMCC_TRIO_GLUE"], misses)
-        building, config = emscripten("tools.building"), emscripten("tools.config")
+        config = emscripten("tools.config")
         acorn_memo(building, shared, config, os.environ["EMCC_TRIO_GLUE"], misses)
     if misses and os.environ.get("EMCC_TRIO_PCH"):
         pch_memo(shared, os.environ["EMCC_TRIO_PCH"], misses)

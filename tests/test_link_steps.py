@@ -1,0 +1,131 @@
+"""The launcher's link steps (issue 18): its Python strip writes what llvm-objcopy writes, byte
+for byte, on real emcc output; its early link waits for the build's word, links on "go" with
+the same output as a link started late, and on anything else exits without linking."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from emcc_trio.compile.jailside.emcc_launch import strip_sections
+from emcc_trio.compile.launcher import SCRIPT
+from emcc_trio.testing.harness import REPO
+from emcc_trio.testing.programs import RUN_ARTIFACT_JS
+
+EMSCRIPTEN = "/usr/share/emscripten"
+ENV = {"PATH": "/usr/bin:/bin", "NODE_PATH": "/usr/share/nodejs", "EMCC_SKIP_SANITY_CHECK": "1"}
+UNITS = {
+    "main.c": (
+        '#include <stdio.h>\nint twice(int);\nint main(void) { printf("%d\\n", twice(21)); }\n'
+    ),
+    "twice.c": "int twice(int x) { return 2 * x; }\n",
+}
+PATTERNS = [".debug*", "producers"]
+# As the service links: a web module that run_artifact.js runs under node.
+LINK = ["main.o", "twice.o", *json.loads((REPO / "config.json").read_text())["defaultArgs"]]
+
+
+def emcc(tmp: Path, *args: str) -> None:
+    subprocess.run(["emcc", *args], cwd=tmp, env=ENV, check=True, capture_output=True)
+
+
+def objcopy(wasm: Path, out: Path, patterns: list[str]) -> bytes:
+    removals = [f"--remove-section={pattern}" for pattern in patterns]
+    subprocess.run(["llvm-objcopy-14", str(wasm), str(out), *removals], check=True)
+    return out.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def objects(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """main.o and twice.o, compiled with -g (so that there are debug sections to strip)."""
+    tmp = tmp_path_factory.mktemp("objects")
+    for name, code in UNITS.items():
+        (tmp / name).write_text(code)
+        emcc(tmp, "-g", "-c", name, "-o", name.replace(".c", ".o"))
+    return tmp
+
+
+@pytest.mark.parametrize("patterns", [PATTERNS, ["producers"], [".debug*"]])
+def test_the_python_strip_writes_what_llvm_objcopy_writes(
+    objects: Path, patterns: list[str]
+) -> None:
+    # Linked with -g and the producers section kept: emcc strips neither itself.
+    emcc(objects, "-g", "-sEMIT_PRODUCERS_SECTION", "main.o", "twice.o", "-o", "linked.js")
+    linked = (objects / "linked.wasm").read_bytes()
+    assert b".debug_info" in linked
+    assert b"producers" in linked
+    expected = objcopy(objects / "linked.wasm", objects / "stripped.wasm", patterns)
+    assert strip_sections(linked, patterns) == expected
+    assert (b".debug_info" in expected) == (".debug*" not in patterns)
+    assert (b"producers" in expected) == ("producers" not in patterns)
+
+
+@given(st.binary(max_size=64))
+def test_the_strip_reads_anything_without_raising(data: bytes) -> None:
+    stripped = strip_sections(b"\0asm\1\0\0\0" + data, PATTERNS)
+    assert stripped is None or stripped.startswith(b"\0asm\1\0\0\0")
+
+
+def test_a_section_that_runs_past_the_end_is_left_to_llvm_objcopy() -> None:
+    header = b"\0asm\1\0\0\0"
+    assert strip_sections(header + b"\x00\x10\x04name", PATTERNS) is None
+    assert strip_sections(b"\0asm\2\0\0\0", PATTERNS) is None
+    assert (
+        strip_sections(header + b"\x01\x01\x00", PATTERNS)
+        == header + b"\x01\x81\x80\x80\x80\x00\x00"
+    )
+
+
+def early_link(tmp: Path, word: bytes, ready: list[str]) -> subprocess.CompletedProcess[bytes]:
+    argv = ["/usr/bin/python3", str(SCRIPT), EMSCRIPTEN, "emcc"]
+    env = {**ENV, "EMCC_TRIO_LINK_AFTER": json.dumps(ready)}
+    return subprocess.run(
+        [*argv, *LINK, "-o", "app.js"],
+        cwd=tmp,
+        env=env,
+        input=word,
+        capture_output=True,
+        check=False,
+    )
+
+
+def test_an_early_link_links_on_go_as_a_late_one_does(objects: Path, tmp_path: Path) -> None:
+    for name in ("main.o", "twice.o"):
+        shutil.copy(objects / name, tmp_path / name)
+    late = tmp_path / "late"
+    late.mkdir()
+    for name in ("main.o", "twice.o"):
+        shutil.copy(objects / name, late / name)
+    launcher = ["/usr/bin/python3", str(SCRIPT), EMSCRIPTEN, "emcc"]
+    subprocess.run([*launcher, *LINK, "-o", "app.js"], cwd=late, env=ENV, check=True)
+    # The symbols of main.o are read early; twice.o's when the link runs.
+    done = early_link(tmp_path, b"go\n", ["main.o"])
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "app.wasm").read_bytes() == (late / "app.wasm").read_bytes()
+    assert (tmp_path / "app.js").read_bytes() == (late / "app.js").read_bytes()
+    ran = subprocess.run(
+        ["node", str(RUN_ARTIFACT_JS), "app.js", "app.wasm"],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        check=False,
+    )
+    assert ran.stdout == b"42\n"
+
+
+@pytest.mark.parametrize("word", [b"stop\n", b""])
+def test_an_early_link_told_to_stop_links_nothing(
+    objects: Path, tmp_path: Path, word: bytes
+) -> None:
+    for name in ("main.o", "twice.o"):
+        shutil.copy(objects / name, tmp_path / name)
+    done = early_link(tmp_path, word, ["main.o", "twice.o", "missing.o"])
+    assert (done.returncode, done.stdout, done.stderr) == (0, b"", b"")
+    assert sorted(os.listdir(tmp_path)) == ["main.o", "twice.o"]
