@@ -530,13 +530,13 @@ class Policy:
         at the link (or worse, share memory they were not built for)."""
         if not self.ports or "-pthread" not in args:
             return
-        spellings = {port.setting: port for port in self.ports}
+        settings = {port.setting for port in self.ports}
         for index, arg in enumerate(args):
             setting = arg[2:] if _SETTING_FLAG.match(arg) else None
             if arg == "-s" and index + 1 < len(args):
                 setting = args[index + 1]
             name = (setting or "").partition("=")[0]
-            if name in spellings:
+            if name in settings:
                 raise RequestError(
                     f"argument {arg if arg != '-s' else '-s ' + args[index + 1]!r} is not "
                     "allowed with -pthread: the ports are built without threads"
