@@ -455,7 +455,7 @@ def served(settings: Settings, rounds: int) -> None:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def all_project_builds(rounds: int, libraries: Sequence[str] = projects.LIBRARIES) -> None:
+def all_project_builds(rounds: int, libraries: Sequence[str]) -> None:
     for name in libraries:
         for opt in ("-O0", "-O2"):
             project_builds(name, rounds, opt)

@@ -62,10 +62,6 @@ def read_regular(path: Path, limit: int) -> bytes | None:
     return data if len(data) <= limit else None
 
 
-def _write(path: Path, data: bytes) -> None:
-    path.write_bytes(data)
-
-
 def _write_all(files: Sequence[tuple[Path, bytes]]) -> None:
     """In one thread hop: a project's reused objects are many and small."""
     for path, data in files:
@@ -130,7 +126,6 @@ class Builder:
                 compiled.append(unit)
             else:
                 reused.append((job_dir / unit.object, found))
-        await trio.to_thread.run_sync(_write_all, reused)
         key = cflags_key(self.toolchain, compiler, args)
         cflags = None
         if self.reuse and self.clang is not None and compiled:
@@ -146,7 +141,7 @@ class Builder:
             parallel=self.parallel,
             early_link=bool(launch),
         )
-        await trio.to_thread.run_sync(_write, job_dir / PLAN_FILE, plan.encode())
+        await trio.to_thread.run_sync(_write_all, [*reused, (job_dir / PLAN_FILE, plan.encode())])
         self.metrics.build_units.labels("compiled").inc(len(compiled))
         self.metrics.build_units.labels("reused").inc(len(units) - len(compiled))
         argv = [self.python, "-c", DRIVER, PLAN_FILE]

@@ -311,14 +311,6 @@ class EarlySymbols:
 def wait_to_link(building: Any, symbols: EarlySymbols) -> bool:
     """Wait for the build's word (whether to link) with the symbols of the objects it does
     not write in hand; emcc then reads only the others'."""
-    nm_multiple = building.llvm_nm_multiple
-
-    def llvm_nm_multiple(files: list[str]) -> Any:
-        if files and all(name in building.nm_cache for name in files):
-            return [building.nm_cache[name] for name in files]
-        return nm_multiple(files)
-
-    building.llvm_nm_multiple = llvm_nm_multiple
     symbols.fill(building)
     return sys.stdin.readline() == "go\n"
 
