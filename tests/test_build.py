@@ -8,6 +8,7 @@ import pytest
 from emcc_trio.compile.build import (
     Manifest,
     compile_args,
+    decode_symbols,
     project_deps,
     split_for_cflags,
     unit_key,
@@ -60,6 +61,18 @@ def test_a_manifest_holds_while_every_included_file_is_the_same() -> None:
     assert not manifest.holds_for({"src/a.c": "1"})
     assert Manifest.decode(manifest.encode()) == manifest
     assert Manifest.decode(b"garbage") is None
+
+
+def test_a_manifest_keeps_its_objects_symbols_when_they_have_their_shape() -> None:
+    symbols = {"defs": ["main"], "undefs": ["printf"], "commons": []}
+    manifest = Manifest("d" * 64, {"src/a.c": "1"}, symbols)
+    assert Manifest.decode(manifest.encode()) == manifest
+    body = manifest.encode().replace(b'"printf"', b"7")
+    assert Manifest.decode(body) == Manifest("d" * 64, {"src/a.c": "1"})
+    bad: list[object] = [None, [], {"defs": []}, {**symbols, "extra": []}, {**symbols, "defs": "x"}]
+    for value in bad:
+        assert decode_symbols(value) is None
+    assert decode_symbols(symbols) == symbols
 
 
 def test_a_unit_key_changes_with_everything_that_decides_the_object() -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from emcc_trio.compile.build import Manifest
 from emcc_trio.testing.harness import Server, build_units, server_config, start_server
 from emcc_trio.testing.libraries import LIBRARIES, Library, fetch
 from emcc_trio.testing.programs import run_node
@@ -158,6 +159,12 @@ def test_a_rebuild_compiles_only_what_changed(library_server: Server, tmp_path: 
     cold = build_units(library_server.url)
     units = len(library.source_paths(fetch(library.name))) + 1  # and the driver
     assert cold["compiled"] - before["compiled"] == units
+    # Each object is kept with the symbols the link read from it, for the next link to use.
+    kept = library_server.workdir / "cache" / "objects"
+    manifests = [Manifest.decode(path.read_bytes()) for path in kept.glob("m-*")]
+    with_symbols = [m for m in manifests if m is not None and m.symbols is not None]
+    assert len(with_symbols) >= units
+    assert any("luaL_newstate" in m.symbols["defs"] for m in with_symbols if m.symbols)
     changed = [
         (path, content + b"\n/* edited */\n" if path == "src/lstrlib.c" else content)
         for path, content in files
@@ -192,34 +199,41 @@ def test_separate_steps_build_what_one_emcc_call_builds(
 ) -> None:
     """The same wasm and JS, byte for byte, as `emcc` given every source at once: with
     wasm-opt (-O2), and with the launcher's own strip of the producers section (-O0), after
-    a link that started early."""
-    files = [
-        ("main.c", b'#include "inc/k.h"\nint f(void);\nint main(void) { return f() + K; }\n'),
-        ("inc/k.h", b"#define K 2\n"),
-        ("lib/f.c", b'#include "k.h"\nint f(void) { return K * 20; }\n'),
-        ("lib/g.cpp", b'extern "C" int g(void) { return 7; }\n'),
-    ]
+    a link that started early; then again after an edit of one unit, whose rebuild links
+    with the other objects' symbols as the first build's link read them."""
+    files = {
+        "main.c": b'#include "inc/k.h"\nint f(void);\nint main(void) { return f() + K; }\n',
+        "inc/k.h": b"#define K 2\n",
+        "lib/f.c": b'#include "k.h"\nint f(void) { return K * 20; }\n',
+        "lib/g.cpp": b'extern "C" int g(void) { return 7; }\n',
+    }
     args = [*opt, "-Iinc"]
-    response = post_json(library_server, files, ["lib/*.c", "lib/*.cpp"], args)
-    body = response.json()
-    assert body["ok"] is True, body
-    with library_server.client() as client:
-        served = client.get(body["wasm"]).content
-        served_js = client.get(body["js"]).content
-    for path, content in files:
-        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / path).write_bytes(content)
     config = json.loads((Path(__file__).parents[1] / "config.json").read_text())
     env = {**os.environ, "NODE_PATH": "/usr/share/nodejs"}
-    subprocess.run(
-        ["emcc", "main.c", "lib/f.c", "lib/g.cpp", *config["defaultArgs"], *args, "-o", "app.js"],
-        cwd=tmp_path,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    assert (tmp_path / "app.wasm").read_bytes() == served
-    assert (tmp_path / "app.js").read_bytes() == served_js
+    files_in_order = ["main.c", "lib/f.c", "lib/g.cpp"]
+    for edit in ("", "int h(void) { return 3; }\n"):
+        files["lib/f.c"] += edit.encode()
+        before = build_units(library_server.url)
+        response = post_json(library_server, list(files.items()), ["lib/*.c", "lib/*.cpp"], args)
+        body = response.json()
+        assert body["ok"] is True, body
+        done = build_units(library_server.url)
+        assert done["compiled"] - before["compiled"] == (1 if edit else 3)
+        with library_server.client() as client:
+            served = client.get(body["wasm"]).content
+            served_js = client.get(body["js"]).content
+        for path, content in files.items():
+            (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / path).write_bytes(content)
+        subprocess.run(
+            ["emcc", *files_in_order, *config["defaultArgs"], *args, "-o", "app.js"],
+            cwd=tmp_path,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        assert (tmp_path / "app.wasm").read_bytes() == served
+        assert (tmp_path / "app.js").read_bytes() == served_js
 
 
 def build_cli(

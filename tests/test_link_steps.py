@@ -1,6 +1,7 @@
 """The launcher's link steps (issue 18): its Python strip writes what llvm-objcopy writes, byte
 for byte, on real emcc output; its early link waits for the build's word, links on "go" with
-the same output as a link started late, and on anything else exits without linking."""
+the same output as a link started late, and on anything else exits without linking; the
+symbols it is given are the ones the link uses, and those it reads it writes out."""
 
 from __future__ import annotations
 
@@ -83,41 +84,100 @@ def test_a_section_that_runs_past_the_end_is_left_to_llvm_objcopy() -> None:
     )
 
 
+KEPT, READ = "kept.json", "read.json"  # the symbols given to the link, and those it read
+
+
 def early_link(tmp: Path, word: bytes, ready: list[str]) -> subprocess.CompletedProcess[bytes]:
     argv = ["/usr/bin/python3", str(SCRIPT), EMSCRIPTEN, "emcc"]
-    env = {**ENV, "EMCC_TRIO_LINK_AFTER": json.dumps(ready)}
+    plan = {"objects": ready, "symbols": KEPT, "out": READ}
     return subprocess.run(
         [*argv, *LINK, "-o", "app.js"],
         cwd=tmp,
-        env=env,
+        env={**ENV, "EMCC_TRIO_LINK_AFTER": json.dumps(plan)},
         input=word,
         capture_output=True,
         check=False,
     )
 
 
-def test_an_early_link_links_on_go_as_a_late_one_does(objects: Path, tmp_path: Path) -> None:
+def nm_symbols(path: Path) -> dict[str, list[str]]:
+    """llvm-nm's reading of one object, as emcc's link parses it."""
+    code = (
+        f"import sys; sys.path.insert(0, {EMSCRIPTEN!r}); from tools import building; "
+        f"e = building.llvm_nm({str(path)!r}); "
+        "print(__import__('json').dumps({k: sorted(e[k]) for k in ('defs', 'undefs', 'commons')}))"
+    )
+    done = subprocess.run(["/usr/bin/python3", "-c", code], env=ENV, capture_output=True)
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
+
+
+@pytest.fixture
+def late(objects: Path, tmp_path: Path) -> Path:
+    """The objects linked by the launcher without an early start (and the objects again in
+    tmp_path for the early link)."""
+    folder = tmp_path / "late"
+    folder.mkdir()
     for name in ("main.o", "twice.o"):
         shutil.copy(objects / name, tmp_path / name)
-    late = tmp_path / "late"
-    late.mkdir()
-    for name in ("main.o", "twice.o"):
-        shutil.copy(objects / name, late / name)
+        shutil.copy(objects / name, folder / name)
     launcher = ["/usr/bin/python3", str(SCRIPT), EMSCRIPTEN, "emcc"]
-    subprocess.run([*launcher, *LINK, "-o", "app.js"], cwd=late, env=ENV, check=True)
-    # The symbols of main.o are read early; twice.o's when the link runs.
-    done = early_link(tmp_path, b"go\n", ["main.o"])
-    assert done.returncode == 0, done.stderr
-    assert (tmp_path / "app.wasm").read_bytes() == (late / "app.wasm").read_bytes()
-    assert (tmp_path / "app.js").read_bytes() == (late / "app.js").read_bytes()
+    subprocess.run([*launcher, *LINK, "-o", "app.js"], cwd=folder, env=ENV, check=True)
+    return folder
+
+
+def assert_same_link(tmp: Path, late: Path) -> None:
+    assert (tmp / "app.wasm").read_bytes() == (late / "app.wasm").read_bytes()
+    assert (tmp / "app.js").read_bytes() == (late / "app.js").read_bytes()
     ran = subprocess.run(
         ["node", str(RUN_ARTIFACT_JS), "app.js", "app.wasm"],
-        cwd=tmp_path,
+        cwd=tmp,
         env=ENV,
         capture_output=True,
         check=False,
     )
     assert ran.stdout == b"42\n"
+
+
+def test_an_early_link_links_on_go_as_a_late_one_does(tmp_path: Path, late: Path) -> None:
+    # The symbols of main.o are read early; twice.o's when the link runs, and written out.
+    done = early_link(tmp_path, b"go\n", ["main.o"])
+    assert done.returncode == 0, done.stderr
+    assert_same_link(tmp_path, late)
+    read = json.loads((tmp_path / READ).read_text())
+    assert read == {str(tmp_path / "twice.o"): nm_symbols(tmp_path / "twice.o")}
+
+
+def test_a_link_given_the_symbols_it_wrote_links_as_before(tmp_path: Path, late: Path) -> None:
+    kept = {name: nm_symbols(tmp_path / name) for name in ("main.o", "twice.o")}
+    (tmp_path / KEPT).write_text(json.dumps(kept))
+    done = early_link(tmp_path, b"go\n", ["main.o", "twice.o"])
+    assert done.returncode == 0, done.stderr
+    assert_same_link(tmp_path, late)
+    assert not (tmp_path / READ).exists()  # llvm-nm read nothing
+
+
+def test_the_link_uses_the_kept_symbols(tmp_path: Path, late: Path) -> None:
+    """Kept symbols decide the link: main.o said to need gmtime (which needs malloc, in
+    emscripten's deps_info) makes a module that exports malloc, which the real one does not."""
+    kept = {name: nm_symbols(tmp_path / name) for name in ("main.o", "twice.o")}
+    kept["main.o"]["undefs"].append("gmtime")
+    kept["twice.o"]["defs"].append("gmtime")
+    (tmp_path / KEPT).write_text(json.dumps(kept))
+    done = early_link(tmp_path, b"go\n", ["main.o", "twice.o"])
+    assert done.returncode == 0, done.stderr
+    assert b"malloc" not in (late / "app.wasm").read_bytes()
+    assert b"malloc" in (tmp_path / "app.wasm").read_bytes()
+
+
+@pytest.mark.parametrize("kept", ["not json", '{"main.o": {"defs": "x"}}', "[]"])
+def test_kept_symbols_not_of_their_shape_are_read_again(
+    tmp_path: Path, late: Path, kept: str
+) -> None:
+    (tmp_path / KEPT).write_text(kept)
+    done = early_link(tmp_path, b"go\n", ["main.o", "twice.o"])
+    assert done.returncode == 0, done.stderr
+    assert_same_link(tmp_path, late)
 
 
 @pytest.mark.parametrize("word", [b"stop\n", b""])

@@ -115,6 +115,10 @@ OBJECT_DIR: Final = ".obj"
 PLAN_FILE: Final = f"{OBJECT_DIR}/plan.json"
 STATUS_FILE: Final = f"{OBJECT_DIR}/status.json"
 CFLAGS_FILE: Final = f"{OBJECT_DIR}/cflags.json"
+# The symbols of reused objects as their manifests keep them (the link reads these instead of
+# running llvm-nm on them), and those the link read from the objects this build compiled.
+SYMBOLS_FILE: Final = f"{OBJECT_DIR}/symbols.json"
+SYMBOLS_OUT_FILE: Final = f"{OBJECT_DIR}/symbols-out.json"
 # An object larger than this is not kept (nor its manifest): the server reads a kept object
 # whole, so this bounds what one build's bookkeeping holds in memory at a time.
 MAX_OBJECT_BYTES: Final = 8 * 1024 * 1024
@@ -231,15 +235,38 @@ def unit_key(
     return hashlib.sha256(json.dumps(material, separators=(",", ":")).encode()).hexdigest()
 
 
+SYMBOL_KINDS: Final = ("defs", "undefs", "commons")
+Symbols = Mapping[str, Sequence[str]]  # llvm-nm's reading of an object, as emcc's link keeps it
+
+
+def decode_symbols(value: object) -> Symbols | None:
+    """`value` if it is an object's symbols: each of SYMBOL_KINDS a list of strings."""
+    if not isinstance(value, dict) or set(value) != set(SYMBOL_KINDS):
+        return None
+    if not all(
+        isinstance(names, list) and all(isinstance(name, str) for name in names)
+        for names in value.values()
+    ):
+        return None
+    return {kind: list(value[kind]) for kind in SYMBOL_KINDS}
+
+
 @attrs.frozen
 class Manifest:
-    """What an object was built from: each project file the unit included, by digest."""
+    """What an object was built from: each project file the unit included, by digest; and
+    the object's symbols when the link that built it read them (see jailside/emcc_launch)."""
 
     object_digest: str
     deps: Mapping[str, str]
+    symbols: Symbols | None = None
 
     def encode(self) -> bytes:
-        body = {"object": self.object_digest, "deps": dict(sorted(self.deps.items()))}
+        body: dict[str, Any] = {
+            "object": self.object_digest,
+            "deps": dict(sorted(self.deps.items())),
+        }
+        if self.symbols is not None:
+            body["symbols"] = {kind: list(self.symbols[kind]) for kind in SYMBOL_KINDS}
         return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
@@ -249,8 +276,9 @@ class Manifest:
             deps = body["deps"]
             if not isinstance(deps, dict) or not isinstance(body["object"], str):
                 return None
-            return cls(body["object"], {str(k): str(v) for k, v in deps.items()})
-        except (ValueError, KeyError, TypeError):
+            symbols = decode_symbols(body.get("symbols"))
+            return cls(body["object"], {str(k): str(v) for k, v in deps.items()}, symbols)
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
 
     def holds_for(self, digests: Mapping[str, str]) -> bool:
@@ -314,7 +342,8 @@ def plan_json(
 ) -> str:
     """The driver's input: what to compile (the rest is reused), then how to link.
     `compiler` is the command that runs emcc or em++ (see compile.launcher); `early_link`:
-    it is the launcher, whose link can start while the units compile (EMCC_TRIO_LINK_AFTER)."""
+    it is the launcher, whose link can start while the units compile (EMCC_TRIO_LINK_AFTER)
+    and which reads and writes the objects' symbols (SYMBOLS_FILE, SYMBOLS_OUT_FILE)."""
     compiled = {unit.object for unit in to_compile}
     plan: dict[str, Any] = {
         "compiler": list(compiler),
@@ -332,6 +361,8 @@ def plan_json(
         "ready": [name for name in objects if name not in compiled],
         "parallel": parallel,
         "status": STATUS_FILE,
+        "symbols": SYMBOLS_FILE,
+        "symbols_out": SYMBOLS_OUT_FILE,
     }
     return json.dumps(plan)
 
@@ -349,8 +380,9 @@ CXX = (".cpp", ".cc")
 # The launcher's link imports emscripten and reads the reused objects' symbols while the
 # units compile, and links on "go" (see jailside/emcc_launch.py); it starts first.
 link = None
-if plan["early_link"] and units:
-    env = dict(os.environ, EMCC_TRIO_LINK_AFTER=json.dumps(plan["ready"]))
+if plan["early_link"]:
+    ready = {"objects": plan["ready"], "symbols": plan["symbols"], "out": plan["symbols_out"]}
+    env = dict(os.environ, EMCC_TRIO_LINK_AFTER=json.dumps(ready))
     link = subprocess.Popen(plan["link"], stdin=subprocess.PIPE, env=env)
 
 import re, shlex
@@ -415,5 +447,6 @@ if link is not None:
     code = link.wait()
 elif not failed:
     code = subprocess.run(plan["link"]).returncode
-sys.exit(1 if failed else code)
+out.flush()
+os._exit(1 if failed else code)  # the interpreter's teardown is on every build's path
 """

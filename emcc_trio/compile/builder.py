@@ -10,6 +10,7 @@ import os
 import stat
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Final
 
 import attrs
 import trio
@@ -20,12 +21,16 @@ from emcc_trio.compile.build import (
     MAX_OBJECT_BYTES,
     PLAN_FILE,
     STATUS_FILE,
+    SYMBOLS_FILE,
+    SYMBOLS_OUT_FILE,
     Clang,
     Manifest,
+    Symbols,
     Unit,
     cflags_key,
     compile_args,
     decode_cflags,
+    decode_symbols,
     digest,
     plan_json,
     project_deps,
@@ -36,6 +41,8 @@ from emcc_trio.models import CompileRequest
 from emcc_trio.storage.base import Store, StoreUnavailableError
 
 log = logging.getLogger("emcc_trio.build")
+# What the link's llvm-nm read of a build's new objects: a few KB for each.
+MAX_SYMBOLS_BYTES: Final = 16 * 1024 * 1024
 
 
 @attrs.frozen
@@ -120,12 +127,18 @@ class Builder:
         )
         compiled = []
         reused: list[tuple[Path, bytes]] = []
+        symbols: dict[str, Symbols] = {}
         for unit in units:
             found = await self._reusable(unit, digests) if self.reuse else None
             if found is None:
                 compiled.append(unit)
-            else:
-                reused.append((job_dir / unit.object, found))
+                continue
+            data, manifest = found
+            reused.append((job_dir / unit.object, data))
+            if manifest.symbols is not None:
+                symbols[unit.object] = manifest.symbols
+        if symbols:
+            reused.append((job_dir / SYMBOLS_FILE, json.dumps(symbols).encode()))
         key = cflags_key(self.toolchain, compiler, args)
         cflags = None
         if self.reuse and self.clang is not None and compiled:
@@ -154,7 +167,8 @@ class Builder:
             log.warning("object cache unreachable", extra={"fields": {"error": str(exc)}})
             return None
 
-    async def _reusable(self, unit: Unit, digests: dict[str, str]) -> bytes | None:
+    async def _reusable(self, unit: Unit, digests: dict[str, str]) -> tuple[bytes, Manifest] | None:
+        """The unit's object and its manifest, if it was built from these files."""
         raw = await self._get(f"m-{unit.key}")
         manifest = None if raw is None else Manifest.decode(raw)
         if manifest is None or not manifest.holds_for(digests):
@@ -162,7 +176,7 @@ class Builder:
         data = await self._get(f"o-{manifest.object_digest}")
         if data is None or digest(data) != manifest.object_digest:
             return None
-        return data
+        return data, manifest
 
     async def keep(self, build: PreparedBuild, job_dir: Path) -> int:
         """Store the objects of the units that compiled (the link may still have failed);
@@ -178,6 +192,10 @@ class Builder:
                     await self.store.object_put(f"m-{build.cflags_key}", found)
         kept = 0
         roots = [root for root in (self.job_mount, str(job_dir)) if root]
+        symbols_read = await trio.to_thread.run_sync(
+            read_regular, job_dir / SYMBOLS_OUT_FILE, MAX_SYMBOLS_BYTES
+        )
+        read_by_link = _symbols_by_path(symbols_read)
         for unit in build.compiled:
             if status.get(unit.path) != 0:
                 continue
@@ -190,7 +208,9 @@ class Builder:
             )
             if data is None or deps is None or not all(dep in build.digests for dep in deps):
                 continue
-            manifest = Manifest(digest(data), {dep: build.digests[dep] for dep in deps})
+            paths = (f"{root}/{unit.object}" for root in roots)
+            symbols = next((read_by_link[path] for path in paths if path in read_by_link), None)
+            manifest = Manifest(digest(data), {dep: build.digests[dep] for dep in deps}, symbols)
             try:
                 await self.store.object_put(f"o-{manifest.object_digest}", data)
                 await self.store.object_put(f"m-{unit.key}", manifest.encode())
@@ -199,6 +219,24 @@ class Builder:
                 return kept
             kept += 1
         return kept
+
+
+def _symbols_by_path(raw: bytes | None) -> dict[str, Symbols]:
+    """What the link's llvm-nm read (SYMBOLS_OUT_FILE), by the object's path in the jail;
+    entries not of that shape are left out (the file is the job's to write)."""
+    if raw is None:
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return {}
+    if not isinstance(body, dict):
+        return {}
+    return {
+        str(path): symbols
+        for path, value in body.items()
+        if (symbols := decode_symbols(value)) is not None
+    }
 
 
 def _status(raw: bytes | None) -> dict[str, int]:

@@ -7,10 +7,13 @@ Runs inside the jail under the system's python3, standard library only, as emcc 
     emcc_launch.py ROOT --fill-acorn MATERIAL ENTRY       compute one JS optimizer entry
     emcc_launch.py ROOT --fill-pch MATERIAL HEADER PCH    build one precompiled header
 
-With `EMCC_TRIO_LINK_AFTER` set (a JSON list of object paths), a link starts early: it
-imports emscripten and reads the symbols of those objects (ones the build does not write)
-while the build's units compile, then waits for a line on stdin: `go` links, anything else
-(or end of file) exits 0 without linking. The link itself is the same.
+With `EMCC_TRIO_LINK_AFTER` set (JSON: `objects`, the paths of the objects the build does
+not write; `symbols`, a file of kept symbols; `out`, where the symbols read here go), a link
+starts early: it takes the kept symbols, reads those of the other objects with llvm-nm and
+imports emscripten while the build's units compile, then waits for a line on stdin: `go`
+links, anything else (or end of file) exits 0 without linking. The link itself is the same:
+emcc's llvm-nm reads only the objects whose symbols it does not have yet, and what it reads
+is written to `out`, for the service to keep beside the objects.
 
 `/usr/bin/emcc` runs `python3 emcc.py`, which compiles the 160 KB script on every call;
 importing it as a module takes the `.pyc` Debian ships instead. Output is the same.
@@ -275,19 +278,50 @@ def python_strip(building: Any) -> None:
     building.strip = strip
 
 
-class EarlySymbols:
-    """llvm-nm on the objects a build does not write, started before emscripten's import
-    (which takes longer than reading their symbols); its tool path comes from emscripten's
-    config as tools.shared builds it, and its output is used only if the paths agree."""
+SYMBOL_KINDS = ("defs", "undefs", "commons")
 
-    def __init__(self, ready: list[str]) -> None:
-        config = emscripten("tools.config")
-        version = config.LLVM_ADD_VERSION
-        tool = "llvm-nm" + (f"-{version}" if version else "")
-        self.nm = os.path.expanduser(os.path.join(config.LLVM_ROOT, tool))
-        self.objects = [os.path.abspath(name) for name in ready if os.path.isfile(name)]
+
+def read_symbols(path: str) -> dict[str, dict[str, Any]]:
+    """Kept symbols (SYMBOLS_FILE: object path to its defs, undefs and commons as lists) as
+    emcc's nm_cache holds them, by absolute path; what is not of that shape is left out."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            kept = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    found = {}
+    for name, entry in kept.items() if isinstance(kept, dict) else ():
+        if isinstance(entry, dict) and all(
+            isinstance(entry.get(kind), list) and all(isinstance(s, str) for s in entry[kind])
+            for kind in SYMBOL_KINDS
+        ):
+            record: dict[str, Any] = {kind: set(entry[kind]) for kind in SYMBOL_KINDS}
+            found[os.path.abspath(name)] = {**record, "parse_error": False}
+    return found
+
+
+class EarlySymbols:
+    """The symbols of the objects a build does not write: kept ones (read by an earlier
+    link's llvm-nm), and llvm-nm on the others, started before emscripten's import (which
+    takes longer than reading their symbols). The llvm-nm started here comes from
+    emscripten's config as tools.shared builds it; its output is used only if the paths
+    agree."""
+
+    def __init__(self, ready: dict[str, Any]) -> None:
+        self.kept = read_symbols(ready["symbols"])
+        self.out = ready["out"]
+        self.objects = [
+            path
+            for path in (os.path.abspath(name) for name in ready["objects"])
+            if path not in self.kept and os.path.isfile(path)
+        ]
+        self.nm = ""
         self.process = None
         if self.objects:
+            config = emscripten("tools.config")
+            version = config.LLVM_ADD_VERSION
+            tool = "llvm-nm" + (f"-{version}" if version else "")
+            self.nm = os.path.expanduser(os.path.join(config.LLVM_ROOT, tool))
             self.process = subprocess.Popen(
                 [self.nm, "--print-file-name", *self.objects],
                 stdout=subprocess.PIPE,
@@ -297,6 +331,7 @@ class EarlySymbols:
 
     def fill(self, building: Any) -> None:
         """Put their symbols where emcc's llvm_nm_multiple keeps them."""
+        building.nm_cache.update(self.kept)
         if self.process is None:
             return
         output, _ = self.process.communicate()
@@ -307,11 +342,33 @@ class EarlySymbols:
             if name in found:
                 building.nm_cache[name] = found[name]
 
+    def keep_new(self, building: Any) -> None:
+        """Write the symbols emcc's llvm-nm reads in this link to `out`, as read: the link
+        adds to them afterwards (system_libs counts exports as the first input's undefs)."""
+        original = building.llvm_nm_multiple
+        out = self.out
+        read: dict[str, dict[str, list[str]]] = {}
+
+        def llvm_nm_multiple(files: list[str]) -> Any:
+            new = [name for name in files if name not in building.nm_cache]
+            found = original(files)
+            for name in new:
+                if not building.nm_cache.get(name, {"parse_error": True})["parse_error"]:
+                    entry = building.nm_cache[name]
+                    read[name] = {kind: sorted(entry[kind]) for kind in SYMBOL_KINDS}
+            if new:
+                with open(out, "w", encoding="utf-8") as handle:
+                    json.dump(read, handle)
+            return found
+
+        building.llvm_nm_multiple = llvm_nm_multiple
+
 
 def wait_to_link(building: Any, symbols: EarlySymbols) -> bool:
     """Wait for the build's word (whether to link) with the symbols of the objects it does
     not write in hand; emcc then reads only the others'."""
     symbols.fill(building)
+    symbols.keep_new(building)
     return sys.stdin.readline() == "go\n"
 
 
