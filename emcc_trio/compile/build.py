@@ -11,8 +11,10 @@ one file: all of it is one process tree in one cgroup.
 An object is reused under a manifest (`unit_key`): the toolchain, the compile arguments, the
 unit's path and content, and the list of project paths name it; the manifest records the
 digest of every project file the unit included (clang's dependency file), and is used only
-while each of those files still has that digest. Nothing a request sends can make an object
-another request receives: every input that decides an object is in its key or its manifest.
+while each of those files still has that digest. It also keeps the object's symbols as the
+link that built it read them (llvm-nm's, through emcc), which a later link takes instead of
+running llvm-nm on the object again. Nothing a request sends can make an object another
+request receives: every input that decides an object is in its key or its manifest.
 """
 
 from __future__ import annotations
