@@ -15,8 +15,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from emcc_trio.compile.jailside.emcc_launch import strip_sections
+from emcc_trio.compile.jailside.emcc_launch import object_symbols, strip_sections
 from emcc_trio.compile.launcher import SCRIPT
+from emcc_trio.config import Config
 from emcc_trio.testing.harness import REPO
 from emcc_trio.testing.programs import RUN_ARTIFACT_JS
 
@@ -28,6 +29,7 @@ UNITS = {
     ),
     "twice.c": "int twice(int x) { return 2 * x; }\n",
 }
+OBJECTS = ("main.o", "twice.o")
 PATTERNS = [".debug*", "producers"]
 # As the service links: a web module that run_artifact.js runs under node.
 LINK = ["main.o", "twice.o", *json.loads((REPO / "config.json").read_text())["defaultArgs"]]
@@ -84,16 +86,96 @@ def test_a_section_that_runs_past_the_end_is_left_to_llvm_objcopy() -> None:
     )
 
 
+# Objects of every kind emcc makes: C and C++ (weak, inline, template and exception symbols),
+# with debug sections, with threads (TLS, shared memory), relocatable (GOT imports).
+SYMBOL_SOURCES = {
+    "plain.c": (
+        "#include <stdio.h>\nstatic int hidden(int x) { return x; }\nint counter;\n"
+        "__attribute__((weak)) int maybe(void);\n__attribute__((weak)) int fallback(void)"
+        ' { return 1; }\nint main(void) { printf("%d", hidden(maybe ? maybe() : 0)); }\n'
+    ),
+    "classes.cpp": (
+        "#include <string>\n#include <vector>\n#include <stdexcept>\n"
+        "template <class T> T twice(T x) { return x + x; }\n"
+        "struct Shape { virtual ~Shape() {} virtual int sides() const = 0; };\n"
+        "struct Square : Shape { int sides() const override { return 4; } };\n"
+        "thread_local int per_thread;\n"
+        'int run(int n) { std::vector<std::string> v(n, "x"); if (n < 0)'
+        ' throw std::runtime_error("n"); Square s; return twice(n) + s.sides() +'
+        " (int)v.size() + per_thread; }\n"
+    ),
+}
+SYMBOL_FLAGS = [["-O0"], ["-O2", "-g"], ["-pthread"], ["-sRELOCATABLE"], ["-fexceptions"]]
+SYSROOT_ARCHIVES = ["libc.a", "libc-mt.a", "libc++-except.a", "libc++abi.a", "pic/libc.a"]
+
+
+def llvm_nm_symbols(files: list[Path]) -> dict[str, dict[str, set[str]]]:
+    """emcc's record of llvm-nm's listing of `files` (parse_llvm_nm_symbols), by path."""
+    code = (
+        f"import sys, json; sys.path.insert(0, {EMSCRIPTEN!r}); from tools import building; "
+        "found = building.parse_llvm_nm_symbols(sys.stdin.read()); "
+        "print(json.dumps({f: {k: sorted(v[k]) for k in ('defs', 'undefs', 'commons')}"
+        " for f, v in found.items()}))"
+    )
+    listing = subprocess.run(
+        ["llvm-nm-14", "--print-file-name", *map(str, files)], capture_output=True, text=True
+    ).stdout
+    done = subprocess.run(
+        ["/usr/bin/python3", "-c", code], input=listing, capture_output=True, text=True, check=True
+    )
+    parsed = json.loads(done.stdout)
+    return {name: {k: set(v) for k, v in entry.items()} for name, entry in parsed.items()}
+
+
+def test_the_launcher_reads_the_symbols_llvm_nm_lists(tmp_path: Path) -> None:
+    """On objects compiled here and on every object of emscripten's own libc and libc++ (as
+    built into the service's cache): where the launcher reads an object, it finds what emcc
+    finds in llvm-nm's listing; it leaves to llvm-nm only objects it cannot read."""
+    files = []
+    for index, flags in enumerate(SYMBOL_FLAGS):
+        for name, code in SYMBOL_SOURCES.items():
+            (tmp_path / name).write_text(code)
+            out = tmp_path / f"{index}-{name}.o"
+            emcc(tmp_path, *flags, "-c", name, "-o", str(out))
+            files.append(out)
+    lib = Path(Config().emscripten_cache_dir) / "sysroot/lib/wasm32-emscripten"
+    for archive in SYSROOT_ARCHIVES:
+        folder = tmp_path / archive.replace("/", "-")
+        folder.mkdir()
+        subprocess.run(["llvm-ar-14", "x", str(lib / archive)], cwd=folder, check=True)
+        files += sorted(folder.iterdir())
+    listed = llvm_nm_symbols(files)
+    unread = []
+    for path in files:
+        found = object_symbols(path.read_bytes())
+        if found is None:
+            unread.append(path)
+            continue
+        assert found.pop("parse_error") is False
+        assert found == listed[str(path)], path
+    assert not [path for path in unread if path.parent == tmp_path]
+    assert len(files) > 1000
+    assert len(unread) < len(files) / 50, unread[:10]
+
+
+@given(st.binary(max_size=200))
+def test_the_symbol_reader_reads_anything_without_raising(data: bytes) -> None:
+    found = object_symbols(b"\0asm\1\0\0\0" + data)
+    assert found is None or set(found) == {"defs", "undefs", "commons", "parse_error"}
+
+
 KEPT, READ = "kept.json", "read.json"  # the symbols given to the link, and those it read
 
 
-def early_link(tmp: Path, word: bytes, ready: list[str]) -> subprocess.CompletedProcess[bytes]:
+def early_link(
+    tmp: Path, word: bytes, env: dict[str, str] = ENV
+) -> subprocess.CompletedProcess[bytes]:
     argv = ["/usr/bin/python3", str(SCRIPT), EMSCRIPTEN, "emcc"]
-    plan = {"objects": ready, "symbols": KEPT, "out": READ}
+    plan = {"symbols": KEPT, "out": READ}
     return subprocess.run(
         [*argv, *LINK, "-o", "app.js"],
         cwd=tmp,
-        env={**ENV, "EMCC_TRIO_LINK_AFTER": json.dumps(plan)},
+        env={**env, "EMCC_TRIO_LINK_AFTER": json.dumps(plan)},
         input=word,
         capture_output=True,
         check=False,
@@ -114,15 +196,14 @@ def nm_symbols(path: Path) -> dict[str, list[str]]:
 
 @pytest.fixture
 def late(objects: Path, tmp_path: Path) -> Path:
-    """The objects linked by the launcher without an early start (and the objects again in
-    tmp_path for the early link)."""
+    """The objects linked by /usr/bin/emcc, whose link reads their symbols with llvm-nm (and
+    the objects again in tmp_path for the launcher's link)."""
     folder = tmp_path / "late"
     folder.mkdir()
     for name in ("main.o", "twice.o"):
         shutil.copy(objects / name, tmp_path / name)
         shutil.copy(objects / name, folder / name)
-    launcher = ["/usr/bin/python3", str(SCRIPT), EMSCRIPTEN, "emcc"]
-    subprocess.run([*launcher, *LINK, "-o", "app.js"], cwd=folder, env=ENV, check=True)
+    subprocess.run(["emcc", *LINK, "-o", "app.js"], cwd=folder, env=ENV, check=True)
     return folder
 
 
@@ -139,22 +220,52 @@ def assert_same_link(tmp: Path, late: Path) -> None:
     assert ran.stdout == b"42\n"
 
 
-def test_an_early_link_links_on_go_as_a_late_one_does(tmp_path: Path, late: Path) -> None:
-    # The symbols of main.o are read early; twice.o's when the link runs, and written out.
-    done = early_link(tmp_path, b"go\n", ["main.o"])
+def test_an_early_link_links_on_go_as_emcc_does(tmp_path: Path, late: Path) -> None:
+    # No symbols kept: the link reads both objects' and writes them out.
+    done = early_link(tmp_path, b"go\n")
     assert done.returncode == 0, done.stderr
     assert_same_link(tmp_path, late)
     read = json.loads((tmp_path / READ).read_text())
-    assert read == {str(tmp_path / "twice.o"): nm_symbols(tmp_path / "twice.o")}
+    assert read == {str(tmp_path / name): nm_symbols(tmp_path / name) for name in OBJECTS}
+
+
+def counting_llvm_nm(tmp: Path) -> tuple[dict[str, str], Path]:
+    """An environment whose emscripten finds its LLVM tools in a folder of links to Debian's,
+    where llvm-nm also logs each run; and the log."""
+    tools = tmp / "llvm"
+    tools.mkdir()
+    for tool in Path("/usr/bin").glob("*-14"):
+        (tools / tool.name).symlink_to(tool)
+    log = tmp / "nm.log"
+    (tools / "llvm-nm-14").unlink()
+    (tools / "llvm-nm-14").write_text(
+        f'#!/bin/sh\necho "$@" >> {log}\nexec /usr/bin/llvm-nm-14 "$@"\n'
+    )
+    (tools / "llvm-nm-14").chmod(0o755)
+    return {**ENV, "EM_LLVM_ROOT": str(tools)}, log
+
+
+def test_a_link_reads_its_objects_symbols_without_llvm_nm(tmp_path: Path, late: Path) -> None:
+    env, log = counting_llvm_nm(tmp_path)
+    done = early_link(tmp_path, b"go\n", env)
+    assert done.returncode == 0, done.stderr
+    assert_same_link(tmp_path, late)
+    assert not log.exists()
+    # A module it cannot read (LLVM bitcode, -flto) is left to llvm-nm, which reads it.
+    (tmp_path / "twice.c").write_text(UNITS["twice.c"])
+    emcc(tmp_path, "-flto", "-c", "twice.c", "-o", "twice.o")
+    done = early_link(tmp_path, b"go\n", env)
+    assert done.returncode == 0, done.stderr
+    assert log.read_text().count("twice.o") == 1
 
 
 def test_a_link_given_the_symbols_it_wrote_links_as_before(tmp_path: Path, late: Path) -> None:
     kept = {name: nm_symbols(tmp_path / name) for name in ("main.o", "twice.o")}
     (tmp_path / KEPT).write_text(json.dumps(kept))
-    done = early_link(tmp_path, b"go\n", ["main.o", "twice.o"])
+    done = early_link(tmp_path, b"go\n")
     assert done.returncode == 0, done.stderr
     assert_same_link(tmp_path, late)
-    assert not (tmp_path / READ).exists()  # llvm-nm read nothing
+    assert not (tmp_path / READ).exists()  # nothing was read
 
 
 def test_the_link_uses_the_kept_symbols(tmp_path: Path, late: Path) -> None:
@@ -164,7 +275,7 @@ def test_the_link_uses_the_kept_symbols(tmp_path: Path, late: Path) -> None:
     kept["main.o"]["undefs"].append("gmtime")
     kept["twice.o"]["defs"].append("gmtime")
     (tmp_path / KEPT).write_text(json.dumps(kept))
-    done = early_link(tmp_path, b"go\n", ["main.o", "twice.o"])
+    done = early_link(tmp_path, b"go\n")
     assert done.returncode == 0, done.stderr
     assert b"malloc" not in (late / "app.wasm").read_bytes()
     assert b"malloc" in (tmp_path / "app.wasm").read_bytes()
@@ -175,7 +286,7 @@ def test_kept_symbols_not_of_their_shape_are_read_again(
     tmp_path: Path, late: Path, kept: str
 ) -> None:
     (tmp_path / KEPT).write_text(kept)
-    done = early_link(tmp_path, b"go\n", ["main.o", "twice.o"])
+    done = early_link(tmp_path, b"go\n")
     assert done.returncode == 0, done.stderr
     assert_same_link(tmp_path, late)
 
@@ -186,6 +297,6 @@ def test_an_early_link_told_to_stop_links_nothing(
 ) -> None:
     for name in ("main.o", "twice.o"):
         shutil.copy(objects / name, tmp_path / name)
-    done = early_link(tmp_path, word, ["main.o", "twice.o", "missing.o"])
+    done = early_link(tmp_path, word)
     assert (done.returncode, done.stdout, done.stderr) == (0, b"", b"")
     assert sorted(os.listdir(tmp_path)) == ["main.o", "twice.o"]

@@ -12,9 +12,9 @@ An object is reused under a manifest (`unit_key`): the toolchain, the compile ar
 unit's path and content, and the list of project paths name it; the manifest records the
 digest of every project file the unit included (clang's dependency file), and is used only
 while each of those files still has that digest. It also keeps the object's symbols as the
-link that built it read them (llvm-nm's, through emcc), which a later link takes instead of
-running llvm-nm on the object again. Nothing a request sends can make an object another
-request receives: every input that decides an object is in its key or its manifest.
+link that built it read them, which a later link takes instead of reading them again.
+Nothing a request sends can make an object another request receives: every input that
+decides an object is in its key or its manifest.
 """
 
 from __future__ import annotations
@@ -346,7 +346,6 @@ def plan_json(
     `compiler` is the command that runs emcc or em++ (see compile.launcher); `early_link`:
     it is the launcher, whose link can start while the units compile (EMCC_TRIO_LINK_AFTER)
     and which reads and writes the objects' symbols (SYMBOLS_FILE, SYMBOLS_OUT_FILE)."""
-    compiled = {unit.object for unit in to_compile}
     plan: dict[str, Any] = {
         "compiler": list(compiler),
         "clang": None if clang is None else {"c": clang.c, "cxx": clang.cxx},
@@ -360,7 +359,6 @@ def plan_json(
         ],
         "link": [*compiler, *objects, *link_args, "-o", "app.js"],
         "early_link": early_link,
-        "ready": [name for name in objects if name not in compiled],
         "parallel": parallel,
         "status": STATUS_FILE,
         "symbols": SYMBOLS_FILE,
@@ -379,12 +377,12 @@ out = sys.stdout.buffer
 units = plan["units"]
 CXX = (".cpp", ".cc")
 
-# The launcher's link imports emscripten and reads the reused objects' symbols while the
-# units compile, and links on "go" (see jailside/emcc_launch.py); it starts first.
+# The launcher's link imports emscripten and takes the reused objects' kept symbols while
+# the units compile, and links on "go" (see jailside/emcc_launch.py); it starts first.
 link = None
 if plan["early_link"]:
-    ready = {"objects": plan["ready"], "symbols": plan["symbols"], "out": plan["symbols_out"]}
-    env = dict(os.environ, EMCC_TRIO_LINK_AFTER=json.dumps(ready))
+    symbols = {"symbols": plan["symbols"], "out": plan["symbols_out"]}
+    env = dict(os.environ, EMCC_TRIO_LINK_AFTER=json.dumps(symbols))
     link = subprocess.Popen(plan["link"], stdin=subprocess.PIPE, env=env)
 
 import re, shlex

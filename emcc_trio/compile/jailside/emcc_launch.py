@@ -7,13 +7,15 @@ Runs inside the jail under the system's python3, standard library only, as emcc 
     emcc_launch.py ROOT --fill-acorn MATERIAL ENTRY       compute one JS optimizer entry
     emcc_launch.py ROOT --fill-pch MATERIAL HEADER PCH    build one precompiled header
 
-With `EMCC_TRIO_LINK_AFTER` set (JSON: `objects`, the paths of the objects the build does
-not write; `symbols`, a file of kept symbols; `out`, where the symbols read here go), a link
-starts early: it takes the kept symbols, reads those of the other objects with llvm-nm and
-imports emscripten while the build's units compile, then waits for a line on stdin: `go`
-links, anything else (or end of file) exits 0 without linking. The link itself is the same:
-emcc's llvm-nm reads only the objects whose symbols it does not have yet, and what it reads
-is written to `out`, for the service to keep beside the objects.
+With `EMCC_TRIO_LINK_AFTER` set (JSON: `symbols`, a file of kept symbols; `out`, where the
+symbols read here go), a link starts early: it imports emscripten while the build's units
+compile, then waits for a line on stdin: `go` links, anything else (or end of file) exits 0
+without linking. The link itself is the same.
+
+emcc's link reads every object's symbols with llvm-nm, to choose the system libraries; the
+launcher gives it the kept symbols, and reads the others from each object's symbol table
+itself (what llvm-nm would list, as emcc records it; llvm-nm still reads what this cannot:
+LLVM bitcode, objects without symbols). In a build, what it read goes to `out`.
 
 `/usr/bin/emcc` runs `python3 emcc.py`, which compiles the 160 KB script on every call;
 importing it as a module takes the `.pyc` Debian ships instead. Output is the same.
@@ -36,6 +38,7 @@ material. The service computes entries later, in a jail that holds nothing but t
 (the fill modes), so no request's files ever reach what another request receives.
 """
 
+import copy
 import fnmatch
 import hashlib
 import importlib
@@ -262,6 +265,149 @@ def strip_sections(data: bytes, patterns: list[str]) -> bytes | None:
     return b"".join(kept)
 
 
+# The wasm object format's linking metadata (llvm's BinaryFormat/Wasm.h): symbol kinds, the
+# flags that decide how llvm-nm prints a symbol, and the symbol table's subsection.
+SYMBOL_FUNCTION, SYMBOL_DATA, SYMBOL_GLOBAL, SYMBOL_SECTION, SYMBOL_TAG, SYMBOL_TABLE = range(6)
+FLAG_WEAK, FLAG_LOCAL, FLAG_UNDEFINED, FLAG_EXPLICIT_NAME = 0x1, 0x2, 0x10, 0x40
+SYMBOL_TABLE_SUBSECTION = 8
+IMPORTED = {0: SYMBOL_FUNCTION, 1: SYMBOL_TABLE, 3: SYMBOL_GLOBAL, 4: SYMBOL_TAG}
+
+
+class _Reader:
+    """A cursor over one section (or subsection) of a module, which stops at its end."""
+
+    def __init__(self, data: bytes, pos: int, end: int) -> None:
+        self.data, self.pos, self.end = data, pos, end
+
+    def uint(self) -> int:
+        value, self.pos = _leb128(self.data, self.pos)
+        if self.pos > self.end:
+            raise ValueError("past the end")
+        return value
+
+    def byte(self) -> int:
+        if self.pos >= self.end:
+            raise ValueError("past the end")
+        self.pos += 1
+        return self.data[self.pos - 1]
+
+    def name(self) -> str:
+        length = self.uint()
+        if self.pos + length > self.end:
+            raise ValueError("past the end")
+        self.pos += length
+        return self.data[self.pos - length : self.pos].decode("utf-8")
+
+    def limits(self) -> None:
+        flags = self.uint()
+        self.uint()
+        if flags & 1:
+            self.uint()
+
+
+def _imports(reader: _Reader) -> dict[int, list[str]]:
+    """The field names of the imported functions, tables, globals and tags, by symbol kind."""
+    fields: dict[int, list[str]] = {kind: [] for kind in IMPORTED.values()}
+    for _ in range(reader.uint()):
+        reader.name()
+        field = reader.name()
+        kind = reader.byte()
+        if kind == 0:
+            reader.uint()
+        elif kind == 1:
+            reader.byte()
+            reader.limits()
+        elif kind == 2:
+            reader.limits()
+        elif kind == 3:
+            reader.byte()
+            reader.byte()
+        elif kind == 4:
+            reader.byte()
+            reader.uint()
+        else:
+            raise ValueError("unknown import kind")
+        if kind in IMPORTED:
+            fields[IMPORTED[kind]].append(field)
+    return fields
+
+
+def _symbol_table(reader: _Reader, imports: dict[int, list[str]]) -> list[tuple[str, int]]:
+    """(name, flags) of each symbol, as llvm's WasmObjectFile names them."""
+    symbols = []
+    for _ in range(reader.uint()):
+        kind, flags = reader.byte(), reader.uint()
+        defined = not flags & FLAG_UNDEFINED
+        if kind in (SYMBOL_FUNCTION, SYMBOL_GLOBAL, SYMBOL_TAG, SYMBOL_TABLE):
+            index = reader.uint()
+            # Undefined without a name of its own: its import's (an IndexError is a module
+            # this cannot read).
+            explicit = defined or flags & FLAG_EXPLICIT_NAME
+            name = reader.name() if explicit else imports[kind][index]
+        elif kind == SYMBOL_DATA:
+            name = reader.name()
+            if defined:
+                reader.uint(), reader.uint(), reader.uint()
+        elif kind == SYMBOL_SECTION:
+            reader.uint()
+            if not flags & FLAG_LOCAL:
+                raise ValueError("a section symbol that is not local")
+            continue  # local: emcc does not count it
+        else:
+            raise ValueError("unknown symbol kind")
+        symbols.append((name, flags))
+    return symbols
+
+
+def object_symbols(data: bytes) -> dict[str, Any] | None:
+    """A wasm object's symbols as emcc's llvm_nm_multiple records llvm-nm's listing of them
+    (parse_llvm_nm_symbols): undefined ones (`U`) as undefs, global or weak defined ones as
+    defs, no commons; weak undefined and local ones are not counted. None when `data` is not
+    an object this can read (llvm-nm reads it then)."""
+    if data[:8] != b"\0asm\1\0\0\0":
+        return None
+    imports: dict[int, list[str]] = {}
+    table: list[tuple[str, int]] | None = None
+    pos = 8
+    try:
+        while pos < len(data):
+            section = data[pos]
+            size, body = _leb128(data, pos + 1)
+            end = body + size
+            if end > len(data):
+                return None
+            reader = _Reader(data, body, end)
+            if section == 2:
+                imports = _imports(reader)
+            elif section == 0 and reader.name() == "linking":
+                if reader.uint() != 2:
+                    return None
+                while reader.pos < end:
+                    kind, length = reader.byte(), reader.uint()
+                    if kind == SYMBOL_TABLE_SUBSECTION:
+                        table = _symbol_table(
+                            _Reader(data, reader.pos, reader.pos + length), imports
+                        )
+                    reader.pos += length
+            pos = end
+    except (ValueError, UnicodeDecodeError, IndexError, KeyError):
+        return None
+    if not table or any(":" in name or "\n" in name for name, _ in table):
+        # Without a symbol llvm-nm prints nothing, which emcc records as a parse error; and
+        # emcc's parse of llvm-nm's lines splits them on their last colon.
+        return None
+    defs, undefs = set(), set()
+    for name, flags in table:
+        if flags & FLAG_WEAK:
+            if not flags & FLAG_UNDEFINED:
+                defs.add(name)
+        elif flags & FLAG_UNDEFINED:
+            undefs.add(name)
+        elif not flags & FLAG_LOCAL:
+            defs.add(name)
+    return {"defs": defs, "undefs": undefs, "commons": set(), "parse_error": False}
+
+
 def python_strip(building: Any) -> None:
     original = building.strip
 
@@ -300,75 +446,58 @@ def read_symbols(path: str) -> dict[str, dict[str, Any]]:
     return found
 
 
-class EarlySymbols:
-    """The symbols of the objects a build does not write: kept ones (read by an earlier
-    link's llvm-nm), and llvm-nm on the others, started before emscripten's import (which
-    takes longer than reading their symbols). The llvm-nm started here comes from
-    emscripten's config as tools.shared builds it; its output is used only if the paths
-    agree."""
+class LinkSymbols:
+    """The symbols emcc's link reads with llvm-nm (building.llvm_nm_multiple): kept ones
+    (read by an earlier link), then the objects' own symbol tables read here
+    (`object_symbols`), then llvm-nm for what this cannot read. With `out`, what was read
+    goes there, for the service to keep beside the objects."""
 
-    def __init__(self, ready: dict[str, Any]) -> None:
-        self.kept = read_symbols(ready["symbols"])
-        self.out = ready["out"]
-        self.objects = [
-            path
-            for path in (os.path.abspath(name) for name in ready["objects"])
-            if path not in self.kept and os.path.isfile(path)
-        ]
-        self.nm = ""
-        self.process = None
-        if self.objects:
-            config = emscripten("tools.config")
-            version = config.LLVM_ADD_VERSION
-            tool = "llvm-nm" + (f"-{version}" if version else "")
-            self.nm = os.path.expanduser(os.path.join(config.LLVM_ROOT, tool))
-            self.process = subprocess.Popen(
-                [self.nm, "--print-file-name", *self.objects],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                text=True,
-            )
+    def __init__(self, kept: dict[str, dict[str, Any]], out: str | None) -> None:
+        self.kept = kept
+        self.out = out
 
-    def fill(self, building: Any) -> None:
-        """Put their symbols where emcc's llvm_nm_multiple keeps them."""
+    def install(self, building: Any) -> None:
         building.nm_cache.update(self.kept)
-        if self.process is None:
-            return
-        output, _ = self.process.communicate()
-        if self.process.returncode != 0 or self.nm != building.LLVM_NM:
-            return
-        found = building.parse_llvm_nm_symbols(output)
-        for name in self.objects:
-            if name in found:
-                building.nm_cache[name] = found[name]
-
-    def keep_new(self, building: Any) -> None:
-        """Write the symbols emcc's llvm-nm reads in this link to `out`, as read: the link
-        adds to them afterwards (system_libs counts exports as the first input's undefs)."""
         original = building.llvm_nm_multiple
         out = self.out
         read: dict[str, dict[str, list[str]]] = {}
 
         def llvm_nm_multiple(files: list[str]) -> Any:
             new = [name for name in files if name not in building.nm_cache]
-            found = original(files)
+            for name in new:
+                found = _read_object_symbols(name)
+                if found is not None:
+                    building.nm_cache[name] = found
+            if any(name not in building.nm_cache for name in files):
+                original(files)
             for name in new:
                 if not building.nm_cache.get(name, {"parse_error": True})["parse_error"]:
+                    # As read: the link adds to them afterwards (system_libs counts the
+                    # exports as the first input's undefs).
                     entry = building.nm_cache[name]
                     read[name] = {kind: sorted(entry[kind]) for kind in SYMBOL_KINDS}
-            if new:
+            if out is not None and new:
                 with open(out, "w", encoding="utf-8") as handle:
                     json.dump(read, handle)
-            return found
+            missing = {"defs": set(), "undefs": set(), "parse_error": True}  # as emcc's
+            return [
+                building.nm_cache[name] if name in building.nm_cache else copy.deepcopy(missing)
+                for name in files
+            ]
 
         building.llvm_nm_multiple = llvm_nm_multiple
 
 
-def wait_to_link(building: Any, symbols: EarlySymbols) -> bool:
-    """Wait for the build's word (whether to link) with the symbols of the objects it does
-    not write in hand; emcc then reads only the others'."""
-    symbols.fill(building)
-    symbols.keep_new(building)
+def _read_object_symbols(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path, "rb") as handle:
+            return object_symbols(handle.read())
+    except OSError:
+        return None
+
+
+def wait_to_link() -> bool:
+    """Wait for the build's word: whether to link."""
     return sys.stdin.readline() == "go\n"
 
 
@@ -447,12 +576,16 @@ def main() -> int:
     # prefixed with the program's name, and it re-runs sys.argv[0] for --cflags.
     argv = sys.argv = [os.path.join(root, mode + ".py"), *sys.argv[3:]]
     link_after = os.environ.pop("EMCC_TRIO_LINK_AFTER", None)
-    symbols = None if link_after is None else EarlySymbols(json.loads(link_after))
+    plan = None if link_after is None else json.loads(link_after)
     emcc, shared = emscripten("emcc"), emscripten("tools.shared")
     building = emscripten("tools.building")
     python_strip(building)
-    if symbols is not None and not wait_to_link(building, symbols):
-        return 0
+    if plan is None:
+        LinkSymbols({}, None).install(building)
+    else:
+        LinkSymbols(read_symbols(plan["symbols"]), plan["out"]).install(building)
+        if not wait_to_link():
+            return 0
     misses = os.environ.get("EMCC_TRIO_MISSES")
     if misses and os.environ.get("EMCC_TRIO_GLUE"):
         glue_memo(shared, os.environ["EMCC_TRIO_GLUE"], misses)
