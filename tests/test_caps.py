@@ -222,6 +222,50 @@ async def test_cancelled_caller_kills_the_whole_group_and_removes_it(
     assert _processes_naming(tmp_path) == []
 
 
+async def test_what_a_feed_returns_is_the_jobs_stdin(
+    driver: V1Driver | V2Driver, tmp_path: Path
+) -> None:
+    async def feed() -> bytes:
+        return b"laid out\n"
+
+    result = await run_job(
+        python("import sys; print(sys.stdin.read().upper(), end='')"),
+        job_id="fed",
+        cwd=tmp_path,
+        env={},
+        limits=limits(),
+        driver=driver,
+        feed=feed,
+    )
+    assert (result.exit_code, result.output) == (0, "LAID OUT\n")
+
+
+async def test_a_feed_that_fails_ends_the_job_and_is_raised(
+    driver: V1Driver | V2Driver, tmp_path: Path
+) -> None:
+    """As a build whose files cannot be laid out after its driver started: the whole job
+    goes (a process outside its process group too), then the feed's error is raised."""
+
+    async def feed() -> bytes:
+        with trio.fail_after(300):  # a guard against a hang, not a verdict
+            while not _processes_naming(tmp_path):
+                await trio.sleep(0.01)
+        raise ValueError("cannot lay out")
+
+    with pytest.raises(ValueError, match="cannot lay out"):
+        await run_job(
+            python(_ESCAPE_AND_HANG),
+            job_id="feedfails",
+            cwd=tmp_path,
+            env={},
+            limits=limits(),
+            driver=driver,
+            feed=feed,
+        )
+    # The group is gone (the fixture checks), so every member has exited.
+    assert _processes_naming(tmp_path) == []
+
+
 async def test_unstartable_job_is_a_start_error_and_leaves_no_group(
     driver: V1Driver | V2Driver, tmp_path: Path
 ) -> None:

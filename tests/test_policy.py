@@ -392,5 +392,6 @@ def test_a_layout_the_filesystem_refuses_is_a_400_naming_the_path(tmp_path: Path
         sandbox=None,
     )
     request = CompileRequest("int main(void) { return 0; }", "c", (), (("main.c/x.h", b""),))
+    compiler._make_dirs(tmp_path / "job", multi_unit=False)
     with pytest.raises(RequestError, match=r"^file 'main.c/x.h' cannot be laid out in the job"):
-        compiler._prepare(tmp_path / "job", request, multi_unit=False)
+        compiler._write_files(tmp_path / "job", request)

@@ -16,7 +16,7 @@ import pytest
 from emcc_trio.compile.compiler import compile_env
 from emcc_trio.isolation.cgroups import Caps
 from emcc_trio.isolation.runner import Limits, run_job
-from emcc_trio.isolation.sandbox import Sandbox
+from emcc_trio.isolation.sandbox import OUTSIDE_UID, Sandbox
 from emcc_trio.testing.harness import REPO, MakeServer, Server
 from emcc_trio.testing.programs import HELLO_C, HELLO_CPP, run_artifact
 
@@ -117,6 +117,19 @@ ARG_ROUTES = {
     "include_dir": ["-I/etc", "-include", "{etc}"],
     "artifact_store": ["--embed-file", "{artifacts}@/a"],
 }
+
+
+def test_handing_the_job_dir_to_the_jail_follows_no_link(tmp_path: Path, planted: Secrets) -> None:
+    """A build's files are laid out while its jail runs: a link in the job dir (which the
+    jail's user owns) must not hand what it points to over to that user."""
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    (job_dir / "main.c").write_text(HELLO_C)
+    (job_dir / "link").symlink_to(planted.etc_file)
+    Sandbox.open("nsjail", "", tmp_path).prepare(job_dir)
+    assert planted.etc_file.stat().st_uid == 0
+    assert (job_dir / "main.c").stat().st_uid == OUTSIDE_UID
+    assert (job_dir / "link").lstat().st_uid == OUTSIDE_UID
 
 
 @pytest.mark.parametrize("route", sorted(ARG_ROUTES))

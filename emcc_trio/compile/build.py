@@ -3,9 +3,10 @@ time, then one link; objects reused from earlier builds when nothing they were b
 changed. Pure: the plan, the driver that runs it inside the jail, and the object cache's keys.
 
 A build is one command in the job's jail and cgroup, as a one-file compile is: `DRIVER`, a
-small Python program, runs `emcc --cflags` once for the compile arguments, then clang on each
-unit that has no reusable object (`parallel` at a time), prints each unit's output in unit
-order, and links when every unit compiled. Every cap, the gate and cancellation hold as for
+small Python program, starts while the service lays out the job dir and waits for its word,
+then runs `emcc --cflags` once for the compile arguments, clang on each unit that has no
+reusable object (`parallel` at a time), prints each unit's output in unit order, and links
+when every unit compiled. Every cap, the gate and cancellation hold as for
 one file: all of it is one process tree in one cgroup.
 
 An object is reused under a manifest (`unit_key`): the toolchain, the compile arguments, the
@@ -206,11 +207,27 @@ class Unit:
 
     @property
     def object(self) -> str:
-        return f"{OBJECT_DIR}/{self.index}.o"
+        return object_path(self.index)
 
     @property
     def depfile(self) -> str:
         return f"{OBJECT_DIR}/{self.index}.d"
+
+
+def object_path(index: int) -> str:
+    """Where the object of the project's unit `index` (in `sources` order) goes."""
+    return f"{OBJECT_DIR}/{index}.o"
+
+
+def link_command(compiler: Sequence[str], objects: Sequence[str], args: Sequence[str]) -> list[str]:
+    return [*compiler, *objects, *args, "-o", "app.js"]
+
+
+def early_link(compiler: Sequence[str], objects: Sequence[str], args: Sequence[str]) -> str:
+    """The driver's second argument when its link is the launcher's, which starts at once
+    (see DRIVER): the link's command and its symbols files."""
+    link = link_command(compiler, objects, args)
+    return json.dumps({"link": link, "symbols": SYMBOLS_FILE, "out": SYMBOLS_OUT_FILE})
 
 
 def digest(content: bytes) -> str:
@@ -340,12 +357,9 @@ def plan_json(
     objects: Sequence[str],
     link_args: Sequence[str],
     parallel: int,
-    early_link: bool = False,
 ) -> str:
     """The driver's input: what to compile (the rest is reused), then how to link.
-    `compiler` is the command that runs emcc or em++ (see compile.launcher); `early_link`:
-    it is the launcher, whose link can start while the units compile (EMCC_TRIO_LINK_AFTER)
-    and which reads and writes the objects' symbols (SYMBOLS_FILE, SYMBOLS_OUT_FILE)."""
+    `compiler` is the command that runs emcc or em++ (see compile.launcher)."""
     plan: dict[str, Any] = {
         "compiler": list(compiler),
         "clang": None if clang is None else {"c": clang.c, "cxx": clang.cxx},
@@ -357,33 +371,38 @@ def plan_json(
             {"path": unit.path, "object": unit.object, "depfile": unit.depfile}
             for unit in to_compile
         ],
-        "link": [*compiler, *objects, *link_args, "-o", "app.js"],
-        "early_link": early_link,
+        "link": link_command(compiler, objects, link_args),
         "parallel": parallel,
         "status": STATUS_FILE,
-        "symbols": SYMBOLS_FILE,
-        "symbols_out": SYMBOLS_OUT_FILE,
     }
     return json.dumps(plan)
 
 
 # Runs inside the jail with the system's python3 (as emcc does): no imports but the standard
-# library, no shell. `argv[1]` is the plan file.
+# library, no shell. `argv[1]` is the plan file, `argv[2]` (with the launcher) `early_link`'s.
+# It starts before the service has laid out the job dir, and reads the plan on the service's
+# word on stdin.
 DRIVER: Final = r"""
 import json, os, subprocess, sys
 
+# The launcher's link starts at once: it imports emscripten while the service lays out the
+# job dir and the units compile, takes the reused objects' kept symbols, and links on "go"
+# (see jailside/emcc_launch.py).
+link = None
+if len(sys.argv) > 2:
+    early = json.loads(sys.argv[2])
+    symbols = {"symbols": early["symbols"], "out": early["out"]}
+    env = dict(os.environ, EMCC_TRIO_LINK_AFTER=json.dumps(symbols))
+    link = subprocess.Popen(early["link"], stdin=subprocess.PIPE, env=env)
+
+# The service's word: the job dir is laid out (without it, it never will be; the link ends
+# at the end of its stdin).
+if sys.stdin.readline() != "go\n":
+    sys.exit(1)
 plan = json.load(open(sys.argv[1]))
 out = sys.stdout.buffer
 units = plan["units"]
 CXX = (".cpp", ".cc")
-
-# The launcher's link imports emscripten and takes the reused objects' kept symbols while
-# the units compile, and links on "go" (see jailside/emcc_launch.py); it starts first.
-link = None
-if plan["early_link"]:
-    symbols = {"symbols": plan["symbols"], "out": plan["symbols_out"]}
-    env = dict(os.environ, EMCC_TRIO_LINK_AFTER=json.dumps(symbols))
-    link = subprocess.Popen(plan["link"], stdin=subprocess.PIPE, env=env)
 
 import re, shlex
 from concurrent.futures import ThreadPoolExecutor

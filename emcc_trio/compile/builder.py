@@ -32,6 +32,8 @@ from emcc_trio.compile.build import (
     decode_cflags,
     decode_symbols,
     digest,
+    early_link,
+    object_path,
     plan_json,
     project_deps,
     unit_key,
@@ -47,7 +49,6 @@ MAX_SYMBOLS_BYTES: Final = 16 * 1024 * 1024
 
 @attrs.frozen
 class PreparedBuild:
-    argv: list[str]  # the driver's command, before sandboxing
     units: tuple[Unit, ...]
     compiled: tuple[Unit, ...]  # the units without a reusable object
     digests: dict[str, str]  # every project file (the main source too) by path
@@ -88,6 +89,21 @@ class Builder:
     reuse: bool
     job_mount: str | None  # where the job dir is inside the jail (None: not jailed)
     metrics: Metrics = attrs.field(factory=Metrics)
+
+    def command(
+        self,
+        request: CompileRequest,
+        default_args: Sequence[str],
+        launch: Sequence[str] = (),
+    ) -> list[str]:
+        """The driver's command, before sandboxing: it starts before the job dir is laid out
+        and reads the plan on the word `prepare` is followed by (see build.DRIVER). With
+        `launch` (the launcher's command), its link starts at once."""
+        argv = [self.python, "-c", DRIVER, PLAN_FILE]
+        if launch:
+            objects = [object_path(index) for index in range(len(request.sources))]
+            argv.append(early_link(launch, objects, [*default_args, *request.args]))
+        return argv
 
     async def prepare(
         self,
@@ -152,13 +168,11 @@ class Builder:
             objects=[unit.object for unit in units],
             link_args=all_args,
             parallel=self.parallel,
-            early_link=bool(launch),
         )
         await trio.to_thread.run_sync(_write_all, [*reused, (job_dir / PLAN_FILE, plan.encode())])
         self.metrics.build_units.labels("compiled").inc(len(compiled))
         self.metrics.build_units.labels("reused").inc(len(units) - len(compiled))
-        argv = [self.python, "-c", DRIVER, PLAN_FILE]
-        return PreparedBuild(argv, units, tuple(compiled), digests, key, cflags is not None)
+        return PreparedBuild(units, tuple(compiled), digests, key, cflags is not None)
 
     async def _get(self, name: str) -> bytes | None:
         try:

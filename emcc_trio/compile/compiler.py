@@ -22,7 +22,7 @@ import attrs
 import trio
 
 from emcc_trio.compile.build import OBJECT_DIR
-from emcc_trio.compile.builder import Builder, read_regular
+from emcc_trio.compile.builder import Builder, PreparedBuild, read_regular
 from emcc_trio.compile.glue import MAX_ENTRY_BYTES
 from emcc_trio.compile.launcher import (
     JAIL_GLUE_DIR,
@@ -162,11 +162,22 @@ class Compiler:
     def _memos(self) -> Memos | None:
         return self.memos if self.launcher is not None and self.sandbox is not None else None
 
-    def _prepare(self, job_dir: Path, request: CompileRequest, multi_unit: bool) -> None:
-        """Lay out the job dir. A layout the request asks for that cannot exist (a file where
-        a directory goes, a name too long for the filesystem) is a RequestError naming the
-        path; the server's own trouble (disk full, out of descriptors) an InternalJobError."""
+    def _make_dirs(self, job_dir: Path, multi_unit: bool) -> None:
+        """The job dir and the service's own folders in it, handed to the jail's user."""
         job_dir.mkdir(mode=0o700)
+        (job_dir / TMP_SUBDIR).mkdir()
+        if multi_unit:
+            (job_dir / OBJECT_DIR).mkdir()
+        if self._memos is not None:
+            (job_dir / MISSES_SUBDIR).mkdir()
+        if self.sandbox is not None:
+            self.sandbox.prepare(job_dir)
+
+    def _write_files(self, job_dir: Path, request: CompileRequest) -> None:
+        """Lay out the request's files. A layout the request asks for that cannot exist (a
+        file where a directory goes, a name too long for the filesystem) is a RequestError
+        naming the path; the server's own trouble (disk full, out of descriptors) an
+        InternalJobError."""
         (job_dir / request.source_name).write_text(request.code, encoding="utf-8")
         for path, content in request.files:
             try:
@@ -177,11 +188,6 @@ class Compiler:
                 raise RequestError(
                     f"file {path!r} cannot be laid out in the job dir: {exc.strerror}"
                 ) from exc
-        (job_dir / TMP_SUBDIR).mkdir()
-        if multi_unit:
-            (job_dir / OBJECT_DIR).mkdir()
-        if self._memos is not None:
-            (job_dir / MISSES_SUBDIR).mkdir()
         if self.sandbox is not None:
             self.sandbox.prepare(job_dir)
 
@@ -228,16 +234,29 @@ class Compiler:
         argv = self.command(request)
         compiler = argv[0]
         argv = [*self._launch(compiler), *argv[1:]]
-        build = None
+        builds: list[PreparedBuild] = []
+        feed = None
         try:
             multi_unit = self.builder is not None and len(request.sources) > 1
-            await trio.to_thread.run_sync(self._prepare, job_dir, request, multi_unit)
+            await trio.to_thread.run_sync(self._make_dirs, job_dir, multi_unit)
             if multi_unit and self.builder is not None:
+                builder, launch = self.builder, self._launch(compiler)
+                argv = builder.command(request, self.default_args, launch)
                 scope = client if self.objects_per_client else ""
-                build = await self.builder.prepare(
-                    request, job_dir, compiler, self.default_args, scope, self._launch(compiler)
-                )
-                argv = build.argv
+
+                async def lay_out() -> bytes:
+                    """The job dir, while the driver and its link start (see build.DRIVER)."""
+                    await trio.to_thread.run_sync(self._write_files, job_dir, request)
+                    builds.append(
+                        await builder.prepare(
+                            request, job_dir, compiler, self.default_args, scope, launch
+                        )
+                    )
+                    return b"go\n"
+
+                feed = lay_out
+            else:
+                await trio.to_thread.run_sync(self._write_files, job_dir, request)
             if self.sandbox is not None:
                 mounts, extra_env = self._jail_extras()
                 argv = self.sandbox.wrap(
@@ -265,13 +284,14 @@ class Compiler:
                 driver=self.driver,
                 client=client,
                 on_output=None if watcher is None else watcher.output,
+                feed=feed,
             )
             if self.sandbox is not None and self.sandbox.failed(result):
                 raise InternalJobError(
                     f"the sandbox failed to start: {result.output.strip()}", job_id=job_id
                 )
-            if build is not None and self.builder is not None:
-                await self.builder.keep(build, job_dir)
+            if builds and self.builder is not None:
+                await self.builder.keep(builds[0], job_dir)
             if self._memos is not None:
                 await self._memos.collect(job_dir / MISSES_SUBDIR)
             ok = result.exit_code == 0 and result.limit is None

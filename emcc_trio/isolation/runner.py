@@ -13,7 +13,7 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Final
@@ -128,6 +128,7 @@ async def run_job(
     separate_stderr: bool = False,
     status_pipe: bool = False,
     on_output: Callable[[bytes], None] | None = None,
+    feed: Callable[[], Awaitable[bytes]] | None = None,
 ) -> JobResult:
     """Run `argv` in a new session and (with a driver) a new capped cgroup named `job_id`,
     in the group of `client` (see cgroups: the CPU is shared between clients).
@@ -136,6 +137,8 @@ async def run_job(
     `status_pipe`: the job also gets the write end of a pipe, whose fd number replaces every
     `STATUS_FD` in `argv`; what it writes there (at most MAX_STATUS_BYTES) is `status`.
     `on_output` sees each chunk of stdout as it is read (what is kept, within the bound).
+    `feed` runs once the job has started: what it returns is the job's stdin (else there is
+    none); an exception from it ends the job and is raised, once the job is gone.
     """
     try:
         group: JobGroup | None = driver.create(job_id, limits.caps, client) if driver else None
@@ -149,6 +152,7 @@ async def run_job(
     usage = Usage()
     process: trio.Process | None = None
     start_error: OSError | None = None
+    feed_error: Exception | None = None
     work = trio.CancelScope(deadline=start + limits.timeout_seconds)
     streams_open = 1 + separate_stderr + status_pipe  # the pipes read to their end
     streams_done = trio.Event()
@@ -182,6 +186,18 @@ async def run_job(
         if not streams_open:
             streams_done.set()
 
+    async def feed_stdin(stream: trio.abc.SendStream, feed: Callable[[], Awaitable[bytes]]) -> None:
+        nonlocal feed_error
+        async with stream:
+            try:
+                data = await feed()
+            except Exception as exc:  # raised below, where no nursery wraps it in a group
+                feed_error = exc
+                work.cancel()
+                return
+            with contextlib.suppress(trio.BrokenResourceError):
+                await stream.send_all(data)  # a job that has ended reads no more
+
     async def watch_cpu(job_group: JobGroup) -> None:
         nonlocal killed_for
         while True:
@@ -198,7 +214,7 @@ async def run_job(
         enter_argv(group.procs_files, command) if group else command,
         cwd=cwd,
         env=dict(env),
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL if feed is None else subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE if separate_stderr else subprocess.STDOUT,
         start_new_session=True,
@@ -215,6 +231,9 @@ async def run_job(
                     start_error = exc  # raised below, where no nursery wraps it in a group
                 else:
                     assert process.stdout is not None
+                    if feed is not None:
+                        assert process.stdin is not None
+                        nursery.start_soon(feed_stdin, process.stdin, feed)
                     nursery.start_soon(read_output, process.stdout, output, on_output)
                     if process.stderr is not None:
                         nursery.start_soon(read_output, process.stderr, errors)
@@ -243,6 +262,8 @@ async def run_job(
             if group is not None:
                 usage = group.usage()
                 await group.kill_and_remove()
+    if feed_error is not None:
+        raise feed_error
     if start_error is not None:
         raise JobStartError(f"cannot start {argv[0]}: {start_error.strerror}") from start_error
     assert process is not None

@@ -81,9 +81,10 @@ class Sandbox:
                 )
 
     def prepare(self, job_dir: Path) -> None:
-        """Hand the job dir to the jail's unprivileged outside user."""
+        """Hand the job dir and what is in it to the jail's unprivileged outside user. Never
+        through a link: a build's files are laid out while its jail already runs."""
         for path in (job_dir, *job_dir.iterdir()):
-            os.chown(path, OUTSIDE_UID, OUTSIDE_GID)
+            os.chown(path, OUTSIDE_UID, OUTSIDE_GID, follow_symlinks=False)
 
     def wrap(
         self,

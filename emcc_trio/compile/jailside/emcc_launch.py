@@ -8,9 +8,10 @@ Runs inside the jail under the system's python3, standard library only, as emcc 
     emcc_launch.py ROOT --fill-pch MATERIAL HEADER PCH    build one precompiled header
 
 With `EMCC_TRIO_LINK_AFTER` set (JSON: `symbols`, a file of kept symbols; `out`, where the
-symbols read here go), a link starts early: it imports emscripten while the build's units
-compile, then waits for a line on stdin: `go` links, anything else (or end of file) exits 0
-without linking. The link itself is the same.
+symbols read here go), a link starts early: it imports emscripten while the service lays out
+the job dir and the build's units compile, then waits for a line on stdin: `go` links (with
+the kept symbols), anything else (or end of file) exits 0 without linking. The link itself
+is the same.
 
 emcc's link reads every object's symbols with llvm-nm, to choose the system libraries; the
 launcher gives it the kept symbols, and reads the others from each object's symbol table
@@ -583,9 +584,10 @@ def main() -> int:
     if plan is None:
         LinkSymbols({}, None).install(building)
     else:
-        LinkSymbols(read_symbols(plan["symbols"]), plan["out"]).install(building)
         if not wait_to_link():
             return 0
+        # Written with the job dir, which the service may lay out after this started.
+        LinkSymbols(read_symbols(plan["symbols"]), plan["out"]).install(building)
     misses = os.environ.get("EMCC_TRIO_MISSES")
     if misses and os.environ.get("EMCC_TRIO_GLUE"):
         glue_memo(shared, os.environ["EMCC_TRIO_GLUE"], misses)
