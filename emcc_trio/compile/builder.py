@@ -96,9 +96,10 @@ class Builder:
         default_args: Sequence[str],
         launch: Sequence[str] = (),
     ) -> list[str]:
-        """The driver's command, before sandboxing: it starts before the job dir is laid out
-        and reads the plan on the word `prepare` is followed by (see build.DRIVER). With
-        `launch` (the launcher's command), its link starts at once."""
+        """The driver's command, before sandboxing. It starts before the job dir is laid out
+        and reads the plan once "go" comes on its stdin, which its caller writes after
+        `prepare` (see build.DRIVER). With `launch` (the launcher's command), its link
+        starts at once."""
         argv = [self.python, "-c", DRIVER, PLAN_FILE]
         if launch:
             objects = [object_path(index) for index in range(len(request.sources))]
