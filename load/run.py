@@ -22,7 +22,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import attrs
 import httpx
@@ -38,6 +38,16 @@ RUN_ARTIFACT_JS = mix.REPO / "tests" / "run_artifact.js"
 # and still fails a server whose loop stalls.
 HEALTH_P99_MAX_MS = 1000.0
 HEALTH_PERIOD = 0.1
+# Kinds every run sends at least once (the first requests), for the checks that need them.
+REQUIRED_KINDS: Final = (
+    "normal",
+    "bomb_memory",
+    "bomb_flood",
+    "malformed",
+    "run",
+    "run_memory",
+    "port",
+)
 HEALTH_TIMEOUT = 5.0
 RSS_GROWTH_MAX_MB = 150.0
 HANG_UP_AFTER = 0.3
@@ -166,8 +176,11 @@ async def worker(
     seen: Observed,
     seed: int,
     heavy: trio.Semaphore,
+    first: list[str],
 ) -> None:
-    """Send mix requests until the deadline or the request budget. `heavy` lets one
+    """Send mix requests until the deadline or the request budget: the kinds left in `first`
+    (shared by the workers, so that each is sent however few requests a slow machine
+    manages), then kinds drawn by their weights. `heavy` lets one
     multi-megabyte body be in flight at a time: the server briefly holds about three copies of
     a body while it parses it, so several at once would make the RSS check measure how they
     happened to coincide rather than whether memory leaks."""
@@ -178,7 +191,7 @@ async def worker(
     kinds, weights = list(mix.MIX), list(mix.MIX.values())
     while trio.current_time() < deadline and seen.issued < budget.max_requests:
         seen.issued += 1
-        kind = rng.choices(kinds, weights)[0]
+        kind = first.pop() if first else rng.choices(kinds, weights)[0]
         request = mix.make_request(kind, rng, programs, big)
         if kind == "disconnect":
             seen.answers.append(await hang_up(url, request, rng.choice(HANG_UPS)))
@@ -239,12 +252,13 @@ async def drive(server: Server, budget: Budget, seed: int) -> tuple[Observed, st
         ) as client:
             done = trio.Event()
             heavy = trio.Semaphore(1)
+            first = list(REQUIRED_KINDS)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(watch, server.url, server, seen, done)
                 async with trio.open_nursery() as workers:
                     for i in range(budget.workers):
                         workers.start_soon(
-                            worker, client, server.url, budget, seen, seed + i, heavy
+                            worker, client, server.url, budget, seen, seed + i, heavy, first
                         )
                     if budget.burst:
                         await trio.sleep(budget.seconds / 3)
@@ -426,8 +440,7 @@ def checks(seen: Observed, metrics: str) -> list[Check]:
     result.append(
         Check("/metrics scraped at the end", str(scraped), [] if scraped else ["no metrics"])
     )
-    required = ("normal", "bomb_memory", "bomb_flood", "malformed", "run", "run_memory", "port")
-    missing = [k for k in required if not kinds[k]]
+    missing = [k for k in REQUIRED_KINDS if not kinds[k]]
     if missing:
         result.append(Check("mix coverage", "", [f"no {k} request was sent" for k in missing]))
     return result
