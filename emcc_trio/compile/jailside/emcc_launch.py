@@ -48,6 +48,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
@@ -236,31 +237,38 @@ def _leb128(data: bytes, pos: int) -> tuple[int, int]:
             return value, pos
 
 
+def _sections(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """(id, start of body, end) of each section of a module (past its 8-byte header); a
+    ValueError where one runs past the end."""
+    pos = 8
+    while pos < len(data):
+        section = data[pos]
+        size, body = _leb128(data, pos + 1)
+        end = body + size
+        if end > len(data) or size >= 1 << 32:
+            raise ValueError("a section runs past the end")
+        yield section, body, end
+        pos = end
+
+
 def strip_sections(data: bytes, patterns: list[str]) -> bytes | None:
     """The wasm module without the custom sections whose names match `patterns` (globs), as
     llvm-objcopy --remove-section writes it; None when `data` is not a module it can read."""
     if data[:8] != b"\0asm\1\0\0\0":
         return None
     kept = [data[:8]]
-    pos = 8
     try:
-        while pos < len(data):
-            section = data[pos]
-            size, body = _leb128(data, pos + 1)
-            end = body + size
-            if end > len(data) or size >= 1 << 32:
-                return None
+        for section, body, end in _sections(data):
+            size = end - body
             if section == 0:
                 length, name_at = _leb128(data, body)
                 if name_at + length > end:
                     return None
                 name = data[name_at : name_at + length].decode("utf-8")
                 if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
-                    pos = end
                     continue
             padded = bytes((size >> (7 * i) & 0x7F) | (0x80 if i < 4 else 0) for i in range(5))
             kept += [bytes([section]), padded, data[body:end]]
-            pos = end
     except (ValueError, UnicodeDecodeError):
         return None
     return b"".join(kept)
@@ -369,14 +377,8 @@ def object_symbols(data: bytes) -> dict[str, Any] | None:
         return None
     imports: dict[int, list[str]] = {}
     table: list[tuple[str, int]] | None = None
-    pos = 8
     try:
-        while pos < len(data):
-            section = data[pos]
-            size, body = _leb128(data, pos + 1)
-            end = body + size
-            if end > len(data):
-                return None
+        for section, body, end in _sections(data):
             reader = _Reader(data, body, end)
             if section == 2:
                 imports = _imports(reader)
@@ -390,7 +392,6 @@ def object_symbols(data: bytes) -> dict[str, Any] | None:
                             _Reader(data, reader.pos, reader.pos + length), imports
                         )
                     reader.pos += length
-            pos = end
     except (ValueError, UnicodeDecodeError, IndexError, KeyError):
         return None
     if not table or any(":" in name or "\n" in name for name, _ in table):
