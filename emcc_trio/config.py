@@ -66,7 +66,8 @@ class Config:
         default=".",
         metadata=_key(
             "baseDir",
-            "The parent of `jobsDir`, `artifactsDir` and `cacheDir` (relative to `workingDir`).",
+            "The parent of `jobsDir`, `artifactsDir`, `cacheDir` and the scripts the jail runs "
+            "(`launcher/`, `runner/`, written at start), relative to `workingDir`.",
         ),
     )
     jobs_dir: str = attrs.field(
@@ -804,6 +805,7 @@ class Paths:
     """Absolute locations derived from a Config and the directory the server started in."""
 
     working_dir: Path
+    base_dir: Path  # the service's own files: jobs, artifacts, cache, the jailed scripts
     jobs_dir: Path
     artifacts_dir: Path
     cache_dir: Path
@@ -821,6 +823,7 @@ def resolve_paths(config: Config, start_dir: Path) -> Paths:
     base = working / config.base_dir
     return Paths(
         working_dir=working,
+        base_dir=Path(os.path.normpath(base)),
         jobs_dir=Path(os.path.normpath(base / config.jobs_dir)),
         artifacts_dir=Path(os.path.normpath(base / config.artifacts_dir)),
         cache_dir=Path(os.path.normpath(base / config.cache_dir)),

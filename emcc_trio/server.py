@@ -291,7 +291,7 @@ async def _open_launcher(
         em_config = os.path.join(os.path.dirname(emcc), "em-config")
         log.warning(f"emccLauncher: {em_config} names no emscripten root; running emcc as is")
         return None
-    directory = await trio.to_thread.run_sync(install, paths.working_dir / "launcher")
+    directory = await trio.to_thread.run_sync(install, paths.base_dir / "launcher")
     if sandbox is not None:
         _reachable(sandbox, directory)
     return Launcher(python=python, directory=directory, emscripten_root=root)
@@ -307,7 +307,7 @@ async def _open_runner(
     if sandbox is None:
         log.info("enableRun: runs need nsjailEnabled; POST /run answers 501")
         return None
-    directory = await trio.to_thread.run_sync(install_runner, paths.working_dir / "runner")
+    directory = await trio.to_thread.run_sync(install_runner, paths.base_dir / "runner")
     _reachable(sandbox, directory)
     return Runner(
         sandbox=attrs.evolve(sandbox, config_file=RUN_CONFIG, toolchain_mounts=()),

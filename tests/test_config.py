@@ -134,6 +134,7 @@ def test_relative_paths_resolve_from_working_dir(tmp_path: Path) -> None:
     )
     paths = resolve_paths(config, tmp_path)
     assert paths.working_dir == tmp_path / "srv"
+    assert paths.base_dir == tmp_path / "srv" / "data"
     assert paths.jobs_dir == tmp_path / "srv" / "data" / "j"
     assert paths.artifacts_dir == Path("/abs/a")
     assert paths.cgroup_root == tmp_path / "srv" / "cgroup"

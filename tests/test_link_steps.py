@@ -1,13 +1,16 @@
 """The launcher's link steps (issue 18): its Python strip writes what llvm-objcopy writes, byte
 for byte, on real emcc output; its early link waits for the build's word, links on "go" with
 the same output as a link started late, and on anything else exits without linking; the
-symbols it is given are the ones the link uses, and those it reads it writes out."""
+symbols it is given are the ones the link uses, and those it reads it writes out. The build's
+driver starts that link before anything else and gives it the word; the launcher exits with
+emcc's status once emscripten's exit handlers have run."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -15,8 +18,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from emcc_trio.compile.build import DRIVER, PLAN_FILE, STATUS_FILE, Unit, plan_json
+from emcc_trio.compile.build import early_link as early_link_args
 from emcc_trio.compile.jailside.emcc_launch import object_symbols, strip_sections
-from emcc_trio.compile.launcher import SCRIPT
+from emcc_trio.compile.launcher import PYTHON_FLAGS, SCRIPT
 from emcc_trio.config import Config
 from emcc_trio.testing.harness import REPO
 from emcc_trio.testing.programs import RUN_ARTIFACT_JS
@@ -300,3 +305,70 @@ def test_an_early_link_told_to_stop_links_nothing(
     done = early_link(tmp_path, word)
     assert (done.returncode, done.stdout, done.stderr) == (0, b"", b"")
     assert sorted(os.listdir(tmp_path)) == ["main.o", "twice.o"]
+
+
+# What the early link sees: its word, and which signals it ignores (none of SIGPIPE and
+# SIGXFSZ, which the driver's python ignores: subprocess would have restored them).
+REPORTING_LINK = 'read word; echo "link $word $(grep SigIgn /proc/self/status)"; exit 3'
+
+
+@pytest.mark.parametrize(
+    ("step", "word", "status"), [("/bin/true", "go", 3), ("/bin/false", "stop", 1)]
+)
+def test_the_driver_starts_its_link_first_and_gives_it_the_word(
+    tmp_path: Path, step: str, word: str, status: int
+) -> None:
+    # One unit, "compiled" by `step`; the link reports what it got and exits 3, which is the
+    # build's status once the units compiled, and the build's 1 is when one failed.
+    (tmp_path / ".obj").mkdir()
+    unit = Unit("lib.c", 0, "key")
+    plan = plan_json(
+        compiler=[step],
+        clang=None,
+        cflags=None,
+        args=[],
+        to_compile=[unit],
+        objects=[unit.object],
+        link_args=[],
+        parallel=1,
+    )
+    (tmp_path / PLAN_FILE).write_text(plan)
+    link = early_link_args(["/bin/sh", "-c", REPORTING_LINK], [unit.object], [])
+    done = subprocess.run(
+        ["/usr/bin/python3", *PYTHON_FLAGS, "-c", DRIVER, PLAN_FILE, *link],
+        cwd=tmp_path,
+        env=ENV,
+        input=b"go\n",
+        capture_output=True,
+        check=False,
+    )
+    assert done.returncode == status, done.stderr
+    reported, _, ignored = done.stdout.decode().partition("SigIgn:")
+    assert reported == f"link {word} "
+    assert int(ignored, 16) & (1 << (signal.SIGPIPE - 1) | 1 << (signal.SIGXFSZ - 1)) == 0
+    assert json.loads((tmp_path / STATUS_FILE).read_text()) == {"lib.c": status == 1}
+
+
+@pytest.mark.parametrize(
+    ("code", "status"), [("int main(void) { return 0; }\n", 0), ("int main(\n", 1)]
+)
+def test_the_launcher_exits_with_emccs_status_after_emccs_exit_handlers(
+    tmp_path: Path, code: str, status: int
+) -> None:
+    # emscripten removes its temp dirs at exit: the launcher skips the interpreter's teardown,
+    # not them.
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    (tmp_path / "main.c").write_text(code)
+    launcher = ["/usr/bin/python3", *PYTHON_FLAGS, str(SCRIPT), EMSCRIPTEN, "emcc"]
+    done = subprocess.run(
+        [*launcher, "main.c", "-o", "app.js"],
+        cwd=tmp_path,
+        env={**ENV, "TMPDIR": str(temp)},
+        capture_output=True,
+        check=False,
+    )
+    assert done.returncode == status, done.stderr
+    assert (tmp_path / "app.wasm").exists() == (status == 0)
+    assert (b"error:" in done.stderr) == (status == 1)
+    assert list(temp.iterdir()) == []

@@ -223,11 +223,12 @@ def link_command(compiler: Sequence[str], objects: Sequence[str], args: Sequence
     return [*compiler, *objects, *args, "-o", "app.js"]
 
 
-def early_link(compiler: Sequence[str], objects: Sequence[str], args: Sequence[str]) -> str:
-    """The driver's second argument when its link is the launcher's, which starts at once
-    (see DRIVER): the link's command and its symbols files."""
-    link = link_command(compiler, objects, args)
-    return json.dumps({"link": link, "symbols": SYMBOLS_FILE, "out": SYMBOLS_OUT_FILE})
+def early_link(compiler: Sequence[str], objects: Sequence[str], args: Sequence[str]) -> list[str]:
+    """The driver's arguments after the plan when its link is the launcher's, which starts
+    at once (see DRIVER): the link's symbols files (its EMCC_TRIO_LINK_AFTER), then its
+    command, as they are spawned, before the driver's interpreter parses anything."""
+    symbols = json.dumps({"symbols": SYMBOLS_FILE, "out": SYMBOLS_OUT_FILE})
+    return [symbols, *link_command(compiler, objects, args)]
 
 
 def digest(content: bytes) -> str:
@@ -379,21 +380,27 @@ def plan_json(
 
 
 # Runs inside the jail with the system's python3 (as emcc does): no imports but the standard
-# library, no shell. `argv[1]` is the plan file, `argv[2]` (with the launcher) `early_link`'s.
+# library, no shell. `argv[1]` is the plan file, the rest (with the launcher) `early_link`'s.
 # It starts before the service has laid out the job dir, and reads the plan on the service's
 # word on stdin.
 DRIVER: Final = r"""
-import json, os, subprocess, sys
+import _signal, os, sys  # _signal: `signal` imports enum, 3 ms before the link could start
 
-# The launcher's link starts at once: it imports emscripten while the service lays out the
-# job dir and the units compile, takes the reused objects' kept symbols, and links on "go"
-# (see jailside/emcc_launch.py).
+# The launcher's link starts first, before this interpreter imports anything more: its
+# import of emscripten (while the service lays out the job dir and the units compile) is
+# the longer of the two paths to the link. It takes the reused objects' kept symbols and
+# links on "go" (see jailside/emcc_launch.py).
 link = None
 if len(sys.argv) > 2:
-    early = json.loads(sys.argv[2])
-    symbols = {"symbols": early["symbols"], "out": early["out"]}
-    env = dict(os.environ, EMCC_TRIO_LINK_AFTER=json.dumps(symbols))
-    link = subprocess.Popen(early["link"], stdin=subprocess.PIPE, env=env)
+    link_stdin, link_word = os.pipe()
+    env = dict(os.environ, EMCC_TRIO_LINK_AFTER=sys.argv[2])
+    dup = [(os.POSIX_SPAWN_DUP2, link_stdin, 0)]
+    default = (_signal.SIGPIPE, _signal.SIGXFSZ)  # as subprocess restores them
+    link = os.posix_spawn(sys.argv[3], sys.argv[3:], env, file_actions=dup, setsigdef=default)
+    os.close(link_stdin)
+
+import json, re, shlex, subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 # The service's word: the job dir is laid out (without it, it never will be; the link ends
 # at the end of its stdin).
@@ -403,9 +410,6 @@ plan = json.load(open(sys.argv[1]))
 out = sys.stdout.buffer
 units = plan["units"]
 CXX = (".cpp", ".cc")
-
-import re, shlex
-from concurrent.futures import ThreadPoolExecutor
 
 
 def run(argv):
@@ -459,11 +463,11 @@ with open(plan["status"], "w") as handle:
 failed = any(status.values())
 if link is not None:
     try:
-        link.stdin.write(b"stop\n" if failed else b"go\n")
-        link.stdin.close()
+        os.write(link_word, b"stop\n" if failed else b"go\n")
     except BrokenPipeError:
         pass  # it has ended already; its exit code tells
-    code = link.wait()
+    os.close(link_word)
+    code = os.waitstatus_to_exitcode(os.waitpid(link, 0)[1])
 elif not failed:
     code = subprocess.run(plan["link"]).returncode
 out.flush()

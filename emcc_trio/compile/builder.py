@@ -38,6 +38,7 @@ from emcc_trio.compile.build import (
     project_deps,
     unit_key,
 )
+from emcc_trio.compile.launcher import PYTHON_FLAGS
 from emcc_trio.metrics import Metrics
 from emcc_trio.models import CompileRequest
 from emcc_trio.storage.base import Store, StoreUnavailableError
@@ -100,10 +101,10 @@ class Builder:
         and reads the plan once "go" comes on its stdin, which its caller writes after
         `prepare` (see build.DRIVER). With `launch` (the launcher's command), its link
         starts at once."""
-        argv = [self.python, "-c", DRIVER, PLAN_FILE]
+        argv = [self.python, *PYTHON_FLAGS, "-c", DRIVER, PLAN_FILE]
         if launch:
             objects = [object_path(index) for index in range(len(request.sources))]
-            argv.append(early_link(launch, objects, [*default_args, *request.args]))
+            argv += early_link(launch, objects, [*default_args, *request.args])
         return argv
 
     async def prepare(

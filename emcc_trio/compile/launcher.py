@@ -18,6 +18,9 @@ JAIL_GLUE_DIR: Final = "/emcc-trio/glue"
 JAIL_PCH_DIR: Final = "/emcc-trio/pch"
 
 Mode = Literal["emcc", "em++"]
+# No `site`: the launcher, the build's driver and emscripten use the standard library only,
+# and the search for site packages costs about 4 ms a start, on every compile's path.
+PYTHON_FLAGS: Final = ("-S",)
 
 
 @attrs.frozen
@@ -32,7 +35,7 @@ class Launcher:
 
     def argv(self, mode: Mode, jailed: bool) -> list[str]:
         """The command prefix that runs `mode` (emcc or em++); the compile's arguments follow."""
-        return [self.python, self._script(jailed), self.emscripten_root, mode]
+        return [self.python, *PYTHON_FLAGS, self._script(jailed), self.emscripten_root, mode]
 
     def fill_glue_argv(self, material: str, entry: str) -> list[str]:
         """Compute a glue memo entry from `material` into `entry` (always jailed)."""
@@ -47,7 +50,7 @@ class Launcher:
         return [*self._fill("--fill-pch"), material, header, output]
 
     def _fill(self, mode: str) -> list[str]:
-        return [self.python, self._script(True), self.emscripten_root, mode]
+        return [self.python, *PYTHON_FLAGS, self._script(True), self.emscripten_root, mode]
 
 
 def install(directory: Path) -> Path:
