@@ -18,9 +18,11 @@ JAIL_GLUE_DIR: Final = "/emcc-trio/glue"
 JAIL_PCH_DIR: Final = "/emcc-trio/pch"
 
 Mode = Literal["emcc", "em++"]
-# No `site`: the launcher, the build's driver and emscripten use the standard library only,
-# and the search for site packages costs about 4 ms a start, on every compile's path.
-PYTHON_FLAGS: Final = ("-S",)
+# Isolated: they run in the job dir, and with `-c` python would import from it first (a
+# project's `json.py` would be the build's code). No `site`: the launcher, the build's driver
+# and emscripten use the standard library only, and the search for site packages costs about
+# 4 ms a start, on every compile's path.
+PYTHON_FLAGS: Final = ("-I", "-S")
 
 
 @attrs.frozen
