@@ -617,7 +617,7 @@ def exit_now(code: object) -> NoReturn:
         try:
             stream.flush()
         except OSError:
-            code = code or 120  # as the interpreter's own exit when it cannot flush
+            code = code or 120  # a failure keeps its status; else the interpreter's 120
     os._exit(code & 0xFF)
 
 
