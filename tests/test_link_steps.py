@@ -2,7 +2,7 @@
 for byte, on real emcc output; its early link waits for the build's word, links on "go" with
 the same output as a link started late, and on anything else exits without linking; the
 symbols it is given are the ones the link uses, and those it reads it writes out. The build's
-driver starts that link before anything else and gives it the word; the launcher exits with
+driver gives that link the word and takes its status; the launcher exits with
 emcc's status once emscripten's exit handlers have run."""
 
 from __future__ import annotations
@@ -315,7 +315,7 @@ REPORTING_LINK = 'read word; echo "link $word $(grep SigIgn /proc/self/status)";
 @pytest.mark.parametrize(
     ("step", "word", "status"), [("/bin/true", "go", 3), ("/bin/false", "stop", 1)]
 )
-def test_the_driver_starts_its_link_first_and_gives_it_the_word(
+def test_the_drivers_link_gets_the_word_and_gives_the_build_its_status(
     tmp_path: Path, step: str, word: str, status: int
 ) -> None:
     # One unit, "compiled" by `step`; the link reports what it got and exits 3, which is the

@@ -3,8 +3,6 @@ server and the real emcc: builds, path attacks, cache keys, structured diagnosti
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -273,25 +271,20 @@ def test_files_in_subdirs_land_in_the_jail(
 
 @pytest.mark.parametrize("jailed", [False, True], ids=["no-jail", "jail"])
 def test_python_files_in_a_project_are_never_imported_by_the_build(
-    make_server: MakeServer, tmp_path: Path, jailed: bool
+    make_server: MakeServer, reachable_dir: Path, tmp_path: Path, jailed: bool
 ) -> None:
     # The build's driver and the launcher run python in the job dir: a project's `json.py`
     # (or any module they import) must stay a file of the project, never their code.
-    workdir = Path(tempfile.mkdtemp(prefix="emcc-trio-shadow-"))
-    workdir.chmod(0o711)  # the jail's unprivileged outside user must traverse it
-    try:
-        server = make_server(workdir=workdir / "server", nsjailEnabled=jailed)
-        shadows = ("json", "re", "shlex", "subprocess", "importlib", "hashlib", "copy")
-        planted = "raise SystemExit('imported from the job dir')\n"
-        files = {
-            **project(),
-            **{f"{name}.py": planted for name in shadows},
-            "concurrent/__init__.py": planted,
-        }
-        response = post_json(server, {"code": files.pop("main.c"), "files": files})
-        assert response.status_code == 200, response.text
-        assert "imported from the job dir" not in response.text
-        assert run_artifact(server, response, tmp_path) == EXPECTED
-        server.assert_clean()
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    server = make_server(workdir=reachable_dir / "server", nsjailEnabled=jailed)
+    shadows = ("json", "re", "shlex", "subprocess", "importlib", "hashlib", "copy")
+    planted = "raise SystemExit('imported from the job dir')\n"
+    files = {
+        **project(),
+        **{f"{name}.py": planted for name in shadows},
+        "concurrent/__init__.py": planted,
+    }
+    response = post_json(server, {"code": files.pop("main.c"), "files": files})
+    assert response.status_code == 200, response.text
+    assert "imported from the job dir" not in response.text
+    assert run_artifact(server, response, tmp_path) == EXPECTED
+    server.assert_clean()
