@@ -390,17 +390,18 @@ import _signal, os, sys  # _signal: `signal` imports enum, 3 ms before the link 
 # import of emscripten (while the service lays out the job dir and the units compile) is
 # the longer of the two paths to the link. It takes the reused objects' kept symbols and
 # links on "go" (see jailside/emcc_launch.py).
+DEFAULT_SIGNALS = (_signal.SIGPIPE, _signal.SIGXFSZ)  # as subprocess restores them
 link = None
 if len(sys.argv) > 2:
     link_stdin, link_word = os.pipe()
     env = dict(os.environ, EMCC_TRIO_LINK_AFTER=sys.argv[2])
     dup = [(os.POSIX_SPAWN_DUP2, link_stdin, 0)]
-    default = (_signal.SIGPIPE, _signal.SIGXFSZ)  # as subprocess restores them
-    link = os.posix_spawn(sys.argv[3], sys.argv[3:], env, file_actions=dup, setsigdef=default)
+    link = os.posix_spawn(
+        sys.argv[3], sys.argv[3:], env, file_actions=dup, setsigdef=DEFAULT_SIGNALS
+    )
     os.close(link_stdin)
 
-import json, re, shlex, subprocess
-from concurrent.futures import ThreadPoolExecutor
+import json  # no subprocess, no threads: their imports would be on the path to the link
 
 # The service's word: the job dir is laid out (without it, it never will be; the link ends
 # at the end of its stdin).
@@ -412,17 +413,50 @@ units = plan["units"]
 CXX = (".cpp", ".cc")
 
 
-def run(argv):
-    done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    return done.returncode, done.stdout
+# argv, its stdout and stderr in the file `output` (else this driver's)
+def spawn(argv, output=None):
+    if output is None:
+        return os.posix_spawnp(argv[0], argv, os.environ, setsigdef=DEFAULT_SIGNALS)
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        dups = [(os.POSIX_SPAWN_DUP2, fd, 1), (os.POSIX_SPAWN_DUP2, fd, 2)]
+        return os.posix_spawnp(
+            argv[0], argv, os.environ, file_actions=dups, setsigdef=DEFAULT_SIGNALS
+        )
+    finally:
+        os.close(fd)
+
+
+link_code = None  # the link's exit code, if a wait for a unit reaped it
+
+
+# (pid, exit code) of `pid`, or of any unit's step for -1
+def wait(pid):
+    global link_code
+    while True:
+        done, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        if done != link or pid == link:
+            return done, code
+        link_code = code  # it ended before its word (a crash, a cap): its code tells
+
+
+# A step's output file to this driver's stdout, in chunks (the service bounds it)
+def copy_out(output):
+    with open(output, "rb") as handle:
+        while chunk := handle.read(1 << 16):
+            out.write(chunk)
+    out.flush()
 
 
 # `emcc --cflags ARGS` prints the clang arguments emcc would compile with, but loses the
 # quoting of an argument such as -DV="1.0": such arguments go in as placeholders, come back
 # in their place, and are put back as they were.
-SAFE = re.compile(r"^[A-Za-z0-9_=.,:/+@%^~-]*$")
 prefix = plan["cflags"]
 if prefix is None and plan["clang"] is not None and units:
+    import re, shlex
+
+    SAFE = re.compile(r"^[A-Za-z0-9_=.,:/+@%^~-]*$")
     safe, originals = [], {}
     for index, arg in enumerate(plan["args"]):
         setting = arg.startswith("-s") or (index and plan["args"][index - 1] == "-s")
@@ -432,13 +466,13 @@ if prefix is None and plan["clang"] is not None and units:
             token = "-DEMCC_TRIO_ARGUMENT_%d" % index
             originals[token] = arg
             safe.append(token)
-    done = subprocess.run(
-        [*plan["compiler"], "--cflags", *safe], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    if done.returncode != 0:
-        out.write(done.stdout)
-        sys.exit(done.returncode)
-    lines = done.stdout.decode().strip().splitlines()
+    cflags_out = plan["cflags_file"] + ".out"
+    code = wait(spawn([*plan["compiler"], "--cflags", *safe], cflags_out))[1]
+    if code != 0:
+        copy_out(cflags_out)
+        sys.exit(code)
+    with open(cflags_out, "rb") as handle:
+        lines = handle.read().decode().strip().splitlines()
     prefix = [originals.get(token, token) for token in shlex.split(lines[-1] if lines else "")]
     with open(plan["cflags_file"], "w") as handle:
         json.dump(prefix, handle)
@@ -447,29 +481,43 @@ if prefix is None and plan["clang"] is not None and units:
 def step(unit):
     tail = ["-c", unit["path"], "-o", unit["object"], "-MD", "-MF", unit["depfile"]]
     if prefix is None:
-        return run([*plan["compiler"], *plan["args"], *plan["passthrough"], *tail])
+        return [*plan["compiler"], *plan["args"], *plan["passthrough"], *tail]
     clang = plan["clang"]["cxx" if unit["path"].endswith(CXX) else "c"]
-    return run([clang, *prefix, *plan["passthrough"], *tail])
+    return [clang, *prefix, *plan["passthrough"], *tail]
 
 
-status = {}
-with ThreadPoolExecutor(max(1, plan["parallel"])) as pool:
-    for unit, (code, text) in zip(units, pool.map(step, units)):
-        out.write(text)
-        out.flush()
-        status[unit["path"]] = code
+# `parallel` steps at a time; each unit's output is printed in unit order, as soon as it and
+# every unit before it are done.
+status, codes, running = {}, {}, {}
+started = printed = 0
+while printed < len(units):
+    while started < len(units) and len(running) < max(1, plan["parallel"]):
+        unit = units[started]
+        running[spawn(step(unit), unit["object"] + ".out")] = started
+        started += 1
+    pid, code = wait(-1)
+    if pid in running:
+        codes[running.pop(pid)] = code
+    while printed in codes:
+        unit = units[printed]
+        copy_out(unit["object"] + ".out")
+        status[unit["path"]] = codes[printed]
+        printed += 1
 with open(plan["status"], "w") as handle:
     json.dump(status, handle)
 failed = any(status.values())
 if link is not None:
-    try:
-        os.write(link_word, b"stop\n" if failed else b"go\n")
-    except BrokenPipeError:
-        pass  # it has ended already; its exit code tells
-    os.close(link_word)
-    code = os.waitstatus_to_exitcode(os.waitpid(link, 0)[1])
+    if link_code is None:
+        try:
+            os.write(link_word, b"stop\n" if failed else b"go\n")
+        except BrokenPipeError:
+            pass  # it has ended already; its exit code tells
+        os.close(link_word)
+        code = wait(link)[1]
+    else:
+        code = link_code
 elif not failed:
-    code = subprocess.run(plan["link"]).returncode
+    code = wait(spawn(plan["link"]))[1]
 out.flush()
 os._exit(1 if failed else code)  # the interpreter's teardown is on every build's path
 """
