@@ -291,10 +291,11 @@ async def _open_launcher(
         em_config = os.path.join(os.path.dirname(emcc), "em-config")
         log.warning(f"emccLauncher: {em_config} names no emscripten root; running emcc as is")
         return None
-    directory = await trio.to_thread.run_sync(install, paths.base_dir / "launcher")
+    directory = paths.base_dir / "launcher"
+    compiled = await trio.to_thread.run_sync(install, directory, python)
     if sandbox is not None:
         _reachable(sandbox, directory)
-    return Launcher(python=python, directory=directory, emscripten_root=root)
+    return Launcher(python, directory, root, compiled)
 
 
 async def _open_runner(

@@ -3,7 +3,8 @@ for byte, on real emcc output; its early link waits for the build's word, links 
 the same output as a link started late, and on anything else exits without linking; the
 symbols it is given are the ones the link uses, and those it reads it writes out. The build's
 driver gives that link the word and takes its status; the launcher exits with
-emcc's status once emscripten's exit handlers have run."""
+emcc's status once emscripten's exit handlers have run, from its source or from the .pyc the
+jail's python compiled, which is what the server's jobs run."""
 
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ from hypothesis import strategies as st
 from emcc_trio.compile.build import DRIVER, PLAN_FILE, STATUS_FILE, Unit, plan_json
 from emcc_trio.compile.build import early_link as early_link_args
 from emcc_trio.compile.jailside.emcc_launch import object_symbols, strip_sections
-from emcc_trio.compile.launcher import PYTHON_FLAGS, SCRIPT
+from emcc_trio.compile.launcher import COMPILED_NAME, PYTHON_FLAGS, SCRIPT, Launcher, install
 from emcc_trio.config import Config
-from emcc_trio.testing.harness import REPO
-from emcc_trio.testing.programs import RUN_ARTIFACT_JS
+from emcc_trio.testing.harness import REPO, MakeServer
+from emcc_trio.testing.programs import HELLO_C, RUN_ARTIFACT_JS, run_artifact
 
 EMSCRIPTEN = "/usr/share/emscripten"
 ENV = {"PATH": "/usr/bin:/bin", "NODE_PATH": "/usr/share/nodejs", "EMCC_SKIP_SANITY_CHECK": "1"}
@@ -349,18 +350,24 @@ def test_the_drivers_link_gets_the_word_and_gives_the_build_its_status(
     assert json.loads((tmp_path / STATUS_FILE).read_text()) == {"lib.c": status == 1}
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["source", "pyc"])
 @pytest.mark.parametrize(
     ("code", "status"), [("int main(void) { return 0; }\n", 0), ("int main(\n", 1)]
 )
 def test_the_launcher_exits_with_emccs_status_after_emccs_exit_handlers(
-    tmp_path: Path, code: str, status: int
+    tmp_path: Path, code: str, status: int, compiled: bool
 ) -> None:
     # emscripten removes its temp dirs at exit: the launcher skips the interpreter's teardown,
-    # not them.
+    # not them. As installed (`compiled`), it runs as the .pyc the jail's python3 compiled.
     temp = tmp_path / "tmp"
     temp.mkdir()
     (tmp_path / "main.c").write_text(code)
-    launcher = ["/usr/bin/python3", *PYTHON_FLAGS, str(SCRIPT), EMSCRIPTEN, "emcc"]
+    directory = tmp_path / "launcher"
+    assert install(directory, "/usr/bin/python3")
+    launcher = Launcher("/usr/bin/python3", directory, EMSCRIPTEN, compiled).argv("emcc", False)
+    assert launcher[len(PYTHON_FLAGS) + 1] == str(
+        directory / (COMPILED_NAME if compiled else SCRIPT.name)
+    )
     done = subprocess.run(
         [*launcher, "main.c", "-o", "app.js"],
         cwd=tmp_path,
@@ -372,3 +379,29 @@ def test_the_launcher_exits_with_emccs_status_after_emccs_exit_handlers(
     assert (tmp_path / "app.wasm").exists() == (status == 0)
     assert (b"error:" in done.stderr) == (status == 1)
     assert list(temp.iterdir()) == []
+
+
+def test_a_launcher_its_python_cannot_compile_runs_from_source(tmp_path: Path) -> None:
+    directory = tmp_path / "launcher"
+    assert install(directory, "/usr/bin/python3")
+    assert (directory / COMPILED_NAME).read_bytes()[:16] != b""
+    # A python that cannot compile it leaves no .pyc, not even the one an earlier start made.
+    assert not install(directory, "/bin/false")
+    assert sorted(path.name for path in directory.iterdir()) == [SCRIPT.name]
+    assert (directory / SCRIPT.name).read_bytes() == SCRIPT.read_bytes()
+
+
+def test_the_servers_jobs_run_the_compiled_launcher(
+    make_server: MakeServer, reachable_dir: Path, tmp_path: Path
+) -> None:
+    # Once the server has installed its launcher, its source is broken: the jailed compile
+    # still builds, so what the jail ran was the .pyc.
+    server = make_server(workdir=reachable_dir / "server", nsjailEnabled=True)
+    installed = server.workdir / str(server.config.get("baseDir", ".")) / "launcher"
+    assert (installed / COMPILED_NAME).is_file()
+    (installed / SCRIPT.name).write_text("raise SystemExit('ran the source')\n")
+    response = server.compile(HELLO_C)
+    assert response.status_code == 200, response.text
+    assert "ran the source" not in response.text
+    assert run_artifact(server, response, tmp_path) == "hello from C\n"
+    server.assert_clean()

@@ -206,10 +206,12 @@ class JailKit:
     def __init__(self, tmp_path: Path, root: Path) -> None:
         self.root = root
         self.sandbox = Sandbox.open("nsjail", "", tmp_path)
+        compiled = install(root / "launcher", "/usr/bin/python3")
         self.launcher = Launcher(
             python="/usr/bin/python3",
-            directory=install(root / "launcher"),
+            directory=root / "launcher",
             emscripten_root="/usr/share/emscripten",
+            compiled=compiled,
         )
         self.glue_dir = root / "glue"
         self.entries = ObjectCache(self.glue_dir, 64 * MB)
