@@ -2,7 +2,8 @@
 for byte, on real emcc output; its early link waits for the build's word, links on "go" with
 the same output as a link started late, and on anything else exits without linking; the
 symbols it is given are the ones the link uses, and those it reads it writes out. The build's
-driver gives that link the word and takes its status; the launcher exits with
+driver gives that link the word and takes its status (also from a link that ended before
+its word), and prints each unit's output in unit order; the launcher exits with
 emcc's status once emscripten's exit handlers have run, from its source or from the .pyc the
 jail's python compiled, which is what the server's jobs run."""
 
@@ -308,41 +309,47 @@ def test_an_early_link_told_to_stop_links_nothing(
     assert sorted(os.listdir(tmp_path)) == ["main.o", "twice.o"]
 
 
-# What the early link sees: its word, and which signals it ignores (none of SIGPIPE and
-# SIGXFSZ, which the driver's python ignores: subprocess would have restored them).
-REPORTING_LINK = 'read word; echo "link $word $(grep SigIgn /proc/self/status)"; exit 3'
-
-
-@pytest.mark.parametrize(
-    ("step", "word", "status"), [("/bin/true", "go", 3), ("/bin/false", "stop", 1)]
-)
-def test_the_drivers_link_gets_the_word_and_gives_the_build_its_status(
-    tmp_path: Path, step: str, word: str, status: int
-) -> None:
-    # One unit, "compiled" by `step`; the link reports what it got and exits 3, which is the
-    # build's status once the units compiled, and the build's 1 is when one failed.
+def run_driver(
+    tmp_path: Path, step_script: str, paths: list[str], parallel: int, link: list[str]
+) -> subprocess.CompletedProcess[bytes]:
+    """The build's driver on `paths`, each "compiled" by `step_script` (its unit's path is
+    $2), with the early link `link`."""
     (tmp_path / ".obj").mkdir()
-    unit = Unit("lib.c", 0, "key")
+    units = [Unit(path, index, f"key{index}") for index, path in enumerate(paths)]
     plan = plan_json(
-        compiler=[step],
+        compiler=["/bin/sh", "-c", step_script, "step"],
         clang=None,
         cflags=None,
         args=[],
-        to_compile=[unit],
-        objects=[unit.object],
+        to_compile=units,
+        objects=[unit.object for unit in units],
         link_args=[],
-        parallel=1,
+        parallel=parallel,
     )
     (tmp_path / PLAN_FILE).write_text(plan)
-    link = early_link_args(["/bin/sh", "-c", REPORTING_LINK], [unit.object], [])
-    done = subprocess.run(
-        ["/usr/bin/python3", *PYTHON_FLAGS, "-c", DRIVER, PLAN_FILE, *link],
+    link_argv = early_link_args(link, [unit.object for unit in units], [])
+    return subprocess.run(
+        ["/usr/bin/python3", *PYTHON_FLAGS, "-c", DRIVER, PLAN_FILE, *link_argv],
         cwd=tmp_path,
         env=ENV,
         input=b"go\n",
         capture_output=True,
         check=False,
     )
+
+
+# What the early link sees: its word, and which signals it ignores (none of SIGPIPE and
+# SIGXFSZ, which the driver's python ignores: subprocess would have restored them).
+REPORTING_LINK = 'read word; echo "link $word $(grep SigIgn /proc/self/status)"; exit 3'
+
+
+@pytest.mark.parametrize(("step", "word", "status"), [("exit 0", "go", 3), ("exit 1", "stop", 1)])
+def test_the_drivers_link_gets_the_word_and_gives_the_build_its_status(
+    tmp_path: Path, step: str, word: str, status: int
+) -> None:
+    # One unit, "compiled" by `step`; the link reports what it got and exits 3, which is the
+    # build's status once the units compiled, and the build's 1 is when one failed.
+    done = run_driver(tmp_path, step, ["lib.c"], 1, ["/bin/sh", "-c", REPORTING_LINK])
     assert done.returncode == status, done.stderr
     reported, _, ignored = done.stdout.decode().partition("SigIgn:")
     assert reported == f"link {word} "
@@ -405,3 +412,29 @@ def test_the_servers_jobs_run_the_compiled_launcher(
     assert "ran the source" not in response.text
     assert run_artifact(server, response, tmp_path) == "hello from C\n"
     server.assert_clean()
+
+
+def test_the_driver_prints_each_units_output_in_unit_order(tmp_path: Path) -> None:
+    # Two at a time, and the second unit ends first: its output still comes second.
+    step = (
+        'if [ "$2" = b.c ]; then echo "b out"; echo "b err" >&2; touch b.done; exit 0; fi; '
+        'while [ ! -e b.done ]; do :; done; echo "a out"; exit 2'
+    )
+    done = run_driver(tmp_path, step, ["a.c", "b.c"], 2, ["/bin/sh", "-c", "exit 0"])
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == b"a out\nb out\nb err\n"
+    assert json.loads((tmp_path / STATUS_FILE).read_text()) == {"a.c": 2, "b.c": 0}
+
+
+def test_a_link_that_ends_before_its_word_gives_the_build_its_status(tmp_path: Path) -> None:
+    # The link exits while the unit compiles, and the unit ends only once the driver has
+    # reaped it: the wait for the unit reaps the link, whose status is the build's.
+    link = "echo $$ > link.tmp; mv link.tmp link.pid; while [ ! -e started ]; do :; done; exit 7"
+    step = (
+        "touch started; while [ ! -e link.pid ]; do :; done; "
+        'pid=$(cat link.pid); while [ -e "/proc/$pid" ]; do :; done; echo compiled'
+    )
+    done = run_driver(tmp_path, step, ["lib.c"], 1, ["/bin/sh", "-c", link])
+    assert done.returncode == 7, done.stderr
+    assert done.stdout == b"compiled\n"
+    assert json.loads((tmp_path / STATUS_FILE).read_text()) == {"lib.c": 0}
