@@ -313,8 +313,9 @@ def run_driver(
     tmp_path: Path, step_script: str, paths: list[str], parallel: int, link: list[str]
 ) -> subprocess.CompletedProcess[bytes]:
     """The build's driver on `paths`, each "compiled" by `step_script` (its unit's path is
-    $2), with the early link `link`."""
+    $2), with the early link `link`; its temp dir is tmp_path/tmp."""
     (tmp_path / ".obj").mkdir()
+    (tmp_path / "tmp").mkdir()
     units = [Unit(path, index, f"key{index}") for index, path in enumerate(paths)]
     plan = plan_json(
         compiler=["/bin/sh", "-c", step_script, "step"],
@@ -331,7 +332,7 @@ def run_driver(
     return subprocess.run(
         ["/usr/bin/python3", *PYTHON_FLAGS, "-c", DRIVER, PLAN_FILE, *link_argv],
         cwd=tmp_path,
-        env=ENV,
+        env={**ENV, "TMPDIR": str(tmp_path / "tmp")},
         input=b"go\n",
         capture_output=True,
         check=False,
@@ -415,7 +416,8 @@ def test_the_servers_jobs_run_the_compiled_launcher(
 
 
 def test_the_driver_prints_each_units_output_in_unit_order(tmp_path: Path) -> None:
-    # Two at a time, and the second unit ends first: its output still comes second.
+    # Two at a time, and the second unit ends first: its output still comes second. The
+    # outputs wait in the temp dir (the jail's tmpfs), not the job dir, and are gone after.
     step = (
         'if [ "$2" = b.c ]; then echo "b out"; echo "b err" >&2; touch b.done; exit 0; fi; '
         'while [ ! -e b.done ]; do :; done; echo "a out"; exit 2'
@@ -424,6 +426,11 @@ def test_the_driver_prints_each_units_output_in_unit_order(tmp_path: Path) -> No
     assert done.returncode == 1, done.stderr
     assert done.stdout == b"a out\nb out\nb err\n"
     assert json.loads((tmp_path / STATUS_FILE).read_text()) == {"a.c": 2, "b.c": 0}
+    assert list((tmp_path / "tmp").iterdir()) == []
+    assert sorted(path.name for path in (tmp_path / ".obj").iterdir()) == [
+        "plan.json",
+        "status.json",
+    ]
 
 
 def test_a_link_that_ends_before_its_word_gives_the_build_its_status(tmp_path: Path) -> None:

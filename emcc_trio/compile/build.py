@@ -441,12 +441,19 @@ def wait(pid):
         link_code = code  # it ended before its word (a crash, a cap): its code tells
 
 
-# A step's output file to this driver's stdout, in chunks (the service bounds it)
+# Where a step's output waits to be printed: the temp dir, which in the jail is its tmpfs,
+# whose size and pages the job's caps bound (the job dir is on the host's disk)
+def output_file(name):
+    return os.path.join(os.environ.get("TMPDIR") or "/tmp", "emcc-trio-%s.out" % name)
+
+
+# A step's output file to this driver's stdout, in chunks (the service bounds it), then gone
 def copy_out(output):
     with open(output, "rb") as handle:
         while chunk := handle.read(1 << 16):
             out.write(chunk)
     out.flush()
+    os.unlink(output)
 
 
 # `emcc --cflags ARGS` prints the clang arguments emcc would compile with, but loses the
@@ -466,13 +473,14 @@ if prefix is None and plan["clang"] is not None and units:
             token = "-DEMCC_TRIO_ARGUMENT_%d" % index
             originals[token] = arg
             safe.append(token)
-    cflags_out = plan["cflags_file"] + ".out"
+    cflags_out = output_file("cflags")
     code = wait(spawn([*plan["compiler"], "--cflags", *safe], cflags_out))[1]
     if code != 0:
         copy_out(cflags_out)
         sys.exit(code)
     with open(cflags_out, "rb") as handle:
         lines = handle.read().decode().strip().splitlines()
+    os.unlink(cflags_out)
     prefix = [originals.get(token, token) for token in shlex.split(lines[-1] if lines else "")]
     with open(plan["cflags_file"], "w") as handle:
         json.dump(prefix, handle)
@@ -493,14 +501,14 @@ started = printed = 0
 while printed < len(units):
     while started < len(units) and len(running) < max(1, plan["parallel"]):
         unit = units[started]
-        running[spawn(step(unit), unit["object"] + ".out")] = started
+        running[spawn(step(unit), output_file(started))] = started
         started += 1
     pid, code = wait(-1)
     if pid in running:
         codes[running.pop(pid)] = code
     while printed in codes:
         unit = units[printed]
-        copy_out(unit["object"] + ".out")
+        copy_out(output_file(printed))
         status[unit["path"]] = codes[printed]
         printed += 1
 with open(plan["status"], "w") as handle:
