@@ -445,6 +445,16 @@ class Config:
             "must stay below it too. Either is a 422 `limit: artifact`, and nothing is stored.",
         ),
     )
+    job_disk_max_mb: int = attrs.field(
+        default=1024,
+        metadata=_key(
+            "jobDiskMaxMB",
+            "The most a compile's job dir may take on disk (the request's files, a project's "
+            "objects, the artifact, emcc's temp files outside the jail), looked at every 0.1 s "
+            "and when the job ends: past it the job is stopped, a 422 `limit: disk`. At least "
+            "`maxProjectMB` + `maxArtifactMB`.",
+        ),
+    )
     artifact_quota_mb: int = attrs.field(
         default=256,
         metadata=_key(
@@ -620,6 +630,7 @@ def validate(config: Config) -> list[str]:
         "max_connections",
         "max_output_bytes",
         "max_artifact_mb",
+        "job_disk_max_mb",
         "job_timeout_seconds",
         "job_memory_max_mb",
         "job_cpu_max",
@@ -660,6 +671,12 @@ def validate(config: Config) -> list[str]:
         "must be greater than 0",
     )
     check(config.job_memory_max_mb >= 64, "job_memory_max_mb", "emcc needs at least 64 MB")
+    check(
+        config.job_disk_max_mb >= config.max_project_mb + config.max_artifact_mb,
+        "job_disk_max_mb",
+        f"must be at least maxProjectMB + maxArtifactMB ({config.max_project_mb} + "
+        f"{config.max_artifact_mb}), or a project of the largest size could not be built",
+    )
     budget = config.memory_budget_mb
     if budget is not None:
         check(budget >= 0, "memory_budget_mb", "must not be negative")

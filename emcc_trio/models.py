@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
 import attrs
 
@@ -29,8 +29,8 @@ SOURCE_SUFFIXES: Final = (".c", ".cpp", ".cc")
 
 Files = tuple[tuple[str, bytes], ...]
 # Which cap ended a job.
-Limit = Literal["memory", "pids", "cpu", "timeout", "output", "artifact"]
-_LIMITS: Final = frozenset({"memory", "pids", "cpu", "timeout", "output", "artifact"})
+Limit = Literal["memory", "pids", "cpu", "timeout", "output", "artifact", "disk"]
+LIMITS: Final = get_args(Limit)
 
 
 def is_source(path: str) -> bool:
@@ -148,7 +148,7 @@ def decode_result(data: str | bytes) -> CompileResult:
         body = json.loads(data)
         usage = body["usage"]
         limit = body.get("limit")
-        if limit is not None and limit not in _LIMITS:
+        if limit is not None and limit not in LIMITS:
             raise ValueError(f"not a limit: {limit!r}")
         ok = bool(body["ok"])
         output = body["output"]

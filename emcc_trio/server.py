@@ -446,6 +446,7 @@ async def build_service(
         timeout_seconds=config.job_timeout_seconds,
         cpu_seconds=config.job_cpu_seconds,
         max_output_bytes=config.max_output_bytes,
+        disk_bytes=config.job_disk_max_mb * MB,
         caps=Caps(
             memory_bytes=config.job_memory_max_mb * MB,
             cpu_max=config.job_cpu_max,

@@ -1,6 +1,7 @@
 """What one request may store: `maxArtifactMB` bounds every file a compile writes while it
-runs (RLIMIT_FSIZE, in the jail and outside it), and `artifactQuotaMB` bounds what one client
-stores per window, on one replica and across replicas sharing Redis."""
+runs (RLIMIT_FSIZE, in the jail and outside it), `jobDiskMaxMB` what its job dir takes in all
+(a project's units each write an object), and `artifactQuotaMB` what one client stores per
+window, on one replica and across replicas sharing Redis."""
 
 from __future__ import annotations
 
@@ -68,6 +69,30 @@ def test_the_jail_bounds_the_file_size_by_max_artifact_mb(
 ) -> None:
     server = make_server(workdir=reachable_dir / "server", nsjailEnabled=True, **BOMB_CAPS)
     assert_bomb_stopped_by_the_artifact_cap(server)
+
+
+# Units of 25 bytes whose objects hold 24 MiB each: below maxArtifactMB one by one, 96 MiB
+# together against a jobDiskMaxMB of 40. The objects stay in the job dir until the job ends,
+# so the disk cap is met whichever of the poll and the end looks first; memory (page cache,
+# 1 GiB), time, CPU and output are far off.
+DISK_BOMB_UNITS = {f"big{n}.c": f"char big{n}[24 << 20] = {{1}};\n" for n in range(4)}
+DISK_BOMB_CAPS: dict[str, Any] = {**BOMB_CAPS, "maxProjectMB": 1, "jobDiskMaxMB": 40}
+
+
+@pytest.mark.parametrize("nsjail", [False, True], ids=["unjailed", "jailed"])
+def test_a_project_whose_objects_pass_the_disk_cap_is_stopped(
+    make_server: MakeServer, reachable_dir: Path, nsjail: bool
+) -> None:
+    server = make_server(workdir=reachable_dir / "server", nsjailEnabled=nsjail, **DISK_BOMB_CAPS)
+    response = server.compile("int main(void) { return 0; }\n", files=DISK_BOMB_UNITS)
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["limit"] == "disk", body
+    assert "jobDiskMaxMB" in body["error"]
+    with server.client() as client:
+        assert client.get(f"/artifacts/{body['id']}/app.wasm").status_code == 404
+    server.assert_clean()
+    assert stored(server)["artifacts"] == []
 
 
 @pytest.mark.parametrize("nsjail", [False, True], ids=["unjailed", "jailed"])

@@ -26,7 +26,7 @@ from emcc_trio.isolation.cgroups import (
     open_driver,
     read_budget,
 )
-from emcc_trio.isolation.runner import JobStartError, Limits, run_job
+from emcc_trio.isolation.runner import JobStartError, Limits, disk_usage, run_job
 from emcc_trio.testing.harness import MakeServer, eventually
 from emcc_trio.testing.programs import HELLO_C, program
 
@@ -51,6 +51,7 @@ def limits(**caps: float) -> Limits:
         timeout_seconds=float(caps.get("timeout", 60)),
         cpu_seconds=float(caps.get("cpu_seconds", 60)),
         max_output_bytes=65536,
+        disk_bytes=int(caps["disk_mb"] * MB) if "disk_mb" in caps else None,
         caps=Caps(
             memory_bytes=int(caps.get("memory_mb", 256)) * MB,
             cpu_max=float(caps.get("cpu_max", 1.0)),
@@ -190,6 +191,60 @@ async def test_output_cap_kills_and_keeps_the_first_bytes(
     assert result.limit == "output"
     assert result.output_truncated
     assert result.output == "y" * 65536
+
+
+def write_mb(count: int, then: str = "") -> list[str]:
+    """A job that writes `count` files of 1 MiB into its dir, one folder down, then runs `then`."""
+    return python(
+        "import os\nos.mkdir('sub')\n"
+        f"for i in range({count}):\n    open(f'sub/{{i}}', 'wb').write(b'x' * (1 << 20))\n" + then
+    )
+
+
+@pytest.mark.parametrize(
+    ("count", "then", "disk_mb", "limit"),
+    [
+        (32, "import time\ntime.sleep(3600)", 16, "disk"),  # the poll stops it
+        (32, "", 16, "disk"),  # it ends at once: judged by what it left
+        (4, "", 16, None),
+        (32, "", None, None),  # no cap
+    ],
+    ids=["stopped", "ended", "within", "unwatched"],
+)
+async def test_the_disk_cap_counts_the_job_dirs_files(
+    driver: V1Driver | V2Driver,
+    tmp_path: Path,
+    count: int,
+    then: str,
+    disk_mb: int | None,
+    limit: str | None,
+) -> None:
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    caps = {} if disk_mb is None else {"disk_mb": disk_mb}
+    result = await run_job(
+        write_mb(count, then),
+        job_id="disk",
+        cwd=job_dir,
+        env={},
+        limits=limits(**caps),
+        driver=driver,
+    )
+    assert result.limit == limit, result.output
+    assert (result.exit_code == 0) == (then == ""), result.exit_code  # only "stopped" is killed
+    assert disk_usage(job_dir) >= min(count, 16) * MB
+    assert _processes_naming(tmp_path) == []
+
+
+def test_disk_usage_counts_blocks_below_the_root_and_follows_no_links(tmp_path: Path) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "data").write_bytes(b"x" * (3 << 20))
+    (tmp_path / "sparse").touch()
+    os.truncate(tmp_path / "sparse", 1 << 30)  # a hole takes no blocks
+    (tmp_path / "link").symlink_to("/usr")
+    used = disk_usage(tmp_path)
+    assert 3 << 20 <= used < 4 << 20
+    assert disk_usage(tmp_path / "missing") == 0
 
 
 async def test_cancelled_caller_kills_the_whole_group_and_removes_it(

@@ -332,3 +332,23 @@ def test_memory_budget_equal_to_the_job_cap_is_valid() -> None:
 def test_what_one_client_may_cost_is_checked_by_key(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"jobDiskMaxMB": 0}', "jobDiskMaxMB: must be greater than 0"),
+        (
+            '{"jobDiskMaxMB": 95, "maxProjectMB": 64, "maxArtifactMB": 32}',
+            "jobDiskMaxMB: must be at least maxProjectMB + maxArtifactMB (64 + 32)",
+        ),
+    ],
+)
+@pytest.mark.unit
+def test_the_disk_cap_must_hold_a_project_and_its_artifact(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(text)
+    assert message in str(info.value)
+    assert (
+        parse('{"jobDiskMaxMB": 96, "maxProjectMB": 64, "maxArtifactMB": 32}').job_disk_max_mb == 96
+    )

@@ -117,7 +117,7 @@ def test_compile_documents_every_answer() -> None:
     busy = openapi.SPEC["components"]["responses"]["Busy"]
     assert busy["headers"]["Retry-After"]["required"] is True
     limit = openapi.SPEC["components"]["schemas"]["LimitExceeded"]["properties"]["limit"]
-    assert limit["enum"] == ["memory", "pids", "cpu", "timeout", "output", "artifact"]
+    assert limit["enum"] == ["memory", "pids", "cpu", "timeout", "output", "artifact", "disk"]
 
 
 def test_spec_loads_in_schemathesis() -> None:

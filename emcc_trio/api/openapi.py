@@ -15,11 +15,14 @@ from quart_trio import QuartTrio
 from emcc_trio.compile.policy import MAX_ARG_LENGTH, MAX_ARGS
 from emcc_trio.compile.sources import DEFAULT_LIMITS, MAX_PATTERNS
 from emcc_trio.models import ARTIFACT_FILES
+from emcc_trio.models import LIMITS as ALL_LIMITS
 
 JsonObject = dict[str, Any]
 
 JOB_ID_PATTERN: Final = "^[0-9a-f]{32}$"
-LIMITS: Final = ["memory", "pids", "cpu", "timeout", "output", "artifact"]
+LIMITS: Final = list(ALL_LIMITS)
+# A run's job dir is the jail's tmpfs: only a compile has a `disk` cap.
+RUN_LIMITS: Final = [limit for limit in LIMITS if limit != "disk"]
 
 
 def _ref(name: str) -> JsonObject:
@@ -307,7 +310,7 @@ SCHEMAS: Final[JsonObject] = {
             "limit": {
                 "type": "string",
                 "nullable": True,
-                "enum": ["memory", "pids", "cpu", "timeout", "output", "artifact", None],
+                "enum": [*RUN_LIMITS, None],
             },
             "message": {"type": "string", "nullable": True, "description": "What the cap was."},
             "stdout": {"type": "string"},

@@ -24,6 +24,7 @@ LIMIT_MESSAGES: Final = {
         "the compile tried to write a file (or an artifact) of maxArtifactMB or more; the "
         "write failed and nothing was stored"
     ),
+    "disk": "the compile's job dir took more than jobDiskMaxMB on disk; the compile was stopped",
 }
 
 

@@ -49,6 +49,9 @@ class Limits:
     cpu_seconds: float
     max_output_bytes: int
     caps: Caps
+    # What the job's dir (its cwd) may take on disk: RLIMIT_FSIZE bounds each file, not how
+    # many there are (a project's units write an object each). None: not watched.
+    disk_bytes: int | None = None
 
 
 @attrs.frozen
@@ -109,6 +112,24 @@ def limit_file_size(argv: Sequence[str], max_bytes: int, prlimit: str = "prlimit
     with EFBIG (and SIGXFSZ) at once, so the file is never written past it. The jail sets
     the same limit itself (`Sandbox.wrap`)."""
     return [prlimit, f"--fsize={max_bytes}", "--", *argv]
+
+
+def disk_usage(root: Path) -> int:
+    """The bytes the tree under `root` takes on disk (its blocks, links not followed); what
+    vanishes while it is read counts for nothing."""
+    total = 0
+    pending = [root]
+    while pending:
+        try:
+            with os.scandir(pending.pop()) as entries:
+                for entry in entries:
+                    with contextlib.suppress(FileNotFoundError):
+                        total += entry.stat(follow_symlinks=False).st_blocks * 512
+                        if entry.is_dir(follow_symlinks=False):
+                            pending.append(Path(entry.path))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return total
 
 
 def _kill_process_group(pid: int) -> None:
@@ -198,6 +219,17 @@ async def run_job(
             with contextlib.suppress(trio.BrokenResourceError):
                 await stream.send_all(data)  # a job that has ended reads no more
 
+    async def over_disk(disk_bytes: int) -> bool:
+        return await trio.to_thread.run_sync(disk_usage, cwd) > disk_bytes
+
+    async def watch_disk(disk_bytes: int) -> None:
+        nonlocal killed_for
+        while True:
+            await trio.sleep(_POLL_SECONDS)
+            if await over_disk(disk_bytes):
+                killed_for = "disk"
+                work.cancel()
+
     async def watch_cpu(job_group: JobGroup) -> None:
         nonlocal killed_for
         while True:
@@ -244,7 +276,17 @@ async def run_job(
                         status_read = -1  # the stream owns it
                     if group is not None:
                         nursery.start_soon(watch_cpu, group)
+                    if limits.disk_bytes is not None:
+                        nursery.start_soon(watch_disk, limits.disk_bytes)
                     await process.wait()
+                    # A job that ends between two looks is judged by what it left.
+                    disk_bytes = limits.disk_bytes
+                    if (
+                        killed_for is None
+                        and disk_bytes is not None
+                        and await over_disk(disk_bytes)
+                    ):
+                        killed_for = "disk"
                     # The job is over: stragglers go now, which also closes the pipes.
                     await kill_job(process)
                     with trio.move_on_after(_DRAIN_SECONDS):
