@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from emcc_trio.isolation import runner
 from emcc_trio.isolation.cgroups import (
     Caps,
     JobGroup,
@@ -202,23 +203,29 @@ def write_mb(count: int, then: str = "") -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("count", "then", "disk_mb", "limit"),
+    ("count", "then", "disk_mb", "polled", "limit"),
     [
-        (32, "import time\ntime.sleep(3600)", 16, "disk"),  # the poll stops it
-        (32, "", 16, "disk"),  # it ends at once: judged by what it left
-        (4, "", 16, None),
-        (32, "", None, None),  # no cap
+        # Only the poll can stop it: it never ends by itself (else the timeout would).
+        (32, "import time\ntime.sleep(3600)", 16, True, "disk"),
+        # With no poll in its lifetime, only the look at the end can see it.
+        (32, "", 16, False, "disk"),
+        (4, "", 16, True, None),
+        (32, "", None, True, None),  # no cap
     ],
     ids=["stopped", "ended", "within", "unwatched"],
 )
 async def test_the_disk_cap_counts_the_job_dirs_files(
     driver: V1Driver | V2Driver,
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     count: int,
     then: str,
     disk_mb: int | None,
+    polled: bool,
     limit: str | None,
 ) -> None:
+    if not polled:
+        monkeypatch.setattr(runner, "_POLL_SECONDS", 3600.0)
     job_dir = tmp_path / "job"
     job_dir.mkdir()
     caps = {} if disk_mb is None else {"disk_mb": disk_mb}
