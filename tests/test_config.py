@@ -298,10 +298,16 @@ def test_memory_budget_unset_means_the_default_and_zero_the_seeds(
             '{"memoryBudgetMB": 512, "jobMemoryMaxMB": 256, "jobMemoryEstimateMB": 600}',
             "memoryBudgetMB: must be at least jobMemoryEstimateMB (600)",
         ),
+        # The disk cap must hold a project of the largest size and its artifact.
+        ('{"jobDiskMaxMB": 0}', "jobDiskMaxMB: must be greater than 0"),
+        (
+            '{"jobDiskMaxMB": 95, "maxProjectMB": 64, "maxArtifactMB": 32}',
+            "jobDiskMaxMB: must be at least maxProjectMB + maxArtifactMB (64 + 32)",
+        ),
     ],
 )
 @pytest.mark.unit
-def test_memory_budget_validation(text: str, message: str) -> None:
+def test_memory_budget_and_disk_cap_validation(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse(text)
     assert message in str(info.value)
@@ -310,6 +316,12 @@ def test_memory_budget_validation(text: str, message: str) -> None:
 @pytest.mark.unit
 def test_memory_budget_equal_to_the_job_cap_is_valid() -> None:
     assert parse('{"memoryBudgetMB": 1024, "jobMemoryMaxMB": 1024}').memory_budget_mb == 1024
+
+
+@pytest.mark.unit
+def test_a_disk_cap_of_a_project_and_its_artifact_is_valid() -> None:
+    text = '{"jobDiskMaxMB": 96, "maxProjectMB": 64, "maxArtifactMB": 32}'
+    assert parse(text).job_disk_max_mb == 96
 
 
 @pytest.mark.parametrize(
@@ -332,23 +344,3 @@ def test_memory_budget_equal_to_the_job_cap_is_valid() -> None:
 def test_what_one_client_may_cost_is_checked_by_key(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse(text)
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ('{"jobDiskMaxMB": 0}', "jobDiskMaxMB: must be greater than 0"),
-        (
-            '{"jobDiskMaxMB": 95, "maxProjectMB": 64, "maxArtifactMB": 32}',
-            "jobDiskMaxMB: must be at least maxProjectMB + maxArtifactMB (64 + 32)",
-        ),
-    ],
-)
-@pytest.mark.unit
-def test_the_disk_cap_must_hold_a_project_and_its_artifact(text: str, message: str) -> None:
-    with pytest.raises(ConfigError) as info:
-        parse(text)
-    assert message in str(info.value)
-    assert (
-        parse('{"jobDiskMaxMB": 96, "maxProjectMB": 64, "maxArtifactMB": 32}').job_disk_max_mb == 96
-    )

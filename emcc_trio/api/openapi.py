@@ -14,13 +14,11 @@ from quart_trio import QuartTrio
 
 from emcc_trio.compile.policy import MAX_ARG_LENGTH, MAX_ARGS
 from emcc_trio.compile.sources import DEFAULT_LIMITS, MAX_PATTERNS
-from emcc_trio.models import ARTIFACT_FILES
-from emcc_trio.models import LIMITS as ALL_LIMITS
+from emcc_trio.models import ARTIFACT_FILES, LIMITS
 
 JsonObject = dict[str, Any]
 
 JOB_ID_PATTERN: Final = "^[0-9a-f]{32}$"
-LIMITS: Final = list(ALL_LIMITS)
 # A run's job dir is the jail's tmpfs: only a compile has a `disk` cap.
 RUN_LIMITS: Final = [limit for limit in LIMITS if limit != "disk"]
 
@@ -256,7 +254,7 @@ SCHEMAS: Final[JsonObject] = {
         "properties": {
             "ok": {"type": "boolean", "enum": [False]},
             "id": _ref("JobId"),
-            "limit": {"type": "string", "enum": LIMITS},
+            "limit": {"type": "string", "enum": list(LIMITS)},
             "error": {"type": "string"},
             "diagnostics": {
                 "type": "array",

@@ -118,17 +118,10 @@ def disk_usage(root: Path) -> int:
     """The bytes the tree under `root` takes on disk (its blocks, links not followed); what
     vanishes while it is read counts for nothing."""
     total = 0
-    pending = [root]
-    while pending:
-        try:
-            with os.scandir(pending.pop()) as entries:
-                for entry in entries:
-                    with contextlib.suppress(FileNotFoundError):
-                        total += entry.stat(follow_symlinks=False).st_blocks * 512
-                        if entry.is_dir(follow_symlinks=False):
-                            pending.append(Path(entry.path))
-        except (FileNotFoundError, NotADirectoryError):
-            continue
+    for folder, dirs, files in os.walk(root):  # skips what it cannot list
+        for name in (*dirs, *files):
+            with contextlib.suppress(FileNotFoundError):
+                total += os.lstat(os.path.join(folder, name)).st_blocks * 512
     return total
 
 
