@@ -392,7 +392,18 @@ def test_the_launcher_exits_with_emccs_status_after_emccs_exit_handlers(
 def test_a_launcher_its_python_cannot_compile_runs_from_source(tmp_path: Path) -> None:
     directory = tmp_path / "launcher"
     assert install(directory, "/usr/bin/python3")
-    assert (directory / COMPILED_NAME).read_bytes()[:16] != b""
+    # A .pyc of the python it runs under: its magic number, not the test runner's.
+    magic = subprocess.run(
+        [
+            "/usr/bin/python3",
+            "-c",
+            "import importlib.util as u, sys; sys.stdout.write(u.MAGIC_NUMBER.hex())",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert (directory / COMPILED_NAME).read_bytes()[:4].hex() == magic
     # A python that cannot compile it leaves no .pyc, not even the one an earlier start made.
     assert not install(directory, "/bin/false")
     assert sorted(path.name for path in directory.iterdir()) == [SCRIPT.name]
